@@ -1,0 +1,297 @@
+//! The Plexus plugin configuration: the stdin of the runtime's call, with Multus's keys.
+//!
+//! Parsed by hand from the JSON object rather than with a serde derive because an operator who
+//! mistypes a value must be told which key and which value are wrong; serde's messages name
+//! neither reliably. Unknown keys are ignored, as Multus does, so existing configs keep working.
+
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+/// Where the cluster (primary) network comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterNetwork {
+    /// `clusterNetwork` without a `/`: a NAD in `multusNamespace`, else a config in `confDir`
+    /// whose `name` matches.
+    Name(String),
+    /// `clusterNetwork` with a `/`: a directory (lexically first `.conf`/`.conflist`/`.json`) or a
+    /// config file.
+    Path(PathBuf),
+    /// `delegates[0]` (inline config).
+    Inline(Value),
+}
+
+/// A network that every pod gets after the cluster network (`defaultNetworks`, `delegates[1..]`).
+pub type DefaultNetwork = ClusterNetwork;
+
+/// Log verbosity, Multus's names plus the usual ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    /// Multus's `panic`: log nothing but fatal problems.
+    Off,
+}
+
+/// Everything Plexus reads from its own configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlexusConfig {
+    pub name: String,
+    pub cni_version: String,
+    pub cluster_network: ClusterNetwork,
+    pub default_networks: Vec<DefaultNetwork>,
+    pub system_namespaces: Vec<String>,
+    pub multus_namespace: String,
+    pub conf_dir: PathBuf,
+    pub cni_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
+    pub readiness_indicator_file: Option<PathBuf>,
+    pub namespace_isolation: bool,
+    pub global_namespaces: Vec<String>,
+    pub log_level: LogLevel,
+    pub log_file: Option<PathBuf>,
+    pub log_to_stderr: bool,
+    /// Seconds allowed for each API request before the ADD fails with "try again later".
+    pub api_timeout_secs: u64,
+    /// What the runtime sent in `runtimeConfig` (filtered by our declared capabilities).
+    pub runtime_config: Map<String, Value>,
+}
+
+/// A configuration value that cannot be used; the message names the key and the value.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("invalid plexus configuration: key {key:?} has value {value}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    /// The offending value as JSON text.
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, value: &Value, reason: impl Into<String>) -> Self {
+        Self { key: key.to_owned(), value: value.to_string(), reason: reason.into() }
+    }
+}
+
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
+pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
+pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+
+impl PlexusConfig {
+    /// Parses the runtime's stdin object.
+    pub fn from_map(m: &Map<String, Value>) -> Result<Self, ConfigError> {
+        let cluster_network = match (m.get("clusterNetwork"), m.get("delegates")) {
+            (Some(v), _) => network_ref("clusterNetwork", v)?,
+            (None, Some(Value::Array(d))) if !d.is_empty() => inline_delegate("delegates", &d[0])?,
+            (None, Some(v)) => {
+                return Err(ConfigError::new("delegates", v, "must be a non-empty list of CNI configs"));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "clusterNetwork",
+                    &Value::Null,
+                    "one of \"clusterNetwork\" or \"delegates\" is required",
+                ));
+            }
+        };
+        let mut default_networks = Vec::new();
+        // `delegates` is ignored when `clusterNetwork` is set (Multus's rule).
+        if !m.contains_key("clusterNetwork") {
+            if let Some(Value::Array(d)) = m.get("delegates") {
+                for v in &d[1..] {
+                    default_networks.push(inline_delegate("delegates", v)?);
+                }
+            }
+        }
+        for s in string_list(m, "defaultNetworks")?.unwrap_or_default() {
+            default_networks.push(network_ref("defaultNetworks", &Value::String(s))?);
+        }
+        let global_namespaces = match m.get("globalNamespaces") {
+            None => vec!["default".to_owned()],
+            Some(Value::String(s)) => {
+                s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+            }
+            Some(v @ Value::Array(_)) => string_list_value("globalNamespaces", v)?,
+            Some(v) => return Err(ConfigError::new("globalNamespaces", v, "must be a comma-separated string")),
+        };
+        Ok(Self {
+            name: string(m, "name")?.unwrap_or_else(|| "plexus-cni-network".to_owned()),
+            cni_version: string(m, "cniVersion")?.unwrap_or_else(|| "0.1.0".to_owned()),
+            cluster_network,
+            default_networks,
+            system_namespaces: string_list(m, "systemNamespaces")?.unwrap_or_else(|| vec!["kube-system".to_owned()]),
+            multus_namespace: string(m, "multusNamespace")?.unwrap_or_else(|| "kube-system".to_owned()),
+            conf_dir: path(m, "confDir")?.unwrap_or_else(|| DEFAULT_CONF_DIR.into()),
+            cni_dir: path(m, "cniDir")?.unwrap_or_else(|| DEFAULT_CNI_DIR.into()),
+            bin_dir: path(m, "binDir")?.unwrap_or_else(|| DEFAULT_BIN_DIR.into()),
+            kubeconfig: path(m, "kubeconfig")?,
+            readiness_indicator_file: path(m, "readinessindicatorfile")?,
+            namespace_isolation: boolean(m, "namespaceIsolation")?.unwrap_or(false),
+            global_namespaces,
+            log_level: log_level(m)?,
+            log_file: path(m, "logFile")?,
+            log_to_stderr: boolean(m, "logToStderr")?.unwrap_or(true),
+            api_timeout_secs: match m.get("apiTimeoutSeconds") {
+                None => 10,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::new("apiTimeoutSeconds", v, "must be a positive integer"))?,
+            },
+            runtime_config: match m.get("runtimeConfig") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(o)) => o.clone(),
+                Some(v) => return Err(ConfigError::new("runtimeConfig", v, "must be an object")),
+            },
+        })
+    }
+
+    /// True when `namespace` may reference NADs in `target` under namespace isolation.
+    pub fn isolation_allows(&self, pod_namespace: &str, target: &str) -> bool {
+        !self.namespace_isolation
+            || pod_namespace == target
+            || self.global_namespaces.iter().any(|g| g == target)
+    }
+}
+
+fn network_ref(key: &str, v: &Value) -> Result<ClusterNetwork, ConfigError> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => Err(ConfigError::new(key, v, "must not be empty")),
+        Value::String(s) if s.contains('/') => Ok(ClusterNetwork::Path(PathBuf::from(s))),
+        Value::String(s) => Ok(ClusterNetwork::Name(s.clone())),
+        _ => Err(ConfigError::new(key, v, "must be a string (a network name or a path)")),
+    }
+}
+
+fn inline_delegate(key: &str, v: &Value) -> Result<ClusterNetwork, ConfigError> {
+    match v {
+        Value::Object(_) => Ok(ClusterNetwork::Inline(v.clone())),
+        _ => Err(ConfigError::new(key, v, "each delegate must be a CNI config object")),
+    }
+}
+
+fn string(m: &Map<String, Value>, key: &str) -> Result<Option<String>, ConfigError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(ConfigError::new(key, v, "must be a string")),
+    }
+}
+
+fn path(m: &Map<String, Value>, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(string(m, key)?.filter(|s| !s.is_empty()).map(PathBuf::from))
+}
+
+fn boolean(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ConfigError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        // Multus configs in the wild write booleans as strings.
+        Some(Value::String(s)) if s == "true" => Ok(Some(true)),
+        Some(Value::String(s)) if s == "false" => Ok(Some(false)),
+        Some(v) => Err(ConfigError::new(key, v, "must be true or false")),
+    }
+}
+
+fn string_list(m: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => string_list_value(key, v).map(Some),
+    }
+}
+
+fn string_list_value(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+    let Value::Array(items) = v else {
+        return Err(ConfigError::new(key, v, "must be a list of strings"));
+    };
+    items
+        .iter()
+        .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| ConfigError::new(key, v, "must be a list of strings")))
+        .collect()
+}
+
+fn log_level(m: &Map<String, Value>) -> Result<LogLevel, ConfigError> {
+    let Some(s) = string(m, "logLevel")? else { return Ok(LogLevel::Warn) };
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "debug" | "verbose" | "trace" => LogLevel::Debug,
+        "info" => LogLevel::Info,
+        "warn" | "warning" | "" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        "panic" | "off" | "none" => LogLevel::Off,
+        _ => {
+            return Err(ConfigError::new(
+                "logLevel",
+                &Value::String(s),
+                "must be one of debug, verbose, info, warn, error, panic",
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<PlexusConfig, ConfigError> {
+        PlexusConfig::from_map(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn cluster_network_forms() {
+        let c = parse(json!({"clusterNetwork": "kindnet"})).unwrap();
+        assert_eq!(c.cluster_network, ClusterNetwork::Name("kindnet".into()));
+        let c = parse(json!({"clusterNetwork": "/etc/cni/net.d/10-x.conflist"})).unwrap();
+        assert_eq!(c.cluster_network, ClusterNetwork::Path("/etc/cni/net.d/10-x.conflist".into()));
+        let c = parse(json!({"delegates": [{"type": "bridge"}, {"type": "ptp"}]})).unwrap();
+        assert!(matches!(c.cluster_network, ClusterNetwork::Inline(_)));
+        assert_eq!(c.default_networks.len(), 1);
+    }
+
+    #[test]
+    fn cluster_network_wins_over_delegates() {
+        let c = parse(json!({"clusterNetwork": "a", "delegates": [{"type": "bridge"}, {"type": "ptp"}]})).unwrap();
+        assert_eq!(c.cluster_network, ClusterNetwork::Name("a".into()));
+        assert!(c.default_networks.is_empty());
+    }
+
+    #[test]
+    fn defaults_match_multus() {
+        let c = parse(json!({"clusterNetwork": "a"})).unwrap();
+        assert_eq!(c.system_namespaces, vec!["kube-system"]);
+        assert_eq!(c.multus_namespace, "kube-system");
+        assert_eq!(c.global_namespaces, vec!["default"]);
+        assert_eq!(c.bin_dir, PathBuf::from("/opt/cni/bin"));
+        assert_eq!(c.conf_dir, PathBuf::from(DEFAULT_CONF_DIR));
+        assert!(!c.namespace_isolation);
+        assert!(c.log_to_stderr);
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        let e = parse(json!({"clusterNetwork": "a", "namespaceIsolation": "yes"})).unwrap_err();
+        assert_eq!(e.key, "namespaceIsolation");
+        assert!(e.to_string().contains("\"yes\""), "{e}");
+        let e = parse(json!({"clusterNetwork": 5})).unwrap_err();
+        assert_eq!(e.key, "clusterNetwork");
+        let e = parse(json!({})).unwrap_err();
+        assert!(e.to_string().contains("clusterNetwork"));
+        let e = parse(json!({"clusterNetwork": "a", "logLevel": "loud"})).unwrap_err();
+        assert!(e.to_string().contains("loud"));
+        let e = parse(json!({"clusterNetwork": "a", "defaultNetworks": "x"})).unwrap_err();
+        assert_eq!(e.key, "defaultNetworks");
+    }
+
+    #[test]
+    fn global_namespaces_and_isolation() {
+        let c = parse(json!({"clusterNetwork": "a", "namespaceIsolation": true, "globalNamespaces": "shared, infra"}))
+            .unwrap();
+        assert_eq!(c.global_namespaces, vec!["shared", "infra"]);
+        assert!(c.isolation_allows("blue", "blue"));
+        assert!(c.isolation_allows("blue", "infra"));
+        assert!(!c.isolation_allows("blue", "red"));
+        assert!(!c.isolation_allows("blue", "default"), "setting globalNamespaces replaces default");
+    }
+}

@@ -1,0 +1,18 @@
+//! The meta-plugin logic of Plexus. Effects (Kubernetes API, delegate exec, paths) are behind
+//! small traits or parameters so that everything here is unit-testable without root or a cluster.
+
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod delegate;
+pub mod engine;
+pub mod error;
+pub mod exec;
+pub mod request;
+pub mod resolve;
+
+pub use api::{ApiError, KubeApi, NadInfo, PodInfo};
+pub use config::PlexusConfig;
+pub use engine::Engine;
+pub use error::EngineError;
+pub use exec::{DelegateExec, ProcessExec};

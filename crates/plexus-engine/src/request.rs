@@ -1,0 +1,89 @@
+//! What a selection element asks of its delegate: capability arguments (`runtimeConfig`) and
+//! `cni-args`. A request that no plugin of the delegate can honour fails the attachment (NPWG
+//! §4.1.2.1.3–10) instead of being dropped silently.
+
+use crate::error::EngineError;
+use crate::resolve::Attachment;
+use plexus_cni::NetworkConfig;
+use serde_json::{json, Map, Value};
+
+/// Fills `runtime_config` from the selection and merges `cni-args` into every plugin's
+/// `args.cni` (the pod's values win over the NAD's).
+pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, EngineError> {
+    let Some(sel) = att.selection.clone() else { return Ok(att) };
+    let mut rc = Map::new();
+    if !sel.ips.is_empty() {
+        rc.insert("ips".into(), json!(sel.ips));
+    }
+    if let Some(mac) = &sel.mac {
+        rc.insert("mac".into(), json!(mac));
+    }
+    if let Some(guid) = &sel.infiniband_guid {
+        rc.insert("infinibandGUID".into(), json!(guid));
+    }
+    if !sel.port_mappings.is_empty() {
+        let pm: Vec<Value> = sel
+            .port_mappings
+            .iter()
+            .map(|p| {
+                let mut m = json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol.to_ascii_lowercase()});
+                if let Some(ip) = &p.host_ip {
+                    m["hostIP"] = json!(ip);
+                }
+                m
+            })
+            .collect();
+        rc.insert("portMappings".into(), Value::Array(pm));
+    }
+    if let Some(bw) = &sel.bandwidth {
+        rc.insert("bandwidth".into(), serde_json::to_value(bw).unwrap_or_default());
+    }
+    if let Some(dev) = &sel.device_id {
+        rc.insert("deviceID".into(), json!(dev));
+    }
+    let caps = att.config.capabilities();
+    if let Some(missing) = rc.keys().find(|k| !caps.contains(*k)) {
+        return Err(EngineError::NetworkConfig {
+            pod: pod.to_owned(),
+            network: att.network.clone(),
+            reason: format!(
+                "the pod requests capability {missing:?} but no plugin of this network declares it (declared: {})",
+                if caps.is_empty() { "none".to_owned() } else { caps.into_iter().collect::<Vec<_>>().join(", ") }
+            ),
+        });
+    }
+    att.runtime_config = rc;
+    if let Some(cni_args) = &sel.cni_args {
+        att.config = merge_cni_args(&att.config, cni_args);
+    }
+    Ok(att)
+}
+
+/// A copy of `config` whose every plugin has `args.cni` ⊇ `cni_args`.
+fn merge_cni_args(config: &NetworkConfig, cni_args: &Map<String, Value>) -> NetworkConfig {
+    let mut doc = config.raw.clone();
+    let merge = |plugin: &mut Map<String, Value>| {
+        let args = plugin.entry("args").or_insert_with(|| json!({}));
+        if !args.is_object() {
+            *args = json!({});
+        }
+        let cni = args.as_object_mut().expect("object").entry("cni").or_insert_with(|| json!({}));
+        if !cni.is_object() {
+            *cni = json!({});
+        }
+        let cni = cni.as_object_mut().expect("object");
+        for (k, v) in cni_args {
+            cni.insert(k.clone(), v.clone());
+        }
+    };
+    if config.is_list {
+        if let Some(Value::Array(plugins)) = doc.get_mut("plugins") {
+            for p in plugins.iter_mut().filter_map(Value::as_object_mut) {
+                merge(p);
+            }
+        }
+    } else {
+        merge(&mut doc);
+    }
+    NetworkConfig::from_value(Value::Object(doc)).unwrap_or_else(|_| config.clone())
+}

@@ -1,0 +1,372 @@
+//! kube-rs implementation of `plexus_engine::api::KubeApi` for the thin plugin.
+//!
+//! The thin plugin is one short-lived process per CNI call, so [`LiveKube`] is built for exactly
+//! that: a current-thread tokio runtime of its own (the engine is synchronous), a `kube::Client`
+//! built inside it, and one `block_on` per trait call. Client construction is sub-millisecond
+//! (measured, see `spec/rust-ecosystem.md` §2), so it is built eagerly in [`LiveKube::new`]; the
+//! cost of a call is its network round trips.
+//!
+//! Request budget (DESIGN.md §3): `get_pod` is one GET, `get_nads` is one GET per NAD, all in
+//! flight at once, and `patch_network_status` is one PATCH. kube's default retry layer is turned
+//! off so that these counts hold on the wire and so that a sick API server fails the call fast; the
+//! container runtime retries the whole ADD (CNI error code 11), which is the right level for it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind, Status};
+use kube::{Client, Config, Resource};
+use plexus_engine::api::{ApiError, KubeApi, NadInfo, PodInfo};
+use plexus_netattach::NETWORK_STATUS_ANNOTATION;
+use serde_json::{Map, Value, json};
+use tokio::runtime::Runtime;
+
+/// Environment variables whose presence means "running in a pod" (the same test client-go's
+/// `rest.InClusterConfig` makes). Both must be non-empty.
+const SERVICE_HOST_ENV: &str = "KUBERNETES_SERVICE_HOST";
+const SERVICE_PORT_ENV: &str = "KUBERNETES_SERVICE_PORT";
+
+const NAD_GROUP: &str = "k8s.cni.cncf.io";
+const NAD_VERSION: &str = "v1";
+const NAD_KIND: &str = "NetworkAttachmentDefinition";
+const NAD_PLURAL: &str = "network-attachment-definitions";
+
+const POD_KIND: &str = "pod";
+const NAD_KIND_LABEL: &str = "network-attachment-definition";
+
+/// Where the API server address and credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// A kubeconfig file (the plugin conf's `kubeconfig`). Relative `certificate-authority`,
+    /// `client-certificate`, `client-key` and `tokenFile` paths are resolved against the file's
+    /// directory, and `tokenFile` is re-read by kube when it may have rotated, which is how a
+    /// node's projected service-account token is used.
+    Kubeconfig(PathBuf),
+    /// The pod's own service account (`KUBERNETES_SERVICE_HOST`/`_PORT` and
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}`).
+    InCluster,
+}
+
+impl Credentials {
+    /// Picks credentials from the process environment; see [`Credentials::detect_with`].
+    pub fn detect(kubeconfig: Option<&Path>) -> Option<Credentials> {
+        Self::detect_with(kubeconfig, |key| std::env::var(key).ok())
+    }
+
+    /// Picks credentials: the configured kubeconfig when there is one; else in-cluster when both
+    /// service env variables are set and non-empty; else `None`, meaning "no Kubernetes" (the engine
+    /// then attaches only the cluster network).
+    ///
+    /// The environment is read through `env` so tests need not mutate the process environment.
+    /// The kubeconfig path is not checked for existence here: a configured but missing file is a
+    /// configuration error that [`LiveKube::new`] reports with the path, not a reason to silently
+    /// fall back to other credentials.
+    pub fn detect_with(kubeconfig: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Option<Credentials> {
+        if let Some(path) = kubeconfig.filter(|p| !p.as_os_str().is_empty()) {
+            return Some(Credentials::Kubeconfig(path.to_path_buf()));
+        }
+        let set = |key: &str| env(key).is_some_and(|v| !v.is_empty());
+        (set(SERVICE_HOST_ENV) && set(SERVICE_PORT_ENV)).then_some(Credentials::InCluster)
+    }
+}
+
+/// Why a [`LiveKube`] could not be built. Each variant names the file or step that failed, since
+/// this surfaces in kubelet events where the operator has nothing else to go on.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The private runtime could not be created (out of file descriptors, typically).
+    #[error("cannot create the Kubernetes client runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The kubeconfig file could not be read or parsed, or a file it references (CA, client
+    /// certificate or key) could not be loaded.
+    #[error("kubeconfig {}: {source}", path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: KubeconfigError,
+    },
+    /// The in-cluster service account files or env variables are missing or unusable.
+    #[error("in-cluster Kubernetes config: {0}")]
+    InCluster(#[source] InClusterError),
+    /// The client could not be assembled from an otherwise valid config: an unreadable `tokenFile`,
+    /// a CA bundle rustls rejects, an unsupported auth provider.
+    #[error("cannot build the Kubernetes client from {source_desc}: {message}")]
+    Client { source_desc: String, message: String },
+}
+
+/// The live API client of the thin plugin. See the crate docs for why it owns a runtime.
+pub struct LiveKube {
+    rt: Runtime,
+    client: Client,
+    timeout: Duration,
+}
+
+impl fmt::Debug for LiveKube {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The client holds credentials; print only what is harmless.
+        f.debug_struct("LiveKube").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl LiveKube {
+    /// Loads `creds` and builds the client. `timeout` bounds every API call (connect, request and
+    /// response together), so an unreachable API server fails the call with
+    /// [`ApiError::Unreachable`] instead of hanging the CNI invocation.
+    pub fn new(creds: &Credentials, timeout: Duration) -> Result<LiveKube, KubeError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(KubeError::Runtime)?;
+        // `Client::try_from` spawns the tower Buffer worker, so it must run inside the runtime;
+        // kubeconfig loading is async in kube (exec plugins), hence one block_on for all of it.
+        let client = rt.block_on(async {
+            let (mut config, source_desc) = match creds {
+                Credentials::Kubeconfig(path) => {
+                    let wrap = |source| KubeError::Kubeconfig { path: path.clone(), source };
+                    let kc = Kubeconfig::read_from(path).map_err(wrap)?;
+                    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                        .await
+                        .map_err(wrap)?;
+                    (config, format!("kubeconfig {}", path.display()))
+                }
+                Credentials::InCluster => {
+                    (Config::incluster().map_err(KubeError::InCluster)?, "in-cluster config".to_owned())
+                }
+            };
+            tune(&mut config, timeout);
+            Client::try_from(config).map_err(|e| KubeError::Client { source_desc, message: error_chain(&e) })
+        })?;
+        Ok(LiveKube { rt, client, timeout })
+    }
+
+    /// Runs one API call on the private runtime, bounded by the per-call timeout.
+    fn call<T>(&self, what: impl fmt::Display, fut: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+        self.rt.block_on(with_timeout(self.timeout, what, fut))
+    }
+}
+
+/// Applies the plugin's needs to a loaded config: every transport phase bounded by `timeout`, and
+/// no automatic retries (see the crate docs).
+fn tune(config: &mut Config, timeout: Duration) {
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    // Count the read timeout from when the request was written, not from when a pooled
+    // connection went idle.
+    config.reset_reader_on_write = true;
+    config.default_retry = false;
+}
+
+/// The transport timeouts above do not cover everything (TLS handshake stalls, a server that
+/// trickles bytes), so the whole call is bounded too.
+async fn with_timeout<T>(
+    timeout: Duration,
+    what: impl fmt::Display,
+    fut: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::Unreachable(format!("{what}: no answer within {timeout:?}"))),
+    }
+}
+
+fn nad_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(NAD_GROUP, NAD_VERSION, NAD_KIND), NAD_PLURAL)
+}
+
+impl KubeApi for LiveKube {
+    fn get_pod(&self, namespace: &str, name: &str) -> Result<PodInfo, ApiError> {
+        tracing::debug!(namespace, name, "GET pod");
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        self.call(format_args!("GET pod {namespace}/{name}"), async {
+            // Metadata only: the engine needs uid and annotations, and the spec/status of a pod
+            // can be large. Still a single GET.
+            let meta = pods
+                .get_metadata(name)
+                .await
+                .map_err(|e| map_error(e, POD_KIND, namespace, name))?
+                .metadata;
+            Ok(PodInfo {
+                namespace: meta.namespace.unwrap_or_else(|| namespace.to_owned()),
+                name: meta.name.unwrap_or_else(|| name.to_owned()),
+                uid: meta.uid.unwrap_or_default(),
+                annotations: meta.annotations.unwrap_or_default(),
+            })
+        })
+    }
+
+    fn get_nads(&self, refs: &[(String, String)]) -> Vec<Result<NadInfo, ApiError>> {
+        if refs.is_empty() {
+            return Vec::new();
+        }
+        tracing::debug!(count = refs.len(), "GET network-attachment-definitions");
+        let resource = nad_resource();
+        let gets = refs.iter().map(|(namespace, name)| {
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &resource);
+            // Each GET gets its own timeout so one slow answer is reported against its NAD only.
+            with_timeout(self.timeout, format_args!("GET {NAD_KIND_LABEL} {namespace}/{name}"), async move {
+                let obj = api.get(name).await.map_err(|e| map_error(e, NAD_KIND_LABEL, namespace, name))?;
+                Ok(nad_info(obj, namespace, name))
+            })
+        });
+        // join_all polls every future before awaiting any, so all requests are in flight at once
+        // (one connection each over HTTP/1.1), and results come back in input order.
+        self.rt.block_on(join_all(gets))
+    }
+
+    fn patch_network_status(&self, namespace: &str, name: &str, uid: &str, status_json: &str) -> Result<(), ApiError> {
+        tracing::debug!(namespace, name, "PATCH pod status network-status");
+        let body = status_patch(uid, status_json);
+        let request = kube::core::Request::new(Pod::url_path(&(), Some(namespace)))
+            .patch_subresource("status", name, &PatchParams::default(), &Patch::Merge(&body))
+            .map_err(|e| ApiError::Other { status: 0, message: format!("cannot build the status patch: {e}") })?;
+        self.call(format_args!("PATCH pod {namespace}/{name}/status"), async {
+            // `request_text` rather than `Api::patch_status`: the patch has taken effect once the
+            // server says 2xx, so the returned pod is not parsed; a response that fails to
+            // deserialize must not turn a successful write into an error (and an ADD rollback).
+            self.client
+                .request_text(request)
+                .await
+                .map(drop)
+                .map_err(|e| map_error(e, POD_KIND, namespace, name))
+        })
+    }
+}
+
+/// The merge patch body. `metadata.uid` is immutable, so the API server answers 409 if the pod was
+/// replaced by another with the same name; an empty `uid` (runtime did not pass `K8S_POD_UID`)
+/// leaves the guard out rather than patching `uid: ""`.
+fn status_patch(uid: &str, status_json: &str) -> Value {
+    let mut metadata = Map::new();
+    if !uid.is_empty() {
+        metadata.insert("uid".to_owned(), Value::String(uid.to_owned()));
+    }
+    metadata.insert("annotations".to_owned(), json!({ NETWORK_STATUS_ANNOTATION: status_json }));
+    json!({ "metadata": metadata })
+}
+
+/// Maps a NAD read as a `DynamicObject`; the dynamic type keeps this crate independent of the
+/// typed CRD in `plexus-netattach`, and only `spec.config` is needed.
+fn nad_info(obj: DynamicObject, namespace: &str, name: &str) -> NadInfo {
+    let config = match obj.data.pointer("/spec/config") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        // The CRD schema says string; the API server enforces it. Should an unvalidated CRD let an
+        // inline object through, hand the engine its JSON text rather than dropping it, so the
+        // engine's config parser reports on the actual content.
+        Some(other) => Some(other.to_string()),
+    };
+    NadInfo {
+        namespace: obj.metadata.namespace.unwrap_or_else(|| namespace.to_owned()),
+        name: obj.metadata.name.unwrap_or_else(|| name.to_owned()),
+        config,
+        annotations: obj.metadata.annotations.unwrap_or_else(BTreeMap::new),
+    }
+}
+
+/// Classifies a kube error by what the engine should do about it (see [`ApiError`]).
+fn map_error(err: kube::Error, kind: &'static str, namespace: &str, name: &str) -> ApiError {
+    match err {
+        kube::Error::Api(status) => map_status(&status, kind, namespace, name),
+        // Everything below failed before an HTTP status came back: connection refused, DNS,
+        // connect/read timeouts (hyper-timeout surfaces through the service stack), TLS.
+        e @ (kube::Error::HyperError(_)
+        | kube::Error::Service(_)
+        | kube::Error::RustlsTls(_)
+        | kube::Error::TlsRequired
+        | kube::Error::ReadEvents(_)) => ApiError::Unreachable(error_chain(&e)),
+        other => ApiError::Other { status: 0, message: error_chain(&other) },
+    }
+}
+
+fn map_status(status: &Status, kind: &'static str, namespace: &str, name: &str) -> ApiError {
+    let message = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
+    match status.code {
+        404 => ApiError::NotFound { kind, namespace: namespace.to_owned(), name: name.to_owned() },
+        409 => ApiError::Conflict(message),
+        401 | 403 => ApiError::Forbidden(message),
+        429 | 500..=599 => ApiError::Unreachable(format!("HTTP {}: {message}", status.code)),
+        code => ApiError::Other { status: code, message },
+    }
+}
+
+/// An error with its causes, since kube's top-level messages ("ServiceError: client error
+/// (Connect)") hide the useful part ("Connection refused").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Several kube/hyper errors already embed their source's text in their own.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    fn status(code: u16, message: &str) -> Status {
+        Status::failure(message, "Reason").with_code(code)
+    }
+
+    #[test]
+    fn status_codes_map_to_api_errors() {
+        let m = |code| map_status(&status(code, "msg"), "pod", "ns", "p");
+        assert_eq!(m(404), ApiError::NotFound { kind: "pod", namespace: "ns".into(), name: "p".into() });
+        assert_eq!(m(409), ApiError::Conflict("msg".into()));
+        assert_eq!(m(401), ApiError::Forbidden("msg".into()));
+        assert_eq!(m(403), ApiError::Forbidden("msg".into()));
+        assert!(matches!(m(429), ApiError::Unreachable(_)));
+        assert!(matches!(m(500), ApiError::Unreachable(_)));
+        assert!(matches!(m(503), ApiError::Unreachable(_)));
+        assert_eq!(m(422), ApiError::Other { status: 422, message: "msg".into() });
+    }
+
+    #[test]
+    fn empty_message_falls_back_to_reason() {
+        let s = Status::failure("", "Invalid").with_code(422);
+        assert_eq!(map_status(&s, "pod", "ns", "p"), ApiError::Other { status: 422, message: "Invalid".into() });
+    }
+
+    #[test]
+    fn patch_body_with_and_without_uid() {
+        assert_eq!(
+            serde_json::to_string(&status_patch("u-1", "[]")).unwrap(),
+            r#"{"metadata":{"uid":"u-1","annotations":{"k8s.v1.cni.cncf.io/network-status":"[]"}}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&status_patch("", "[]")).unwrap(),
+            r#"{"metadata":{"annotations":{"k8s.v1.cni.cncf.io/network-status":"[]"}}}"#
+        );
+    }
+
+    #[test]
+    fn nad_config_extraction() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "a", "namespace": "n", "annotations": {"k": "v"}},
+            "spec": {"config": "{\"type\":\"macvlan\"}"}
+        }))
+        .unwrap();
+        let info = nad_info(obj, "n", "a");
+        assert_eq!(info.config.as_deref(), Some(r#"{"type":"macvlan"}"#));
+        assert_eq!(info.annotations.get("k").map(String::as_str), Some("v"));
+
+        let bare: DynamicObject = serde_json::from_value(json!({"metadata": {}, "spec": {}})).unwrap();
+        let info = nad_info(bare, "n", "b");
+        assert_eq!((info.namespace.as_str(), info.name.as_str(), info.config), ("n", "b", None));
+    }
+}

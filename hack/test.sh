@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit tests, and the end-to-end tests that exec the real
+# `plexus` binary with real delegates in real network namespaces (root required).
+# Installs what it needs first, so it works on a fresh Debian 12 machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source hack/lib.sh
+
+ensure_root
+ensure_packages
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "==> building binaries"
+cargo build --workspace --bins --locked
+
+echo "==> running tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast --profile ci "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi

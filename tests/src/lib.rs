@@ -1,0 +1,1 @@
+//! Plexus test bed.
