@@ -3,10 +3,12 @@
 //! Assertions are on what the kernel shows, on the annotation written, on the API requests made,
 //! and on cleanup (only `lo` left, no host-local lease, no cache entry).
 
-use plexus_e2e::cni::{exec_plexus, ipv4_of, k8s_args, link_names, mac_of, ping, Call, Node, Outcome};
+use plexus_e2e::cni::{
+    Call, Node, Outcome, exec_plexus, ipv4_of, k8s_args, link_names, mac_of, ping,
+};
 use plexus_e2e::fakeapi::{FakeApiOptions, FakeApiServer};
 use plexus_e2e::netns::NetNs;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 const STATUS_KEY: &str = "k8s.v1.cni.cncf.io/network-status";
@@ -27,14 +29,25 @@ impl Bed {
     fn with_options(opts: FakeApiOptions) -> Self {
         let node = Node::new().expect("node");
         let api = FakeApiServer::start(opts).expect("fake API server");
-        let kubeconfig = api.write_kubeconfig(&node.root.path().join("kube")).expect("kubeconfig");
+        let kubeconfig = api
+            .write_kubeconfig(&node.root.path().join("kube"))
+            .expect("kubeconfig");
         let cluster_file = node.write_cluster_file("1.0.0").expect("cluster file");
-        Self { node, api, kubeconfig, cluster_file }
+        Self {
+            node,
+            api,
+            kubeconfig,
+            cluster_file,
+        }
     }
 
     /// The plexus config with the cluster network given as a conflist path.
     fn config(&self, extra: Value) -> Value {
-        self.node.plexus_config(self.cluster_file.to_str().unwrap(), Some(&self.kubeconfig), extra)
+        self.node.plexus_config(
+            self.cluster_file.to_str().unwrap(),
+            Some(&self.kubeconfig),
+            extra,
+        )
     }
 
     fn nad(&self, ns: &str, name: &str, config: &Value) {
@@ -53,11 +66,23 @@ impl Bed {
 
     fn status_of(&self, ns: &str, name: &str) -> Vec<Value> {
         let pod = self.api.get_pod(ns, name).expect("pod exists");
-        let text = pod["metadata"]["annotations"][STATUS_KEY].as_str().unwrap_or_else(|| panic!("no network-status on {pod}")).to_owned();
+        let text = pod["metadata"]["annotations"][STATUS_KEY]
+            .as_str()
+            .unwrap_or_else(|| panic!("no network-status on {pod}"))
+            .to_owned();
         serde_json::from_str(&text).expect("network-status is JSON")
     }
 
-    fn call(&self, command: &str, cid: &str, netns: Option<&Path>, ns: &str, pod: &str, uid: &str, config: &Value) -> Outcome {
+    fn call(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: Option<&Path>,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        config: &Value,
+    ) -> Outcome {
         exec_plexus(&Call {
             command,
             container_id: cid,
@@ -71,9 +96,21 @@ impl Bed {
 
     /// Asserts that nothing of `pod_ns` is left: only `lo`, no lease, no cache entry.
     fn assert_clean(&self, pod_ns: &NetNs) {
-        assert_eq!(link_names(pod_ns), vec!["lo"], "interfaces left in the pod netns");
-        assert_eq!(self.node.leases(), Vec::<String>::new(), "host-local leases left");
-        assert_eq!(self.node.cache_entries(), Vec::<String>::new(), "cache entries left");
+        assert_eq!(
+            link_names(pod_ns),
+            vec!["lo"],
+            "interfaces left in the pod netns"
+        );
+        assert_eq!(
+            self.node.leases(),
+            Vec::<String>::new(),
+            "host-local leases left"
+        );
+        assert_eq!(
+            self.node.cache_entries(),
+            Vec::<String>::new(),
+            "cache entries left"
+        );
     }
 }
 
@@ -112,35 +149,52 @@ fn no_annotation_gets_only_the_cluster_network() {
     assert_eq!(bed.api.requests().len(), 2, "{:?}", bed.api.requests());
 
     bed.api.clear_requests();
-    bed.call("DEL", &c, Some(ns.path()), "blue", "plain", &uid, &config).assert_ok();
-    assert!(bed.api.requests().is_empty(), "DEL must not call the API: {:?}", bed.api.requests());
+    bed.call("DEL", &c, Some(ns.path()), "blue", "plain", &uid, &config)
+        .assert_ok();
+    assert!(
+        bed.api.requests().is_empty(),
+        "DEL must not call the API: {:?}",
+        bed.api.requests()
+    );
     bed.assert_clean(&ns);
 }
 
 #[test]
 fn one_macvlan_network() {
     let bed = Bed::new();
-    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.1.0/24"));
+    bed.nad(
+        "blue",
+        "macvlan-a",
+        &bed.node.macvlan_config("macvlan-a", "10.78.1.0/24"),
+    );
     let uid = bed.pod("blue", "mv", Some("macvlan-a"));
     let ns = NetNs::new("pxm").unwrap();
     let c = cid("mv");
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "mv", &uid, &config).assert_ok();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "mv", &uid, &config)
+        .assert_ok();
 
     assert_eq!(link_names(&ns), vec!["eth0", "lo", "net1"]);
     let net1 = ipv4_of(&ns, "net1");
     assert_eq!(net1.len(), 1);
-    assert!(net1[0].starts_with("10.78.1.") && net1[0].ends_with("/24"), "{net1:?}");
+    assert!(
+        net1[0].starts_with("10.78.1.") && net1[0].ends_with("/24"),
+        "{net1:?}"
+    );
 
     let status = bed.status_of("blue", "mv");
     assert_eq!(status.len(), 2, "{status:?}");
     assert_eq!(status[1]["name"], "blue/macvlan-a");
     assert_eq!(status[1]["interface"], "net1");
     assert!(status[1].get("default").is_none() || status[1]["default"] == false);
-    assert_eq!(status[1]["ips"], json!([net1[0].split('/').next().unwrap()]));
+    assert_eq!(
+        status[1]["ips"],
+        json!([net1[0].split('/').next().unwrap()])
+    );
     assert_eq!(status[1]["mac"].as_str(), mac_of(&ns, "net1").as_deref());
 
-    bed.call("DEL", &c, Some(ns.path()), "blue", "mv", &uid, &config).assert_ok();
+    bed.call("DEL", &c, Some(ns.path()), "blue", "mv", &uid, &config)
+        .assert_ok();
     bed.assert_clean(&ns);
 }
 
@@ -148,8 +202,16 @@ fn one_macvlan_network() {
 fn four_networks_mixing_bridge_macvlan_conflist_and_explicit_names() {
     let bed = Bed::new();
     let n = &bed.node;
-    bed.nad("blue", "macvlan-a", &n.macvlan_config("macvlan-a", "10.78.2.0/24"));
-    bed.nad("blue", "bridge-a", &n.bridge_config("bridge-a", "10.79.2.0/24"));
+    bed.nad(
+        "blue",
+        "macvlan-a",
+        &n.macvlan_config("macvlan-a", "10.78.2.0/24"),
+    );
+    bed.nad(
+        "blue",
+        "bridge-a",
+        &n.bridge_config("bridge-a", "10.79.2.0/24"),
+    );
     bed.nad("other", "chain-a", &json!({
         "cniVersion": "0.4.0",
         "name": "chain-a",
@@ -159,30 +221,60 @@ fn four_networks_mixing_bridge_macvlan_conflist_and_explicit_names() {
             {"type": "tuning", "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"}, "mtu": 1400}
         ]
     }));
-    bed.nad("blue", "macvlan-b", &n.macvlan_config("macvlan-b", "10.81.2.0/24"));
-    let uid = bed.pod("blue", "four", Some("macvlan-a, bridge-a@data0, other/chain-a, macvlan-b"));
+    bed.nad(
+        "blue",
+        "macvlan-b",
+        &n.macvlan_config("macvlan-b", "10.81.2.0/24"),
+    );
+    let uid = bed.pod(
+        "blue",
+        "four",
+        Some("macvlan-a, bridge-a@data0, other/chain-a, macvlan-b"),
+    );
     let ns = NetNs::new("pxf").unwrap();
     let c = cid("four");
     let config = bed.config(json!({}));
     bed.api.clear_requests();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "four", &uid, &config).assert_ok();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "four", &uid, &config)
+        .assert_ok();
 
-    assert_eq!(link_names(&ns), vec!["data0", "eth0", "lo", "net1", "net3", "net4"]);
+    assert_eq!(
+        link_names(&ns),
+        vec!["data0", "eth0", "lo", "net1", "net3", "net4"]
+    );
     assert!(ipv4_of(&ns, "net1")[0].starts_with("10.78.2."));
     assert!(ipv4_of(&ns, "data0")[0].starts_with("10.79.2."));
     assert!(ipv4_of(&ns, "net3")[0].starts_with("10.80.2."));
     assert!(ipv4_of(&ns, "net4")[0].starts_with("10.81.2."));
     // The chained tuning plugin ran on the conflist's interface.
     let links = ns.links();
-    let net3 = links.as_array().unwrap().iter().find(|l| l["ifname"] == "net3").unwrap();
+    let net3 = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["ifname"] == "net3")
+        .unwrap();
     assert_eq!(net3["mtu"], 1400);
 
     let status = bed.status_of("blue", "four");
-    let names: Vec<(&str, &str)> =
-        status.iter().map(|s| (s["name"].as_str().unwrap(), s["interface"].as_str().unwrap())).collect();
+    let names: Vec<(&str, &str)> = status
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["interface"].as_str().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(
         names,
-        vec![("cluster", "eth0"), ("blue/macvlan-a", "net1"), ("blue/bridge-a", "data0"), ("other/chain-a", "net3"), ("blue/macvlan-b", "net4")]
+        vec![
+            ("cluster", "eth0"),
+            ("blue/macvlan-a", "net1"),
+            ("blue/bridge-a", "data0"),
+            ("other/chain-a", "net3"),
+            ("blue/macvlan-b", "net4")
+        ]
     );
 
     // API budget (DESIGN.md §3): 1 pod GET + N NAD GETs + 1 PATCH.
@@ -191,7 +283,8 @@ fn four_networks_mixing_bridge_macvlan_conflist_and_explicit_names() {
     assert_eq!(bed.api.count("PATCH", "/pods/four/status"), 1);
     assert_eq!(bed.api.requests().len(), 6, "{:?}", bed.api.requests());
 
-    bed.call("DEL", &c, Some(ns.path()), "blue", "four", &uid, &config).assert_ok();
+    bed.call("DEL", &c, Some(ns.path()), "blue", "four", &uid, &config)
+        .assert_ok();
     bed.assert_clean(&ns);
 }
 
@@ -199,15 +292,21 @@ fn four_networks_mixing_bridge_macvlan_conflist_and_explicit_names() {
 fn nad_without_spec_config_is_resolved_from_conf_dir() {
     let bed = Bed::new();
     let conf = bed.node.macvlan_config("from-disk", "10.78.3.0/24");
-    std::fs::write(bed.node.conf_dir.join("20-from-disk.conf"), conf.to_string()).unwrap();
+    std::fs::write(
+        bed.node.conf_dir.join("20-from-disk.conf"),
+        conf.to_string(),
+    )
+    .unwrap();
     bed.api.create_nad("blue", "from-disk", None);
     let uid = bed.pod("blue", "disk", Some("from-disk"));
     let ns = NetNs::new("pxd").unwrap();
     let c = cid("disk");
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "disk", &uid, &config).assert_ok();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "disk", &uid, &config)
+        .assert_ok();
     assert!(ipv4_of(&ns, "net1")[0].starts_with("10.78.3."));
-    bed.call("DEL", &c, Some(ns.path()), "blue", "disk", &uid, &config).assert_ok();
+    bed.call("DEL", &c, Some(ns.path()), "blue", "disk", &uid, &config)
+        .assert_ok();
     bed.assert_clean(&ns);
 }
 
@@ -221,7 +320,10 @@ fn missing_nad_fails_clearly_and_leaves_nothing() {
     let out = bed.call("ADD", &c, Some(ns.path()), "blue", "lost", &uid, &config);
     let msg = out.assert_error(103);
     assert!(msg.contains("blue/lost"), "names the pod: {msg}");
-    assert!(msg.contains("network-attachment-definition blue/nope not found"), "{msg}");
+    assert!(
+        msg.contains("network-attachment-definition blue/nope not found"),
+        "{msg}"
+    );
     assert_eq!(out.json()["cniVersion"], "1.0.0");
     assert_eq!(bed.api.count("PATCH", ""), 0);
     bed.assert_clean(&ns);
@@ -232,7 +334,11 @@ fn delegate_failure_after_eth0_rolls_everything_back() {
     let bed = Bed::new();
     let mut broken = bed.node.macvlan_config("broken", "10.78.4.0/24");
     broken["master"] = json!("pxnomaster0");
-    bed.nad("blue", "good", &bed.node.macvlan_config("good", "10.78.5.0/24"));
+    bed.nad(
+        "blue",
+        "good",
+        &bed.node.macvlan_config("good", "10.78.5.0/24"),
+    );
     bed.nad("blue", "broken", &broken);
     let uid = bed.pod("blue", "fail", Some("good, broken"));
     let ns = NetNs::new("pxr").unwrap();
@@ -240,7 +346,10 @@ fn delegate_failure_after_eth0_rolls_everything_back() {
     let config = bed.config(json!({}));
     let out = bed.call("ADD", &c, Some(ns.path()), "blue", "fail", &uid, &config);
     let msg = out.assert_error(100);
-    assert!(msg.contains("blue/fail") && msg.contains("blue/broken") && msg.contains("net2"), "{msg}");
+    assert!(
+        msg.contains("blue/fail") && msg.contains("blue/broken") && msg.contains("net2"),
+        "{msg}"
+    );
     assert!(!msg.contains("rollback incomplete"), "{msg}");
     assert_eq!(bed.api.count("PATCH", ""), 0, "no status for a failed ADD");
     bed.assert_clean(&ns);
@@ -249,12 +358,24 @@ fn delegate_failure_after_eth0_rolls_everything_back() {
 #[test]
 fn failed_status_write_rolls_back() {
     let bed = Bed::new();
-    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.6.0/24"));
+    bed.nad(
+        "blue",
+        "macvlan-a",
+        &bed.node.macvlan_config("macvlan-a", "10.78.6.0/24"),
+    );
     let uid = bed.pod("blue", "nostatus", Some("macvlan-a"));
     let ns = NetNs::new("pxs").unwrap();
     let c = cid("nostatus");
     bed.api.set_fail_next("PATCH", "/pods/nostatus/status", 500);
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "nostatus", &uid, &bed.config(json!({})));
+    let out = bed.call(
+        "ADD",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "nostatus",
+        &uid,
+        &bed.config(json!({})),
+    );
     let msg = out.assert_error(11);
     assert!(msg.contains("network-status"), "{msg}");
     bed.assert_clean(&ns);
@@ -266,7 +387,15 @@ fn uid_mismatch_fails_without_touching_the_pod() {
     bed.pod("blue", "reborn", None);
     let ns = NetNs::new("pxu").unwrap();
     let c = cid("reborn");
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "reborn", "not-the-uid", &bed.config(json!({})));
+    let out = bed.call(
+        "ADD",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "reborn",
+        "not-the-uid",
+        &bed.config(json!({})),
+    );
     let msg = out.assert_error(104);
     assert!(msg.contains("not-the-uid"), "{msg}");
     bed.assert_clean(&ns);
@@ -274,8 +403,17 @@ fn uid_mismatch_fails_without_touching_the_pod() {
 
 #[test]
 fn del_works_with_the_api_server_down_and_twice() {
-    let Bed { node, api, kubeconfig, cluster_file } = Bed::new();
-    api.create_nad("blue", "macvlan-a", Some(&node.macvlan_config("macvlan-a", "10.78.7.0/24").to_string()));
+    let Bed {
+        node,
+        api,
+        kubeconfig,
+        cluster_file,
+    } = Bed::new();
+    api.create_nad(
+        "blue",
+        "macvlan-a",
+        Some(&node.macvlan_config("macvlan-a", "10.78.7.0/24").to_string()),
+    );
     let pod = api.create_pod(json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "offline", "namespace": "blue", "annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan-a"}}}));
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
@@ -283,7 +421,15 @@ fn del_works_with_the_api_server_down_and_twice() {
     let c = cid("offline");
     let config = node.plexus_config(cluster_file.to_str().unwrap(), Some(&kubeconfig), json!({}));
     let call = |command| {
-        exec_plexus(&Call { command, container_id: &c, netns: Some(ns.path()), ifname: "eth0", args: k8s_args("blue", "offline", &uid, &c), config: &config }).unwrap()
+        exec_plexus(&Call {
+            command,
+            container_id: &c,
+            netns: Some(ns.path()),
+            ifname: "eth0",
+            args: k8s_args("blue", "offline", &uid, &c),
+            config: &config,
+        })
+        .unwrap()
     };
     call("ADD").assert_ok();
     assert_eq!(node.leases().len(), 2);
@@ -296,26 +442,70 @@ fn del_works_with_the_api_server_down_and_twice() {
     // DEL after the netns is gone, too.
     let path = ns.path().to_owned();
     drop(ns);
-    exec_plexus(&Call { command: "DEL", container_id: &c, netns: Some(&path), ifname: "eth0", args: String::new(), config: &config })
-        .unwrap()
-        .assert_ok();
+    exec_plexus(&Call {
+        command: "DEL",
+        container_id: &c,
+        netns: Some(&path),
+        ifname: "eth0",
+        args: String::new(),
+        config: &config,
+    })
+    .unwrap()
+    .assert_ok();
 }
 
 #[test]
 fn cluster_network_as_conflist_file_directory_and_name() {
     let bed = Bed::new();
-    let dir = bed.cluster_file.parent().unwrap().to_str().unwrap().to_owned();
-    std::fs::write(bed.node.conf_dir.join("05-cluster.conflist"), bed.node.cluster_conflist("0.4.0").to_string()).unwrap();
-    for (form, cluster) in [("file", bed.cluster_file.to_str().unwrap().to_owned()), ("dir", dir), ("name", "cluster".to_owned())] {
+    let dir = bed
+        .cluster_file
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        bed.node.conf_dir.join("05-cluster.conflist"),
+        bed.node.cluster_conflist("0.4.0").to_string(),
+    )
+    .unwrap();
+    for (form, cluster) in [
+        ("file", bed.cluster_file.to_str().unwrap().to_owned()),
+        ("dir", dir),
+        ("name", "cluster".to_owned()),
+    ] {
         let uid = bed.pod("blue", &format!("cn-{form}"), None);
         let ns = NetNs::new("pxc").unwrap();
         let c = cid(form);
-        let config = bed.node.plexus_config(&cluster, Some(&bed.kubeconfig), json!({}));
-        let out = bed.call("ADD", &c, Some(ns.path()), "blue", &format!("cn-{form}"), &uid, &config);
+        let config = bed
+            .node
+            .plexus_config(&cluster, Some(&bed.kubeconfig), json!({}));
+        let out = bed.call(
+            "ADD",
+            &c,
+            Some(ns.path()),
+            "blue",
+            &format!("cn-{form}"),
+            &uid,
+            &config,
+        );
         out.assert_ok();
         assert_eq!(link_names(&ns), vec!["eth0", "lo"], "{form}");
-        assert_eq!(bed.node.leases().len(), 1, "{form}: one lease while the pod exists");
-        bed.call("DEL", &c, Some(ns.path()), "blue", &format!("cn-{form}"), &uid, &config).assert_ok();
+        assert_eq!(
+            bed.node.leases().len(),
+            1,
+            "{form}: one lease while the pod exists"
+        );
+        bed.call(
+            "DEL",
+            &c,
+            Some(ns.path()),
+            "blue",
+            &format!("cn-{form}"),
+            &uid,
+            &config,
+        )
+        .assert_ok();
         bed.assert_clean(&ns);
     }
 }
@@ -323,28 +513,47 @@ fn cluster_network_as_conflist_file_directory_and_name() {
 #[test]
 fn namespace_isolation_refuses_cross_namespace_nads() {
     let bed = Bed::new();
-    bed.nad("red", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.8.0/24"));
+    bed.nad(
+        "red",
+        "macvlan-a",
+        &bed.node.macvlan_config("macvlan-a", "10.78.8.0/24"),
+    );
     let uid = bed.pod("blue", "iso", Some("red/macvlan-a"));
     let ns = NetNs::new("pxi").unwrap();
     let c = cid("iso");
     let config = bed.config(json!({"namespaceIsolation": true}));
     let out = bed.call("ADD", &c, Some(ns.path()), "blue", "iso", &uid, &config);
     let msg = out.assert_error(7);
-    assert!(msg.contains("namespace isolation") && msg.contains("red/macvlan-a") && msg.contains("blue/iso"), "{msg}");
-    assert_eq!(bed.api.count("GET", "/network-attachment-definitions/"), 0, "refused before any NAD GET");
+    assert!(
+        msg.contains("namespace isolation")
+            && msg.contains("red/macvlan-a")
+            && msg.contains("blue/iso"),
+        "{msg}"
+    );
+    assert_eq!(
+        bed.api.count("GET", "/network-attachment-definitions/"),
+        0,
+        "refused before any NAD GET"
+    );
     bed.assert_clean(&ns);
 
     // A global namespace is allowed.
     let config = bed.config(json!({"namespaceIsolation": true, "globalNamespaces": "red"}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "iso", &uid, &config).assert_ok();
-    bed.call("DEL", &c, Some(ns.path()), "blue", "iso", &uid, &config).assert_ok();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "iso", &uid, &config)
+        .assert_ok();
+    bed.call("DEL", &c, Some(ns.path()), "blue", "iso", &uid, &config)
+        .assert_ok();
     bed.assert_clean(&ns);
 }
 
 #[test]
 fn twenty_pods_four_at_a_time() {
     let bed = Bed::new();
-    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.9.0/24"));
+    bed.nad(
+        "blue",
+        "macvlan-a",
+        &bed.node.macvlan_config("macvlan-a", "10.78.9.0/24"),
+    );
     let config = bed.config(json!({}));
     let pods: Vec<(String, String, NetNs)> = (0..20)
         .map(|i| {
@@ -359,13 +568,20 @@ fn twenty_pods_four_at_a_time() {
             std::thread::scope(|s| {
                 for ((name, uid, ns), c) in batch {
                     let (bed, config) = (&bed, &config);
-                    s.spawn(move || bed.call(command, c, Some(ns.path()), "blue", name, uid, config).assert_ok().clone());
+                    s.spawn(move || {
+                        bed.call(command, c, Some(ns.path()), "blue", name, uid, config)
+                            .assert_ok()
+                            .clone()
+                    });
                 }
             });
         }
     };
     run("ADD");
-    let mut ips: Vec<String> = pods.iter().flat_map(|(_, _, ns)| [ipv4_of(ns, "eth0"), ipv4_of(ns, "net1")].concat()).collect();
+    let mut ips: Vec<String> = pods
+        .iter()
+        .flat_map(|(_, _, ns)| [ipv4_of(ns, "eth0"), ipv4_of(ns, "net1")].concat())
+        .collect();
     assert_eq!(ips.len(), 40);
     ips.sort();
     ips.dedup();
@@ -382,35 +598,60 @@ fn twenty_pods_four_at_a_time() {
 #[test]
 fn two_pods_ping_each_other_over_a_secondary_network() {
     let bed = Bed::new();
-    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.10.0/24"));
+    bed.nad(
+        "blue",
+        "macvlan-a",
+        &bed.node.macvlan_config("macvlan-a", "10.78.10.0/24"),
+    );
     let config = bed.config(json!({}));
     let a = NetNs::new("pxa").unwrap();
     let b = NetNs::new("pxb").unwrap();
-    let (ua, ub) = (bed.pod("blue", "pa", Some("macvlan-a")), bed.pod("blue", "pb", Some("macvlan-a")));
+    let (ua, ub) = (
+        bed.pod("blue", "pa", Some("macvlan-a")),
+        bed.pod("blue", "pb", Some("macvlan-a")),
+    );
     let (ca, cb) = (cid("pa"), cid("pb"));
-    bed.call("ADD", &ca, Some(a.path()), "blue", "pa", &ua, &config).assert_ok();
-    bed.call("ADD", &cb, Some(b.path()), "blue", "pb", &ub, &config).assert_ok();
+    bed.call("ADD", &ca, Some(a.path()), "blue", "pa", &ua, &config)
+        .assert_ok();
+    bed.call("ADD", &cb, Some(b.path()), "blue", "pb", &ub, &config)
+        .assert_ok();
     let ip_b = ipv4_of(&b, "net1")[0].split('/').next().unwrap().to_owned();
     ping(&a, &ip_b).unwrap();
-    bed.call("DEL", &ca, Some(a.path()), "blue", "pa", &ua, &config).assert_ok();
-    bed.call("DEL", &cb, Some(b.path()), "blue", "pb", &ub, &config).assert_ok();
+    bed.call("DEL", &ca, Some(a.path()), "blue", "pa", &ua, &config)
+        .assert_ok();
+    bed.call("DEL", &cb, Some(b.path()), "blue", "pb", &ub, &config)
+        .assert_ok();
     bed.assert_clean(&a);
     bed.assert_clean(&b);
 }
 
 #[test]
 fn https_with_a_bearer_token_file_and_ca_bundle() {
-    let bed = Bed::with_options(FakeApiOptions { tls: true, token: Some("s3cr3t-token".into()), ..Default::default() });
+    let bed = Bed::with_options(FakeApiOptions {
+        tls: true,
+        token: Some("s3cr3t-token".into()),
+        ..Default::default()
+    });
     assert!(bed.api.url().starts_with("https://"));
-    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.11.0/24"));
+    bed.nad(
+        "blue",
+        "macvlan-a",
+        &bed.node.macvlan_config("macvlan-a", "10.78.11.0/24"),
+    );
     let uid = bed.pod("blue", "tls", Some("macvlan-a"));
     let ns = NetNs::new("pxt").unwrap();
     let c = cid("tls");
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "tls", &uid, &config).assert_ok();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "tls", &uid, &config)
+        .assert_ok();
     assert_eq!(bed.status_of("blue", "tls").len(), 2);
-    assert!(bed.api.requests().iter().all(|r| r.status < 300), "{:?}", bed.api.requests());
-    bed.call("DEL", &c, Some(ns.path()), "blue", "tls", &uid, &config).assert_ok();
+    assert!(
+        bed.api.requests().iter().all(|r| r.status < 300),
+        "{:?}",
+        bed.api.requests()
+    );
+    bed.call("DEL", &c, Some(ns.path()), "blue", "tls", &uid, &config)
+        .assert_ok();
     bed.assert_clean(&ns);
 
     // A rotated (wrong) token is refused, and the ADD leaves nothing behind.
@@ -425,35 +666,56 @@ fn https_with_a_bearer_token_file_and_ca_bundle() {
 #[test]
 fn runtime_supplied_annotations_skip_the_pod_get() {
     let bed = Bed::new();
-    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.12.0/24"));
+    bed.nad(
+        "blue",
+        "macvlan-a",
+        &bed.node.macvlan_config("macvlan-a", "10.78.12.0/24"),
+    );
     let uid = bed.pod("blue", "rt", None);
     let ns = NetNs::new("pxq").unwrap();
     let c = cid("rt");
     let config = bed.config(json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan-a"}}}));
     bed.api.clear_requests();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "rt", &uid, &config).assert_ok();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "rt", &uid, &config)
+        .assert_ok();
     assert_eq!(link_names(&ns), vec!["eth0", "lo", "net1"]);
     assert_eq!(bed.api.count("GET", "/pods/"), 0);
-    assert_eq!(bed.api.requests().len(), 2, "1 NAD GET + 1 PATCH: {:?}", bed.api.requests());
-    bed.call("DEL", &c, Some(ns.path()), "blue", "rt", &uid, &config).assert_ok();
+    assert_eq!(
+        bed.api.requests().len(),
+        2,
+        "1 NAD GET + 1 PATCH: {:?}",
+        bed.api.requests()
+    );
+    bed.call("DEL", &c, Some(ns.path()), "blue", "rt", &uid, &config)
+        .assert_ok();
     bed.assert_clean(&ns);
 }
 
 #[test]
 fn check_passes_after_add() {
     let bed = Bed::new();
-    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.13.0/24"));
+    bed.nad(
+        "blue",
+        "macvlan-a",
+        &bed.node.macvlan_config("macvlan-a", "10.78.13.0/24"),
+    );
     let uid = bed.pod("blue", "chk", Some("macvlan-a"));
     let ns = NetNs::new("pxk").unwrap();
     let c = cid("chk");
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "chk", &uid, &config).assert_ok();
-    bed.call("CHECK", &c, Some(ns.path()), "blue", "chk", &uid, &config).assert_ok();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "chk", &uid, &config)
+        .assert_ok();
+    bed.call("CHECK", &c, Some(ns.path()), "blue", "chk", &uid, &config)
+        .assert_ok();
     ns.exec(&["ip", "link", "del", "net1"]).unwrap();
     let out = bed.call("CHECK", &c, Some(ns.path()), "blue", "chk", &uid, &config);
     let msg = out.assert_error(100);
-    assert!(msg.contains("blue/macvlan-a") && msg.contains("net1"), "{msg}");
-    bed.call("DEL", &c, Some(ns.path()), "blue", "chk", &uid, &config).assert_ok();
+    assert!(
+        msg.contains("blue/macvlan-a") && msg.contains("net1"),
+        "{msg}"
+    );
+    bed.call("DEL", &c, Some(ns.path()), "blue", "chk", &uid, &config)
+        .assert_ok();
     bed.assert_clean(&ns);
 }
 
@@ -463,27 +725,61 @@ fn bad_requests_get_cni_errors() {
     let ns = NetNs::new("pxe").unwrap();
     let config = bed.config(json!({}));
     // Missing CNI_NETNS on ADD: code 4 naming the variable.
-    let out = exec_plexus(&Call { command: "ADD", container_id: "c1", netns: None, ifname: "eth0", args: String::new(), config: &config }).unwrap();
+    let out = exec_plexus(&Call {
+        command: "ADD",
+        container_id: "c1",
+        netns: None,
+        ifname: "eth0",
+        args: String::new(),
+        config: &config,
+    })
+    .unwrap();
     assert!(out.assert_error(4).contains("CNI_NETNS"));
     // A bad key: code 7 naming it and its value.
     let bad = bed.config(json!({"namespaceIsolation": "maybe"}));
     let out = bed.call("ADD", "c2", Some(ns.path()), "blue", "x", "u", &bad);
     let msg = out.assert_error(7);
-    assert!(msg.contains("namespaceIsolation") && msg.contains("maybe"), "{msg}");
+    assert!(
+        msg.contains("namespaceIsolation") && msg.contains("maybe"),
+        "{msg}"
+    );
     // An invalid annotation: code 7 quoting the bad value.
     let uid = bed.pod("blue", "badann", Some("Not_A_Name"));
-    let out = bed.call("ADD", "c3", Some(ns.path()), "blue", "badann", &uid, &config);
+    let out = bed.call(
+        "ADD",
+        "c3",
+        Some(ns.path()),
+        "blue",
+        "badann",
+        &uid,
+        &config,
+    );
     let msg = out.assert_error(7);
-    assert!(msg.contains("blue/badann") && msg.contains("Not_A_Name"), "{msg}");
+    assert!(
+        msg.contains("blue/badann") && msg.contains("Not_A_Name"),
+        "{msg}"
+    );
     // Duplicate interface names.
-    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.14.0/24"));
+    bed.nad(
+        "blue",
+        "macvlan-a",
+        &bed.node.macvlan_config("macvlan-a", "10.78.14.0/24"),
+    );
     let uid = bed.pod("blue", "dup", Some("macvlan-a@data0, macvlan-a@data0"));
     let out = bed.call("ADD", "c4", Some(ns.path()), "blue", "dup", &uid, &config);
     let msg = out.assert_error(7);
     assert!(msg.contains("interface data0 requested twice"), "{msg}");
     bed.assert_clean(&ns);
     // VERSION.
-    let out = exec_plexus(&Call { command: "VERSION", container_id: "", netns: None, ifname: "", args: String::new(), config: &json!({"cniVersion": "0.4.0"}) }).unwrap();
+    let out = exec_plexus(&Call {
+        command: "VERSION",
+        container_id: "",
+        netns: None,
+        ifname: "",
+        args: String::new(),
+        config: &json!({"cniVersion": "0.4.0"}),
+    })
+    .unwrap();
     out.assert_ok();
     assert_eq!(out.json()["cniVersion"], "0.4.0");
     assert_eq!(out.json()["supportedVersions"].as_array().unwrap().len(), 7);

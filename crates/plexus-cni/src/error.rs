@@ -32,7 +32,11 @@ pub mod codes {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{msg}")]
 pub struct CniError {
-    #[serde(rename = "cniVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cni_version: String,
     pub code: u32,
     pub msg: String,
@@ -42,7 +46,12 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
-        Self { cni_version: String::new(), code, msg: msg.into(), details: String::new() }
+        Self {
+            cni_version: String::new(),
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
     }
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
         self.details = details.into();

@@ -13,8 +13,8 @@ pub mod result;
 pub mod version;
 
 pub use args::CniArgs;
-pub use config::{NetworkConfig, ConfigError};
+pub use config::{ConfigError, NetworkConfig};
 pub use env::{CniEnv, Command};
-pub use error::{codes, CniError};
+pub use error::{CniError, codes};
 pub use result::{CniResult, Dns, Interface, IpConfig, ResultError, Route};
-pub use version::{CniVersion, VersionError, SUPPORTED_VERSIONS};
+pub use version::{CniVersion, SUPPORTED_VERSIONS, VersionError};

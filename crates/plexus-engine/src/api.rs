@@ -28,7 +28,11 @@ pub struct NadInfo {
 pub enum ApiError {
     /// HTTP 404.
     #[error("{kind} {namespace}/{name} not found")]
-    NotFound { kind: &'static str, namespace: String, name: String },
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
     /// Connection refused, timeout, TLS failure, 5xx, 429: the caller may retry later (CNI code 11).
     #[error("API server unreachable: {0}")]
     Unreachable(String),
@@ -54,5 +58,11 @@ pub trait KubeApi: Send + Sync {
     /// One JSON merge patch of `metadata.annotations[k8s.v1.cni.cncf.io/network-status]` on the
     /// `pods/status` subresource, with `metadata.uid` in the body as a guard (the API server answers
     /// 409 when the pod's UID differs). No GET, no PUT, no retry loop.
-    fn patch_network_status(&self, namespace: &str, name: &str, uid: &str, status_json: &str) -> Result<(), ApiError>;
+    fn patch_network_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        status_json: &str,
+    ) -> Result<(), ApiError>;
 }

@@ -18,14 +18,24 @@ pub const CACHE_KIND: &str = "plexusCacheV1";
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
     #[error("cache {path}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: std::sync::Arc<std::io::Error> },
-    #[error("cache entry {path} is corrupt ({reason}); refusing to report success without tearing the attachments down")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::sync::Arc<std::io::Error>,
+    },
+    #[error(
+        "cache entry {path} is corrupt ({reason}); refusing to report success without tearing the attachments down"
+    )]
     Corrupt { path: PathBuf, reason: String },
 }
 
 fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> CacheError + use<> {
     let path = path.to_owned();
-    move |e| CacheError::Io { path, op, source: std::sync::Arc::new(e) }
+    move |e| CacheError::Io {
+        path,
+        op,
+        source: std::sync::Arc::new(e),
+    }
 }
 
 /// Everything needed to undo an ADD.
@@ -93,19 +103,34 @@ impl Cache {
     }
 
     fn ensure_dir(&self) -> Result<(), CacheError> {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io(&self.dir, "create directory"))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io(&self.dir, "create directory"))?;
         // A pre-existing directory may have looser permissions; cached configs can hold secrets.
-        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(io(&self.dir, "chmod"))
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+            .map_err(io(&self.dir, "chmod"))
     }
 
     /// Takes the exclusive lock for `container_id`, blocking until other operations finish.
     pub fn lock(&self, container_id: &str) -> Result<ContainerLock, CacheError> {
         self.ensure_dir()?;
         let path = self.dir.join(format!("{container_id}.lock"));
-        let file =
-            OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io(&path, "open lock"))?;
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| CacheError::Io { path: path.clone(), op: "lock", source: std::sync::Arc::new(e.into()) })?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path, "open lock"))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |(_, e)| CacheError::Io {
+                path: path.clone(),
+                op: "lock",
+                source: std::sync::Arc::new(e.into()),
+            },
+        )?;
         Ok(ContainerLock { _lock: lock })
     }
 
@@ -121,7 +146,11 @@ impl Cache {
         let bytes = serde_json::to_vec(entry).expect("cache entries always serialize");
         tmp.write_all(&bytes).map_err(io(&path, "write"))?;
         tmp.as_file().sync_all().map_err(io(&path, "fsync"))?;
-        tmp.persist(&path).map_err(|e| CacheError::Io { path: path.clone(), op: "rename", source: std::sync::Arc::new(e.error) })?;
+        tmp.persist(&path).map_err(|e| CacheError::Io {
+            path: path.clone(),
+            op: "rename",
+            source: std::sync::Arc::new(e.error),
+        })?;
         sync_dir(&self.dir)
     }
 
@@ -134,12 +163,21 @@ impl Cache {
             Err(e) => return Err(io(&path, "read")(e)),
         };
         let entry: CacheEntry =
-            serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+            serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         if entry.kind != CACHE_KIND {
-            return Err(CacheError::Corrupt { path, reason: format!("unknown kind {:?}", entry.kind) });
+            return Err(CacheError::Corrupt {
+                path,
+                reason: format!("unknown kind {:?}", entry.kind),
+            });
         }
         if entry.container_id != container_id {
-            return Err(CacheError::Corrupt { path, reason: format!("holds container {:?}", entry.container_id) });
+            return Err(CacheError::Corrupt {
+                path,
+                reason: format!("holds container {:?}", entry.container_id),
+            });
         }
         Ok(Some(entry))
     }
@@ -167,7 +205,12 @@ impl Cache {
         };
         let mut ids: Vec<String> = rd
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_owned))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
             .filter(|n| !n.starts_with('.'))
             .collect();
         ids.sort();
@@ -176,7 +219,9 @@ impl Cache {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CacheError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "fsync directory"))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "fsync directory"))
 }
 
 #[cfg(test)]
@@ -213,7 +258,11 @@ mod tests {
         c.write(&entry("abc")).unwrap();
         assert_eq!(c.read("abc").unwrap(), Some(entry("abc")));
         assert_eq!(c.list().unwrap(), vec!["abc"]);
-        let mode = fs::metadata(c.entry_path("abc")).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(c.entry_path("abc"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let mode = fs::metadata(c.dir()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);

@@ -71,7 +71,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: &str, value: &Value, reason: impl Into<String>) -> Self {
-        Self { key: key.to_owned(), value: value.to_string(), reason: reason.into() }
+        Self {
+            key: key.to_owned(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -86,7 +90,11 @@ impl PlexusConfig {
             (Some(v), _) => network_ref("clusterNetwork", v)?,
             (None, Some(Value::Array(d))) if !d.is_empty() => inline_delegate("delegates", &d[0])?,
             (None, Some(v)) => {
-                return Err(ConfigError::new("delegates", v, "must be a non-empty list of CNI configs"));
+                return Err(ConfigError::new(
+                    "delegates",
+                    v,
+                    "must be a non-empty list of CNI configs",
+                ));
             }
             (None, None) => {
                 return Err(ConfigError::new(
@@ -110,19 +118,30 @@ impl PlexusConfig {
         }
         let global_namespaces = match m.get("globalNamespaces") {
             None => vec!["default".to_owned()],
-            Some(Value::String(s)) => {
-                s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-            }
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             Some(v @ Value::Array(_)) => string_list_value("globalNamespaces", v)?,
-            Some(v) => return Err(ConfigError::new("globalNamespaces", v, "must be a comma-separated string")),
+            Some(v) => {
+                return Err(ConfigError::new(
+                    "globalNamespaces",
+                    v,
+                    "must be a comma-separated string",
+                ));
+            }
         };
         Ok(Self {
             name: string(m, "name")?.unwrap_or_else(|| "plexus-cni-network".to_owned()),
             cni_version: string(m, "cniVersion")?.unwrap_or_else(|| "0.1.0".to_owned()),
             cluster_network,
             default_networks,
-            system_namespaces: string_list(m, "systemNamespaces")?.unwrap_or_else(|| vec!["kube-system".to_owned()]),
-            multus_namespace: string(m, "multusNamespace")?.unwrap_or_else(|| "kube-system".to_owned()),
+            system_namespaces: string_list(m, "systemNamespaces")?
+                .unwrap_or_else(|| vec!["kube-system".to_owned()]),
+            multus_namespace: string(m, "multusNamespace")?
+                .unwrap_or_else(|| "kube-system".to_owned()),
             conf_dir: path(m, "confDir")?.unwrap_or_else(|| DEFAULT_CONF_DIR.into()),
             cni_dir: path(m, "cniDir")?.unwrap_or_else(|| DEFAULT_CNI_DIR.into()),
             bin_dir: path(m, "binDir")?.unwrap_or_else(|| DEFAULT_BIN_DIR.into()),
@@ -135,10 +154,9 @@ impl PlexusConfig {
             log_to_stderr: boolean(m, "logToStderr")?.unwrap_or(true),
             api_timeout_secs: match m.get("apiTimeoutSeconds") {
                 None => 10,
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| ConfigError::new("apiTimeoutSeconds", v, "must be a positive integer"))?,
+                Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                    ConfigError::new("apiTimeoutSeconds", v, "must be a positive integer")
+                })?,
             },
             runtime_config: match m.get("runtimeConfig") {
                 None | Some(Value::Null) => Map::new(),
@@ -158,17 +176,27 @@ impl PlexusConfig {
 
 fn network_ref(key: &str, v: &Value) -> Result<ClusterNetwork, ConfigError> {
     match v {
-        Value::String(s) if s.trim().is_empty() => Err(ConfigError::new(key, v, "must not be empty")),
+        Value::String(s) if s.trim().is_empty() => {
+            Err(ConfigError::new(key, v, "must not be empty"))
+        }
         Value::String(s) if s.contains('/') => Ok(ClusterNetwork::Path(PathBuf::from(s))),
         Value::String(s) => Ok(ClusterNetwork::Name(s.clone())),
-        _ => Err(ConfigError::new(key, v, "must be a string (a network name or a path)")),
+        _ => Err(ConfigError::new(
+            key,
+            v,
+            "must be a string (a network name or a path)",
+        )),
     }
 }
 
 fn inline_delegate(key: &str, v: &Value) -> Result<ClusterNetwork, ConfigError> {
     match v {
         Value::Object(_) => Ok(ClusterNetwork::Inline(v.clone())),
-        _ => Err(ConfigError::new(key, v, "each delegate must be a CNI config object")),
+        _ => Err(ConfigError::new(
+            key,
+            v,
+            "each delegate must be a CNI config object",
+        )),
     }
 }
 
@@ -208,12 +236,18 @@ fn string_list_value(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
     };
     items
         .iter()
-        .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| ConfigError::new(key, v, "must be a list of strings")))
+        .map(|i| {
+            i.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ConfigError::new(key, v, "must be a list of strings"))
+        })
         .collect()
 }
 
 fn log_level(m: &Map<String, Value>) -> Result<LogLevel, ConfigError> {
-    let Some(s) = string(m, "logLevel")? else { return Ok(LogLevel::Warn) };
+    let Some(s) = string(m, "logLevel")? else {
+        return Ok(LogLevel::Warn);
+    };
     Ok(match s.to_ascii_lowercase().as_str() {
         "debug" | "verbose" | "trace" => LogLevel::Debug,
         "info" => LogLevel::Info,
@@ -244,7 +278,10 @@ mod tests {
         let c = parse(json!({"clusterNetwork": "kindnet"})).unwrap();
         assert_eq!(c.cluster_network, ClusterNetwork::Name("kindnet".into()));
         let c = parse(json!({"clusterNetwork": "/etc/cni/net.d/10-x.conflist"})).unwrap();
-        assert_eq!(c.cluster_network, ClusterNetwork::Path("/etc/cni/net.d/10-x.conflist".into()));
+        assert_eq!(
+            c.cluster_network,
+            ClusterNetwork::Path("/etc/cni/net.d/10-x.conflist".into())
+        );
         let c = parse(json!({"delegates": [{"type": "bridge"}, {"type": "ptp"}]})).unwrap();
         assert!(matches!(c.cluster_network, ClusterNetwork::Inline(_)));
         assert_eq!(c.default_networks.len(), 1);
@@ -252,7 +289,10 @@ mod tests {
 
     #[test]
     fn cluster_network_wins_over_delegates() {
-        let c = parse(json!({"clusterNetwork": "a", "delegates": [{"type": "bridge"}, {"type": "ptp"}]})).unwrap();
+        let c = parse(
+            json!({"clusterNetwork": "a", "delegates": [{"type": "bridge"}, {"type": "ptp"}]}),
+        )
+        .unwrap();
         assert_eq!(c.cluster_network, ClusterNetwork::Name("a".into()));
         assert!(c.default_networks.is_empty());
     }
@@ -292,6 +332,9 @@ mod tests {
         assert!(c.isolation_allows("blue", "blue"));
         assert!(c.isolation_allows("blue", "infra"));
         assert!(!c.isolation_allows("blue", "red"));
-        assert!(!c.isolation_allows("blue", "default"), "setting globalNamespaces replaces default");
+        assert!(
+            !c.isolation_allows("blue", "default"),
+            "setting globalNamespaces replaces default"
+        );
     }
 }

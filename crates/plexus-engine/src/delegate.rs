@@ -19,7 +19,10 @@ pub struct Invocation<'a> {
 
 impl std::fmt::Debug for Invocation<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Invocation").field("container_id", &self.container_id).field("netns", &self.netns).finish()
+        f.debug_struct("Invocation")
+            .field("container_id", &self.container_id)
+            .field("netns", &self.netns)
+            .finish()
     }
 }
 
@@ -28,7 +31,10 @@ impl std::fmt::Debug for Invocation<'_> {
 pub enum ChainError {
     Exec(ExecError),
     /// The plugin succeeded but printed something that is not a result of its version.
-    BadResult { plugin: String, reason: String },
+    BadResult {
+        plugin: String,
+        reason: String,
+    },
 }
 
 /// One attachment's plugins, ready to run.
@@ -41,7 +47,13 @@ pub struct Chain<'a> {
 }
 
 impl Chain<'_> {
-    fn request<'r>(&'r self, inv: &Invocation<'r>, plugin: &'r str, command: Command, stdin: &'r [u8]) -> ExecRequest<'r> {
+    fn request<'r>(
+        &'r self,
+        inv: &Invocation<'r>,
+        plugin: &'r str,
+        command: Command,
+        stdin: &'r [u8],
+    ) -> ExecRequest<'r> {
         ExecRequest {
             plugin,
             command,
@@ -54,7 +66,9 @@ impl Chain<'_> {
     }
 
     fn stdin(&self, index: usize, prev: Option<&Value>) -> Vec<u8> {
-        let v = self.config.plugin_stdin(index, self.version, prev, Some(self.runtime_config));
+        let v = self
+            .config
+            .plugin_stdin(index, self.version, prev, Some(self.runtime_config));
         serde_json::to_vec(&v).expect("JSON values always serialize")
     }
 
@@ -66,7 +80,10 @@ impl Chain<'_> {
         let mut prev: Option<Value> = None;
         for (i, plugin) in types.iter().enumerate() {
             let stdin = self.stdin(i, prev.as_ref());
-            let out = match inv.exec.exec(&self.request(inv, plugin, Command::Add, &stdin)) {
+            let out = match inv
+                .exec
+                .exec(&self.request(inv, plugin, Command::Add, &stdin))
+            {
                 Ok(out) => out,
                 Err(e) => return Err((ChainError::Exec(e), prev)),
             };
@@ -74,16 +91,34 @@ impl Chain<'_> {
                 Ok(v) => v,
                 Err(e) => {
                     let reason = format!("plugin {plugin:?} printed an invalid result: {e}");
-                    return Err((ChainError::BadResult { plugin: plugin.clone(), reason }, prev));
+                    return Err((
+                        ChainError::BadResult {
+                            plugin: plugin.clone(),
+                            reason,
+                        },
+                        prev,
+                    ));
                 }
             };
             if let Err(e) = CniResult::from_value(&value, self.version) {
-                return Err((ChainError::BadResult { plugin: plugin.clone(), reason: e.to_string() }, prev));
+                return Err((
+                    ChainError::BadResult {
+                        plugin: plugin.clone(),
+                        reason: e.to_string(),
+                    },
+                    prev,
+                ));
             }
             prev = Some(value);
         }
         prev.ok_or_else(|| {
-            (ChainError::BadResult { plugin: String::new(), reason: "config has no plugins".into() }, None)
+            (
+                ChainError::BadResult {
+                    plugin: String::new(),
+                    reason: "config has no plugins".into(),
+                },
+                None,
+            )
         })
     }
 
@@ -96,7 +131,10 @@ impl Chain<'_> {
         let mut errors = Vec::new();
         for (i, plugin) in types.iter().enumerate().rev() {
             let stdin = self.stdin(i, prev);
-            if let Err(e) = inv.exec.exec(&self.request(inv, plugin, Command::Del, &stdin)) {
+            if let Err(e) = inv
+                .exec
+                .exec(&self.request(inv, plugin, Command::Del, &stdin))
+            {
                 errors.push(e.to_string());
             }
         }
@@ -111,7 +149,8 @@ impl Chain<'_> {
         }
         for (i, plugin) in self.config.plugin_types().iter().enumerate() {
             let stdin = self.stdin(i, Some(result));
-            inv.exec.exec(&self.request(inv, plugin, Command::Check, &stdin))?;
+            inv.exec
+                .exec(&self.request(inv, plugin, Command::Check, &stdin))?;
         }
         Ok(())
     }

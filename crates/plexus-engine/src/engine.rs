@@ -1,14 +1,14 @@
 //! ADD, DEL and CHECK of a pod: the contracts of DESIGN.md §3.
 
 use crate::api::KubeApi;
-use crate::cache::{Cache, CacheEntry, CachedAttachment, CACHE_KIND};
+use crate::cache::{CACHE_KIND, Cache, CacheEntry, CachedAttachment};
 use crate::config::PlexusConfig;
 use crate::delegate::{Chain, ChainError, Invocation};
 use crate::error::EngineError;
 use crate::exec::DelegateExec;
-use crate::resolve::{resolve, Attachment, PodRef};
+use crate::resolve::{Attachment, PodRef, resolve};
 use plexus_cni::{CniArgs, CniEnv, CniError, CniResult, CniVersion, NetworkConfig};
-use plexus_netattach::{statuses_from_result, NETWORKS_ANNOTATION};
+use plexus_netattach::{NETWORKS_ANNOTATION, statuses_from_result};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -26,7 +26,9 @@ pub struct Engine<'a> {
 
 impl std::fmt::Debug for Engine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("env", &self.env).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("env", &self.env)
+            .finish_non_exhaustive()
     }
 }
 
@@ -39,7 +41,10 @@ impl Engine<'_> {
         let v: CniVersion = self.config.cni_version.parse().map_err(|_| {
             EngineError::Request(CniError::new(
                 plexus_cni::codes::INCOMPATIBLE_VERSION,
-                format!("unsupported cniVersion {:?} in the plexus configuration", self.config.cni_version),
+                format!(
+                    "unsupported cniVersion {:?} in the plexus configuration",
+                    self.config.cni_version
+                ),
             ))
         })?;
         if !v.is_supported() {
@@ -60,11 +65,17 @@ impl Engine<'_> {
     }
 
     fn invocation<'s>(&'s self, args: &'s str) -> Invocation<'s> {
-        Invocation { exec: self.exec, container_id: &self.env.container_id, netns: self.env.netns.as_deref(), args }
+        Invocation {
+            exec: self.exec,
+            container_id: &self.env.container_id,
+            netns: self.env.netns.as_deref(),
+            args,
+        }
     }
 
     fn pod_label(&self, pod: Option<&PodRef>) -> String {
-        pod.map(|p| p.to_string()).unwrap_or_else(|| format!("container {}", self.env.container_id))
+        pod.map(|p| p.to_string())
+            .unwrap_or_else(|| format!("container {}", self.env.container_id))
     }
 
     /// ADD: returns the cluster network's result in the request's version.
@@ -78,11 +89,15 @@ impl Engine<'_> {
         let pod = PodRef::from_env(self.env);
         let label = self.pod_label(pod.as_ref());
         let annotations = self.pod_annotations(pod.as_ref())?;
-        let selections = match (pod.as_ref(), annotations.get(NETWORKS_ANNOTATION)) {
-            (Some(p), Some(text)) => plexus_netattach::parse_networks(text, &p.namespace)
-                .map_err(|source| EngineError::Annotation { pod: label.clone(), source })?,
-            _ => Vec::new(),
-        };
+        let selections =
+            match (pod.as_ref(), annotations.get(NETWORKS_ANNOTATION)) {
+                (Some(p), Some(text)) => plexus_netattach::parse_networks(text, &p.namespace)
+                    .map_err(|source| EngineError::Annotation {
+                        pod: label.clone(),
+                        source,
+                    })?,
+                _ => Vec::new(),
+            };
         let attachments = resolve(self.config, self.env, pod.as_ref(), selections, self.kube)?;
         let attachments = attachments
             .into_iter()
@@ -90,7 +105,9 @@ impl Engine<'_> {
             .collect::<Result<Vec<_>, _>>()?;
 
         let cache = self.cache();
-        let _lock = cache.lock(&self.env.container_id).map_err(|source| self.cache_err("lock", source))?;
+        let _lock = cache
+            .lock(&self.env.container_id)
+            .map_err(|source| self.cache_err("lock", source))?;
         // A retried ADD (the runtime crashed, or our last ADD was killed) must not find interfaces
         // left behind by the previous attempt; undo it first.
         if cache.read(&self.env.container_id).ok().flatten().is_some() {
@@ -99,7 +116,9 @@ impl Engine<'_> {
         }
         let args = self.delegate_args();
         let mut entry = self.new_entry(pod.as_ref(), &attachments, &args);
-        cache.write(&entry).map_err(|source| self.cache_err("write", source))?;
+        cache
+            .write(&entry)
+            .map_err(|source| self.cache_err("write", source))?;
 
         let inv = self.invocation(&args);
         let mut results: Vec<Value> = Vec::with_capacity(attachments.len());
@@ -109,17 +128,32 @@ impl Engine<'_> {
                 Ok(result) => {
                     entry.attachments[i].result = Some(result.clone());
                     results.push(result);
-                    cache.write(&entry).map_err(|source| self.cache_err("write", source))
+                    cache
+                        .write(&entry)
+                        .map_err(|source| self.cache_err("write", source))
                         .or_else(|e| self.fail_add(&cache, &entry, e))?;
                 }
                 Err((err, partial)) => {
                     // DEL the failed attachment first (it may have half-configured), then the rest.
                     entry.attachments[i].result = partial;
                     let rollback = self.rollback(&cache, &entry, i + 1);
-                    let (pod, network, ifname) = (label.clone(), att.network.clone(), att.ifname.clone());
+                    let (pod, network, ifname) =
+                        (label.clone(), att.network.clone(), att.ifname.clone());
                     return Err(match err {
-                        ChainError::Exec(source) => EngineError::Delegate { pod, network, ifname, source, rollback },
-                        ChainError::BadResult { reason, .. } => EngineError::BadResult { pod, network, ifname, reason, rollback },
+                        ChainError::Exec(source) => EngineError::Delegate {
+                            pod,
+                            network,
+                            ifname,
+                            source,
+                            rollback,
+                        },
+                        ChainError::BadResult { reason, .. } => EngineError::BadResult {
+                            pod,
+                            network,
+                            ifname,
+                            reason,
+                            rollback,
+                        },
                     });
                 }
             }
@@ -129,7 +163,11 @@ impl Engine<'_> {
             let status = self.network_status(&attachments, &results)?;
             if let Err(source) = kube.patch_network_status(&p.namespace, &p.name, &p.uid, &status) {
                 let rollback = self.rollback(&cache, &entry, attachments.len());
-                return Err(EngineError::Status { pod: label, source, rollback });
+                return Err(EngineError::Status {
+                    pod: label,
+                    source,
+                    rollback,
+                });
             }
         }
 
@@ -143,38 +181,62 @@ impl Engine<'_> {
                     pod: label,
                     network: cluster.network.clone(),
                     ifname: cluster.ifname.clone(),
-                    reason: format!("cannot return the cluster network's result as CNI {version}: {e}"),
+                    reason: format!(
+                        "cannot return the cluster network's result as CNI {version}: {e}"
+                    ),
                     rollback,
                 }
             })
     }
 
-    fn fail_add<T>(&self, cache: &Cache, entry: &CacheEntry, e: EngineError) -> Result<T, EngineError> {
+    fn fail_add<T>(
+        &self,
+        cache: &Cache,
+        entry: &CacheEntry,
+        e: EngineError,
+    ) -> Result<T, EngineError> {
         let _ = self.rollback(cache, entry, entry.attachments.len());
         Err(e)
     }
 
     fn cache_err(&self, op: &str, source: crate::cache::CacheError) -> EngineError {
-        EngineError::Cache { context: format!("container {}: cache {op}", self.env.container_id), source }
+        EngineError::Cache {
+            context: format!("container {}: cache {op}", self.env.container_id),
+            source,
+        }
     }
 
     /// The pod's annotations: from the runtime when it passed them, else one GET.
-    fn pod_annotations(&self, pod: Option<&PodRef>) -> Result<BTreeMap<String, String>, EngineError> {
-        let Some(pod) = pod else { return Ok(BTreeMap::new()) };
+    fn pod_annotations(
+        &self,
+        pod: Option<&PodRef>,
+    ) -> Result<BTreeMap<String, String>, EngineError> {
+        let Some(pod) = pod else {
+            return Ok(BTreeMap::new());
+        };
         if let Some(Value::Object(m)) = self.config.runtime_config.get(POD_ANNOTATIONS_CAPABILITY) {
-            return Ok(m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect());
+            return Ok(m
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                .collect());
         }
         let Some(kube) = self.kube else {
             tracing::warn!(pod = %pod, "no Kubernetes API configured: attaching only the cluster and default networks");
             return Ok(BTreeMap::new());
         };
-        let info = kube.get_pod(&pod.namespace, &pod.name).map_err(|source| EngineError::Api {
-            pod: pod.to_string(),
-            what: "get pod".into(),
-            source,
-        })?;
+        let info = kube
+            .get_pod(&pod.namespace, &pod.name)
+            .map_err(|source| EngineError::Api {
+                pod: pod.to_string(),
+                what: "get pod".into(),
+                source,
+            })?;
         if !pod.uid.is_empty() && !info.uid.is_empty() && info.uid != pod.uid {
-            return Err(EngineError::PodUidMismatch { pod: pod.to_string(), expected: pod.uid.clone(), actual: info.uid });
+            return Err(EngineError::PodUidMismatch {
+                pod: pod.to_string(),
+                expected: pod.uid.clone(),
+                actual: info.uid,
+            });
         }
         Ok(info.annotations)
     }
@@ -220,7 +282,10 @@ impl Engine<'_> {
         } else {
             // Keep exactly what still needs a DEL.
             let _ = cache.write(&partial);
-            format!("; rollback incomplete, DEL will retry: {}", failures.join("; "))
+            format!(
+                "; rollback incomplete, DEL will retry: {}",
+                failures.join("; ")
+            )
         }
     }
 
@@ -231,12 +296,20 @@ impl Engine<'_> {
             let config = match NetworkConfig::from_slice(att.config.as_bytes()) {
                 Ok(c) => c,
                 Err(e) => {
-                    failures.push(format!("{} ({}): cached config unreadable: {e}", att.network, att.ifname));
+                    failures.push(format!(
+                        "{} ({}): cached config unreadable: {e}",
+                        att.network, att.ifname
+                    ));
                     continue;
                 }
             };
             let version = config.effective_version().unwrap_or(CniVersion::V0_1_0);
-            let chain = Chain { config: &config, version, ifname: &att.ifname, runtime_config: &att.runtime_config };
+            let chain = Chain {
+                config: &config,
+                version,
+                ifname: &att.ifname,
+                runtime_config: &att.runtime_config,
+            };
             for e in chain.del(&inv, att.result.as_ref()) {
                 failures.push(format!("{} ({}): {e}", att.network, att.ifname));
             }
@@ -247,35 +320,55 @@ impl Engine<'_> {
     /// DEL from the cache alone: no API request. Repeated DEL and a missing entry succeed.
     pub fn del(&self) -> Result<(), EngineError> {
         let cache = self.cache();
-        let _lock = cache.lock(&self.env.container_id).map_err(|source| self.cache_err("lock", source))?;
+        let _lock = cache
+            .lock(&self.env.container_id)
+            .map_err(|source| self.cache_err("lock", source))?;
         self.del_locked(&cache)
     }
 
     fn del_locked(&self, cache: &Cache) -> Result<(), EngineError> {
-        let Some(entry) = cache.read(&self.env.container_id).map_err(|source| self.cache_err("read", source))? else {
+        let Some(entry) = cache
+            .read(&self.env.container_id)
+            .map_err(|source| self.cache_err("read", source))?
+        else {
             tracing::info!(container = %self.env.container_id, "DEL: no cache entry, nothing to do");
             return Ok(());
         };
         let failures = self.del_attachments(&entry);
         if !failures.is_empty() {
-            return Err(EngineError::Del { container: self.env.container_id.clone(), failures });
+            return Err(EngineError::Del {
+                container: self.env.container_id.clone(),
+                failures,
+            });
         }
-        cache.remove(&self.env.container_id).map_err(|source| self.cache_err("remove", source))
+        cache
+            .remove(&self.env.container_id)
+            .map_err(|source| self.cache_err("remove", source))
     }
 
     /// CHECK every cached attachment with its cached result.
     pub fn check(&self) -> Result<(), EngineError> {
         let cache = self.cache();
-        let _lock = cache.lock(&self.env.container_id).map_err(|source| self.cache_err("lock", source))?;
+        let _lock = cache
+            .lock(&self.env.container_id)
+            .map_err(|source| self.cache_err("lock", source))?;
         let container = self.env.container_id.clone();
         let entry = cache
             .read(&container)
             .map_err(|source| self.cache_err("read", source))?
-            .ok_or_else(|| EngineError::Check { container: container.clone(), reason: "no ADD is recorded for this container".into() })?;
-        for att in &entry.attachments {
-            let config = NetworkConfig::from_slice(att.config.as_bytes()).map_err(|e| EngineError::Check {
+            .ok_or_else(|| EngineError::Check {
                 container: container.clone(),
-                reason: format!("{} ({}): cached config unreadable: {e}", att.network, att.ifname),
+                reason: "no ADD is recorded for this container".into(),
+            })?;
+        for att in &entry.attachments {
+            let config = NetworkConfig::from_slice(att.config.as_bytes()).map_err(|e| {
+                EngineError::Check {
+                    container: container.clone(),
+                    reason: format!(
+                        "{} ({}): cached config unreadable: {e}",
+                        att.network, att.ifname
+                    ),
+                }
             })?;
             let version = config.effective_version().unwrap_or(CniVersion::V0_1_0);
             let Some(result) = &att.result else {
@@ -284,36 +377,61 @@ impl Engine<'_> {
                     reason: format!("{} ({}): ADD never completed", att.network, att.ifname),
                 });
             };
-            let chain = Chain { config: &config, version, ifname: &att.ifname, runtime_config: &att.runtime_config };
-            chain.check(&self.invocation(&att.cni_args), result).map_err(|e| EngineError::Check {
-                container: container.clone(),
-                reason: format!("{} ({}): {e}", att.network, att.ifname),
-            })?;
+            let chain = Chain {
+                config: &config,
+                version,
+                ifname: &att.ifname,
+                runtime_config: &att.runtime_config,
+            };
+            chain
+                .check(&self.invocation(&att.cni_args), result)
+                .map_err(|e| EngineError::Check {
+                    container: container.clone(),
+                    reason: format!("{} ({}): {e}", att.network, att.ifname),
+                })?;
         }
         Ok(())
     }
 
-    fn network_status(&self, atts: &[Attachment], results: &[Value]) -> Result<String, EngineError> {
+    fn network_status(
+        &self,
+        atts: &[Attachment],
+        results: &[Value],
+    ) -> Result<String, EngineError> {
         let mut statuses = Vec::new();
         for (att, value) in atts.iter().zip(results) {
             let version = cluster_version(att)?;
             let result = CniResult::from_value(value, version).unwrap_or_default();
-            statuses.extend(statuses_from_result(&att.network, &att.ifname, &result, att.is_default, &[], None));
+            statuses.extend(statuses_from_result(
+                &att.network,
+                &att.ifname,
+                &result,
+                att.is_default,
+                &[],
+                None,
+            ));
         }
         Ok(plexus_netattach::status::status_annotation_value(&statuses))
     }
 }
 
 fn cluster_version(att: &Attachment) -> Result<CniVersion, EngineError> {
-    att.config.effective_version().map_err(|e| EngineError::NetworkConfig {
-        pod: String::new(),
-        network: att.network.clone(),
-        reason: e.to_string(),
-    })
+    att.config
+        .effective_version()
+        .map_err(|e| EngineError::NetworkConfig {
+            pod: String::new(),
+            network: att.network.clone(),
+            reason: e.to_string(),
+        })
 }
 
 fn chain_of(att: &Attachment) -> Result<Chain<'_>, EngineError> {
-    Ok(Chain { config: &att.config, version: cluster_version(att)?, ifname: &att.ifname, runtime_config: &att.runtime_config })
+    Ok(Chain {
+        config: &att.config,
+        version: cluster_version(att)?,
+        ifname: &att.ifname,
+        runtime_config: &att.runtime_config,
+    })
 }
 
 #[allow(dead_code)]

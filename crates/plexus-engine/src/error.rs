@@ -4,7 +4,7 @@
 use crate::api::ApiError;
 use crate::cache::CacheError;
 use crate::exec::ExecError;
-use plexus_cni::{codes, CniError};
+use plexus_cni::{CniError, codes};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
@@ -14,33 +14,86 @@ pub enum EngineError {
     #[error("{}", .0.msg)]
     Request(CniError),
     #[error("pod {pod}: invalid k8s.v1.cni.cncf.io/networks annotation: {source}")]
-    Annotation { pod: String, source: plexus_netattach::SelectionError },
-    #[error("pod {pod}: namespace isolation forbids network-attachment-definition {network} (allowed namespaces: {allowed})")]
-    Isolation { pod: String, network: String, allowed: String },
+    Annotation {
+        pod: String,
+        source: plexus_netattach::SelectionError,
+    },
+    #[error(
+        "pod {pod}: namespace isolation forbids network-attachment-definition {network} (allowed namespaces: {allowed})"
+    )]
+    Isolation {
+        pod: String,
+        network: String,
+        allowed: String,
+    },
     #[error("pod {pod}: interface {ifname} requested twice (by {first} and by {second})")]
-    DuplicateInterface { pod: String, ifname: String, first: String, second: String },
+    DuplicateInterface {
+        pod: String,
+        ifname: String,
+        first: String,
+        second: String,
+    },
     #[error("pod {pod}: network {network}: {detail}")]
-    NetworkNotFound { pod: String, network: String, detail: String },
+    NetworkNotFound {
+        pod: String,
+        network: String,
+        detail: String,
+    },
     #[error("pod {pod}: network {network}: invalid config: {reason}")]
-    NetworkConfig { pod: String, network: String, reason: String },
-    #[error("pod {pod}: network {network} needs the Kubernetes API, but no kubeconfig is configured and no in-cluster credentials exist")]
+    NetworkConfig {
+        pod: String,
+        network: String,
+        reason: String,
+    },
+    #[error(
+        "pod {pod}: network {network} needs the Kubernetes API, but no kubeconfig is configured and no in-cluster credentials exist"
+    )]
     NoApi { pod: String, network: String },
     #[error("pod {pod}: {what}: {source}")]
-    Api { pod: String, what: String, source: ApiError },
-    #[error("pod {pod}: UID mismatch: the runtime asked for UID {expected} but the API server has UID {actual} (the pod was replaced)")]
-    PodUidMismatch { pod: String, expected: String, actual: String },
+    Api {
+        pod: String,
+        what: String,
+        source: ApiError,
+    },
+    #[error(
+        "pod {pod}: UID mismatch: the runtime asked for UID {expected} but the API server has UID {actual} (the pod was replaced)"
+    )]
+    PodUidMismatch {
+        pod: String,
+        expected: String,
+        actual: String,
+    },
     #[error("cluster network not ready: readiness indicator file {0} does not exist")]
     NotReady(String),
     #[error("pod {pod}: network {network} (interface {ifname}): {source}{rollback}")]
-    Delegate { pod: String, network: String, ifname: String, source: ExecError, rollback: String },
+    Delegate {
+        pod: String,
+        network: String,
+        ifname: String,
+        source: ExecError,
+        rollback: String,
+    },
     #[error("pod {pod}: network {network} (interface {ifname}): {reason}{rollback}")]
-    BadResult { pod: String, network: String, ifname: String, reason: String, rollback: String },
+    BadResult {
+        pod: String,
+        network: String,
+        ifname: String,
+        reason: String,
+        rollback: String,
+    },
     #[error("pod {pod}: writing network-status failed: {source}{rollback}")]
-    Status { pod: String, source: ApiError, rollback: String },
+    Status {
+        pod: String,
+        source: ApiError,
+        rollback: String,
+    },
     #[error("{context}: {source}")]
     Cache { context: String, source: CacheError },
     #[error("container {container}: DEL failed for {}", failures.join("; "))]
-    Del { container: String, failures: Vec<String> },
+    Del {
+        container: String,
+        failures: Vec<String>,
+    },
     #[error("container {container}: CHECK failed: {reason}")]
     Check { container: String, reason: String },
 }
@@ -49,16 +102,20 @@ impl EngineError {
     /// The CNI error code for this failure.
     pub fn code(&self) -> u32 {
         match self {
-            Self::Config(_) | Self::Annotation { .. } | Self::Isolation { .. } | Self::DuplicateInterface { .. } => {
-                codes::INVALID_CONFIG
-            }
+            Self::Config(_)
+            | Self::Annotation { .. }
+            | Self::Isolation { .. }
+            | Self::DuplicateInterface { .. } => codes::INVALID_CONFIG,
             Self::NetworkConfig { .. } | Self::NoApi { .. } => codes::INVALID_CONFIG,
             Self::Request(e) => e.code,
             Self::NetworkNotFound { .. } => codes::NETWORK_NOT_FOUND,
             Self::Api { source, .. } | Self::Status { source, .. } => api_code(source),
             Self::PodUidMismatch { .. } => codes::POD_UID_MISMATCH,
             Self::NotReady(_) => codes::TRY_AGAIN_LATER,
-            Self::Delegate { .. } | Self::BadResult { .. } | Self::Del { .. } | Self::Check { .. } => codes::DELEGATE_FAILED,
+            Self::Delegate { .. }
+            | Self::BadResult { .. }
+            | Self::Del { .. }
+            | Self::Check { .. } => codes::DELEGATE_FAILED,
             Self::Cache { .. } => codes::CACHE_ERROR,
         }
     }
@@ -66,11 +123,16 @@ impl EngineError {
     /// The CNI error object to print, in `cni_version`.
     pub fn to_cni_error(&self, cni_version: &str) -> CniError {
         let details = match self {
-            Self::Delegate { source: ExecError::Failed { error, .. }, .. } => error.to_json(),
+            Self::Delegate {
+                source: ExecError::Failed { error, .. },
+                ..
+            } => error.to_json(),
             Self::Request(e) => e.details.clone(),
             _ => String::new(),
         };
-        CniError::new(self.code(), self.to_string()).with_details(details).with_version(cni_version)
+        CniError::new(self.code(), self.to_string())
+            .with_details(details)
+            .with_version(cni_version)
     }
 }
 

@@ -56,20 +56,29 @@ impl ProcessExec {
         if plugin.is_empty() || plugin.contains('/') || plugin == "." || plugin == ".." {
             return Err(ExecError::BadName(plugin.to_owned()));
         }
-        self.search_path.iter().map(|d| d.join(plugin)).find(|p| p.is_file()).ok_or_else(|| {
-            ExecError::NotFound {
+        self.search_path
+            .iter()
+            .map(|d| d.join(plugin))
+            .find(|p| p.is_file())
+            .ok_or_else(|| ExecError::NotFound {
                 plugin: plugin.to_owned(),
-                searched: self.search_path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
-            }
-        })
+                searched: self
+                    .search_path
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            })
     }
 }
 
 impl DelegateExec for ProcessExec {
     fn exec(&self, req: &ExecRequest<'_>) -> Result<Vec<u8>, ExecError> {
         let bin = self.find(req.plugin)?;
-        let cni_path = std::env::join_paths(&self.search_path)
-            .map_err(|e| ExecError::Spawn { plugin: req.plugin.to_owned(), reason: e.to_string() })?;
+        let cni_path = std::env::join_paths(&self.search_path).map_err(|e| ExecError::Spawn {
+            plugin: req.plugin.to_owned(),
+            reason: e.to_string(),
+        })?;
         let mut cmd = std::process::Command::new(&bin);
         // Inherited CNI_* variables belong to our own invocation, not to the delegate's.
         for (k, _) in std::env::vars_os() {
@@ -88,18 +97,26 @@ impl DelegateExec for ProcessExec {
         if let Some(ns) = req.netns {
             cmd.env("CNI_NETNS", ns);
         }
-        let mut child =
-            cmd.spawn().map_err(|e| ExecError::Spawn { plugin: req.plugin.to_owned(), reason: e.to_string() })?;
+        let mut child = cmd.spawn().map_err(|e| ExecError::Spawn {
+            plugin: req.plugin.to_owned(),
+            reason: e.to_string(),
+        })?;
         if let Some(mut stdin) = child.stdin.take() {
             // A plugin may exit without reading stdin (e.g. on a usage error); EPIPE is not our error.
             let _ = stdin.write_all(req.stdin);
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| ExecError::Spawn { plugin: req.plugin.to_owned(), reason: e.to_string() })?;
+        let out = child.wait_with_output().map_err(|e| ExecError::Spawn {
+            plugin: req.plugin.to_owned(),
+            reason: e.to_string(),
+        })?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(plugin = req.plugin, command = req.command.as_str(), ifname = req.ifname, "delegate stderr: {line}");
+            tracing::info!(
+                plugin = req.plugin,
+                command = req.command.as_str(),
+                ifname = req.ifname,
+                "delegate stderr: {line}"
+            );
         }
         if out.status.success() {
             return Ok(out.stdout);
@@ -109,9 +126,16 @@ impl DelegateExec for ProcessExec {
             if text.is_empty() {
                 text = stderr.trim().to_owned();
             }
-            CniError::new(plexus_cni::codes::INTERNAL, format!("exited with {}", out.status)).with_details(text)
+            CniError::new(
+                plexus_cni::codes::INTERNAL,
+                format!("exited with {}", out.status),
+            )
+            .with_details(text)
         });
-        Err(ExecError::Failed { plugin: req.plugin.to_owned(), error })
+        Err(ExecError::Failed {
+            plugin: req.plugin.to_owned(),
+            error,
+        })
     }
 }
 
@@ -137,8 +161,13 @@ mod tests {
     fn runs_a_binary_with_the_cni_environment() {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("envdump");
-        std::fs::write(&script, "#!/bin/sh\necho \"$CNI_COMMAND $CNI_IFNAME $CNI_ARGS\"; cat\n").unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho \"$CNI_COMMAND $CNI_IFNAME $CNI_ARGS\"; cat\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let e = ProcessExec::new(vec![dir.path().into()]);
         let out = e
             .exec(&ExecRequest {
@@ -158,8 +187,13 @@ mod tests {
     fn failure_carries_the_plugin_error() {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("failer");
-        std::fs::write(&script, "#!/bin/sh\necho '{\"code\":7,\"msg\":\"bad\"}'; echo oops >&2; exit 1\n").unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho '{\"code\":7,\"msg\":\"bad\"}'; echo oops >&2; exit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let e = ProcessExec::new(vec![dir.path().into()]);
         let err = e
             .exec(&ExecRequest {

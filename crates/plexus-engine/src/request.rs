@@ -5,12 +5,14 @@
 use crate::error::EngineError;
 use crate::resolve::Attachment;
 use plexus_cni::NetworkConfig;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 /// Fills `runtime_config` from the selection and merges `cni-args` into every plugin's
 /// `args.cni` (the pod's values win over the NAD's).
 pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, EngineError> {
-    let Some(sel) = att.selection.clone() else { return Ok(att) };
+    let Some(sel) = att.selection.clone() else {
+        return Ok(att);
+    };
     let mut rc = Map::new();
     if !sel.ips.is_empty() {
         rc.insert("ips".into(), json!(sel.ips));
@@ -36,7 +38,10 @@ pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, Eng
         rc.insert("portMappings".into(), Value::Array(pm));
     }
     if let Some(bw) = &sel.bandwidth {
-        rc.insert("bandwidth".into(), serde_json::to_value(bw).unwrap_or_default());
+        rc.insert(
+            "bandwidth".into(),
+            serde_json::to_value(bw).unwrap_or_default(),
+        );
     }
     if let Some(dev) = &sel.device_id {
         rc.insert("deviceID".into(), json!(dev));
@@ -48,7 +53,11 @@ pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, Eng
             network: att.network.clone(),
             reason: format!(
                 "the pod requests capability {missing:?} but no plugin of this network declares it (declared: {})",
-                if caps.is_empty() { "none".to_owned() } else { caps.into_iter().collect::<Vec<_>>().join(", ") }
+                if caps.is_empty() {
+                    "none".to_owned()
+                } else {
+                    caps.into_iter().collect::<Vec<_>>().join(", ")
+                }
             ),
         });
     }
@@ -67,7 +76,11 @@ fn merge_cni_args(config: &NetworkConfig, cni_args: &Map<String, Value>) -> Netw
         if !args.is_object() {
             *args = json!({});
         }
-        let cni = args.as_object_mut().expect("object").entry("cni").or_insert_with(|| json!({}));
+        let cni = args
+            .as_object_mut()
+            .expect("object")
+            .entry("cni")
+            .or_insert_with(|| json!({}));
         if !cni.is_object() {
             *cni = json!({});
         }

@@ -26,9 +26,17 @@ impl PodRef {
     pub fn from_env(env: &CniEnv) -> Option<Self> {
         let name = env.args.get(plexus_cni::CniArgs::POD_NAME)?.to_owned();
         Some(Self {
-            namespace: env.args.get(plexus_cni::CniArgs::POD_NAMESPACE).unwrap_or("default").to_owned(),
+            namespace: env
+                .args
+                .get(plexus_cni::CniArgs::POD_NAMESPACE)
+                .unwrap_or("default")
+                .to_owned(),
             name,
-            uid: env.args.get(plexus_cni::CniArgs::POD_UID).unwrap_or_default().to_owned(),
+            uid: env
+                .args
+                .get(plexus_cni::CniArgs::POD_UID)
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 }
@@ -58,7 +66,11 @@ enum Source {
     Ready(NetworkConfig, String),
     /// A NAD; `fallback_to_file` for cluster/default networks named without a path (Multus looks in
     /// confDir when the NAD does not exist).
-    Nad { namespace: String, name: String, fallback_to_file: bool },
+    Nad {
+        namespace: String,
+        name: String,
+        fallback_to_file: bool,
+    },
 }
 
 struct Planned {
@@ -76,12 +88,22 @@ pub fn resolve(
     selections: Vec<NetworkSelectionElement>,
     kube: Option<&dyn KubeApi>,
 ) -> Result<Vec<Attachment>, EngineError> {
-    let pod_label = pod.map(|p| p.to_string()).unwrap_or_else(|| format!("container {}", env.container_id));
-    let mut planned = vec![Planned { source: plan_ref(cfg, &cfg.cluster_network, &pod_label)?, is_default: true, selection: None }];
+    let pod_label = pod
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| format!("container {}", env.container_id));
+    let mut planned = vec![Planned {
+        source: plan_ref(cfg, &cfg.cluster_network, &pod_label)?,
+        is_default: true,
+        selection: None,
+    }];
     let system_pod = pod.is_some_and(|p| cfg.system_namespaces.iter().any(|s| s == &p.namespace));
     if !system_pod {
         for d in &cfg.default_networks {
-            planned.push(Planned { source: plan_ref(cfg, d, &pod_label)?, is_default: false, selection: None });
+            planned.push(Planned {
+                source: plan_ref(cfg, d, &pod_label)?,
+                is_default: false,
+                selection: None,
+            });
         }
     }
     for sel in selections {
@@ -95,7 +117,11 @@ pub fn resolve(
             }
         }
         planned.push(Planned {
-            source: Source::Nad { namespace: sel.namespace.clone(), name: sel.name.clone(), fallback_to_file: false },
+            source: Source::Nad {
+                namespace: sel.namespace.clone(),
+                name: sel.name.clone(),
+                fallback_to_file: false,
+            },
             is_default: false,
             selection: Some(sel),
         });
@@ -106,7 +132,11 @@ pub fn resolve(
     for (index, p) in planned.into_iter().enumerate() {
         let (config, network) = match p.source {
             Source::Ready(c, n) => (c, n),
-            Source::Nad { namespace, name, fallback_to_file } => {
+            Source::Nad {
+                namespace,
+                name,
+                fallback_to_file,
+            } => {
                 let network = format!("{namespace}/{name}");
                 let nad = fetched.get(&(namespace.clone(), name.clone()));
                 let config = match nad {
@@ -141,7 +171,11 @@ pub fn resolve(
                     }
                 };
                 // The status names a NAD-backed cluster network by its config name, as Multus does.
-                let network = if p.is_default && !config.name.is_empty() { config.name.clone() } else { network };
+                let network = if p.is_default && !config.name.is_empty() {
+                    config.name.clone()
+                } else {
+                    network
+                };
                 (config, network)
             }
         };
@@ -150,8 +184,19 @@ pub fn resolve(
             (Some(sel), _) if sel.interface.is_some() => sel.interface.clone().unwrap_or_default(),
             _ => format!("net{index}"),
         };
-        let runtime_config = if p.is_default { cfg.runtime_config.clone() } else { Map::new() };
-        out.push(Attachment { network, ifname, config, is_default: p.is_default, runtime_config, selection: p.selection });
+        let runtime_config = if p.is_default {
+            cfg.runtime_config.clone()
+        } else {
+            Map::new()
+        };
+        out.push(Attachment {
+            network,
+            ifname,
+            config,
+            is_default: p.is_default,
+            runtime_config,
+            selection: p.selection,
+        });
     }
     check_unique_ifnames(&out, &pod_label)?;
     Ok(out)
@@ -164,26 +209,46 @@ fn allowed_namespaces(cfg: &PlexusConfig, pod_ns: &str) -> String {
 }
 
 fn plan_ref(cfg: &PlexusConfig, r: &ClusterNetwork, pod: &str) -> Result<Source, EngineError> {
-    let bad = |network: String, reason: String| EngineError::NetworkConfig { pod: pod.to_owned(), network, reason };
+    let bad = |network: String, reason: String| EngineError::NetworkConfig {
+        pod: pod.to_owned(),
+        network,
+        reason,
+    };
     match r {
-        ClusterNetwork::Name(name) => {
-            Ok(Source::Nad { namespace: cfg.multus_namespace.clone(), name: name.clone(), fallback_to_file: true })
-        }
+        ClusterNetwork::Name(name) => Ok(Source::Nad {
+            namespace: cfg.multus_namespace.clone(),
+            name: name.clone(),
+            fallback_to_file: true,
+        }),
         ClusterNetwork::Path(p) => {
             let file = if p.is_dir() {
-                first_conf_in_dir(p).map_err(|e| bad(p.display().to_string(), e))?.ok_or_else(|| {
-                    bad(p.display().to_string(), "directory holds no .conf, .conflist or .json file".into())
-                })?
+                first_conf_in_dir(p)
+                    .map_err(|e| bad(p.display().to_string(), e))?
+                    .ok_or_else(|| {
+                        bad(
+                            p.display().to_string(),
+                            "directory holds no .conf, .conflist or .json file".into(),
+                        )
+                    })?
             } else {
                 p.clone()
             };
             let c = load_conf_file(&file).map_err(|e| bad(file.display().to_string(), e))?;
-            let name = if c.name.is_empty() { file.display().to_string() } else { c.name.clone() };
+            let name = if c.name.is_empty() {
+                file.display().to_string()
+            } else {
+                c.name.clone()
+            };
             Ok(Source::Ready(c, name))
         }
         ClusterNetwork::Inline(v) => {
-            let c = NetworkConfig::from_value(v.clone()).map_err(|e| bad("delegates".into(), e.to_string()))?;
-            let name = if c.name.is_empty() { "delegate".to_owned() } else { c.name.clone() };
+            let c = NetworkConfig::from_value(v.clone())
+                .map_err(|e| bad("delegates".into(), e.to_string()))?;
+            let name = if c.name.is_empty() {
+                "delegate".to_owned()
+            } else {
+                c.name.clone()
+            };
             Ok(Source::Ready(c, name))
         }
     }
@@ -191,11 +256,20 @@ fn plan_ref(cfg: &PlexusConfig, r: &ClusterNetwork, pod: &str) -> Result<Source,
 
 type Fetched = BTreeMap<(String, String), Result<NadInfo, ApiError>>;
 
-fn fetch_nads(planned: &[Planned], kube: Option<&dyn KubeApi>, pod: &str) -> Result<Fetched, EngineError> {
+fn fetch_nads(
+    planned: &[Planned],
+    kube: Option<&dyn KubeApi>,
+    pod: &str,
+) -> Result<Fetched, EngineError> {
     let mut refs: Vec<(String, String)> = Vec::new();
     let mut need_api = None;
     for p in planned {
-        if let Source::Nad { namespace, name, fallback_to_file } = &p.source {
+        if let Source::Nad {
+            namespace,
+            name,
+            fallback_to_file,
+        } = &p.source
+        {
             let key = (namespace.clone(), name.clone());
             if !refs.contains(&key) {
                 refs.push(key);
@@ -207,7 +281,10 @@ fn fetch_nads(planned: &[Planned], kube: Option<&dyn KubeApi>, pod: &str) -> Res
     }
     let Some(kube) = kube else {
         if let Some(network) = need_api {
-            return Err(EngineError::NoApi { pod: pod.to_owned(), network });
+            return Err(EngineError::NoApi {
+                pod: pod.to_owned(),
+                network,
+            });
         }
         return Ok(Fetched::new());
     };
@@ -221,7 +298,11 @@ fn fetch_nads(planned: &[Planned], kube: Option<&dyn KubeApi>, pod: &str) -> Res
 /// The config of a NAD: `spec.config`, or the file in confDir named after it when empty.
 fn nad_config(cfg: &PlexusConfig, nad: &NadInfo, pod: &str) -> Result<NetworkConfig, EngineError> {
     let network = format!("{}/{}", nad.namespace, nad.name);
-    let bad = |reason: String| EngineError::NetworkConfig { pod: pod.to_owned(), network: network.clone(), reason };
+    let bad = |reason: String| EngineError::NetworkConfig {
+        pod: pod.to_owned(),
+        network: network.clone(),
+        reason,
+    };
     match nad.config.as_deref().map(str::trim) {
         Some(text) if !text.is_empty() => {
             let mut c = NetworkConfig::from_slice(text.as_bytes()).map_err(|e| bad(format!("spec.config: {e}")))?;
@@ -256,7 +337,10 @@ fn check_unique_ifnames(atts: &[Attachment], pod: &str) -> Result<(), EngineErro
 }
 
 fn is_conf_file(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json"))
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("conf" | "conflist" | "json")
+    )
 }
 
 fn sorted_conf_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
@@ -265,7 +349,11 @@ fn sorted_conf_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
     };
-    let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file() && is_conf_file(p)).collect();
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && is_conf_file(p))
+        .collect();
     files.sort();
     Ok(files)
 }
@@ -279,7 +367,8 @@ pub fn first_conf_in_dir(dir: &Path) -> Result<Option<PathBuf>, String> {
 pub fn load_conf_file(path: &Path) -> Result<NetworkConfig, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let c = NetworkConfig::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    c.effective_version().map_err(|e| format!("{}: {e}", path.display()))?;
+    c.effective_version()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(c)
 }
 
@@ -287,8 +376,9 @@ pub fn load_conf_file(path: &Path) -> Result<NetworkConfig, String> {
 /// Unparseable files are skipped (they may belong to something else), but named in the log.
 pub fn find_conf_by_name(dir: &Path, name: &str) -> Result<Option<NetworkConfig>, String> {
     let files = sorted_conf_files(dir)?;
-    let (lists, singles): (Vec<_>, Vec<_>) =
-        files.into_iter().partition(|p| p.extension().and_then(|e| e.to_str()) == Some("conflist"));
+    let (lists, singles): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|p| p.extension().and_then(|e| e.to_str()) == Some("conflist"));
     for f in lists.iter().chain(singles.iter()) {
         match load_conf_file(f) {
             Ok(c) if c.name == name => return Ok(Some(c)),

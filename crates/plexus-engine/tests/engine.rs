@@ -4,7 +4,7 @@
 use plexus_cni::{CniEnv, CniError, Command};
 use plexus_engine::exec::{DelegateExec, ExecError, ExecRequest};
 use plexus_engine::{ApiError, Engine, EngineError, KubeApi, NadInfo, PlexusConfig, PodInfo};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -33,7 +33,10 @@ impl FakeExec {
         self.calls.lock().unwrap().clone()
     }
     fn trace(&self) -> Vec<String> {
-        self.calls().iter().map(|c| format!("{} {} {}", c.command.as_str(), c.plugin, c.ifname)).collect()
+        self.calls()
+            .iter()
+            .map(|c| format!("{} {} {}", c.command.as_str(), c.plugin, c.ifname))
+            .collect()
     }
 }
 
@@ -51,8 +54,17 @@ impl DelegateExec for FakeExec {
             });
             calls.len()
         };
-        if self.fail.lock().unwrap().iter().any(|(p, c)| p == req.plugin && *c == req.command) {
-            return Err(ExecError::Failed { plugin: req.plugin.into(), error: CniError::new(7, "scripted failure") });
+        if self
+            .fail
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, c)| p == req.plugin && *c == req.command)
+        {
+            return Err(ExecError::Failed {
+                plugin: req.plugin.into(),
+                error: CniError::new(7, "scripted failure"),
+            });
         }
         if req.command != Command::Add {
             return Ok(Vec::new());
@@ -87,14 +99,24 @@ impl FakeKube {
         }
         self.pods.insert(
             (ns.into(), name.into()),
-            PodInfo { namespace: ns.into(), name: name.into(), uid: "uid-1".into(), annotations },
+            PodInfo {
+                namespace: ns.into(),
+                name: name.into(),
+                uid: "uid-1".into(),
+                annotations,
+            },
         );
         self
     }
     fn with_nad(mut self, ns: &str, name: &str, config: Value) -> Self {
         self.nads.insert(
             (ns.into(), name.into()),
-            NadInfo { namespace: ns.into(), name: name.into(), config: Some(config.to_string()), annotations: BTreeMap::new() },
+            NadInfo {
+                namespace: ns.into(),
+                name: name.into(),
+                config: Some(config.to_string()),
+                annotations: BTreeMap::new(),
+            },
         );
         self
     }
@@ -105,16 +127,25 @@ impl FakeKube {
 
 impl KubeApi for FakeKube {
     fn get_pod(&self, namespace: &str, name: &str) -> Result<PodInfo, ApiError> {
-        self.log.lock().unwrap().push(format!("GET pod {namespace}/{name}"));
-        self.pods.get(&(namespace.into(), name.into())).cloned().ok_or_else(|| ApiError::NotFound {
-            kind: "pod",
-            namespace: namespace.into(),
-            name: name.into(),
-        })
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("GET pod {namespace}/{name}"));
+        self.pods
+            .get(&(namespace.into(), name.into()))
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "pod",
+                namespace: namespace.into(),
+                name: name.into(),
+            })
     }
     fn get_nads(&self, refs: &[(String, String)]) -> Vec<Result<NadInfo, ApiError>> {
         let names: Vec<String> = refs.iter().map(|(n, m)| format!("{n}/{m}")).collect();
-        self.log.lock().unwrap().push(format!("GET nads {}", names.join(",")));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("GET nads {}", names.join(",")));
         refs.iter()
             .map(|r| {
                 self.nads.get(r).cloned().ok_or_else(|| ApiError::NotFound {
@@ -125,8 +156,17 @@ impl KubeApi for FakeKube {
             })
             .collect()
     }
-    fn patch_network_status(&self, namespace: &str, name: &str, uid: &str, status_json: &str) -> Result<(), ApiError> {
-        self.log.lock().unwrap().push(format!("PATCH {namespace}/{name} uid={uid}"));
+    fn patch_network_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        status_json: &str,
+    ) -> Result<(), ApiError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("PATCH {namespace}/{name} uid={uid}"));
         if self.fail_patch {
             return Err(ApiError::Unreachable("scripted".into()));
         }
@@ -142,7 +182,10 @@ struct Bed {
 
 impl Bed {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap(), exec: FakeExec::default() }
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            exec: FakeExec::default(),
+        }
     }
     fn config(&self, extra: Value) -> PlexusConfig {
         let mut c = json!({
@@ -164,19 +207,41 @@ impl Bed {
             ("CNI_CONTAINERID", "ctr1".to_owned()),
             ("CNI_NETNS", "/run/netns/x".to_owned()),
             ("CNI_IFNAME", "eth0".to_owned()),
-            ("CNI_ARGS", format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};K8S_POD_UID=uid-1")),
+            (
+                "CNI_ARGS",
+                format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};K8S_POD_UID=uid-1"),
+            ),
             ("CNI_PATH", "/opt/cni/bin".to_owned()),
         ]
         .into_iter()
         .collect();
         CniEnv::from_lookup(|k| vars.get(k).cloned()).unwrap()
     }
-    fn run<T>(&self, cfg: &PlexusConfig, command: &str, kube: &FakeKube, f: impl FnOnce(&Engine) -> T) -> T {
+    fn run<T>(
+        &self,
+        cfg: &PlexusConfig,
+        command: &str,
+        kube: &FakeKube,
+        f: impl FnOnce(&Engine) -> T,
+    ) -> T {
         self.run_as(cfg, command, "blue", "p", kube, f)
     }
-    fn run_as<T>(&self, cfg: &PlexusConfig, command: &str, ns: &str, pod: &str, kube: &FakeKube, f: impl FnOnce(&Engine) -> T) -> T {
+    fn run_as<T>(
+        &self,
+        cfg: &PlexusConfig,
+        command: &str,
+        ns: &str,
+        pod: &str,
+        kube: &FakeKube,
+        f: impl FnOnce(&Engine) -> T,
+    ) -> T {
         let env = self.env(command, ns, pod);
-        let engine = Engine { config: cfg, env: &env, exec: &self.exec, kube: Some(kube) };
+        let engine = Engine {
+            config: cfg,
+            env: &env,
+            exec: &self.exec,
+            kube: Some(kube),
+        };
         f(&engine)
     }
     fn cache_files(&self) -> Vec<String> {
@@ -203,8 +268,22 @@ fn add_runs_cluster_then_annotation_networks_and_patches_status_once() {
         .with_nad("red", "b", json!({"cniVersion": "1.0.0", "type": "bridge"}));
     let cfg = bed.config(json!({}));
     let result = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
-    assert_eq!(bed.exec.trace(), vec!["ADD clusterplug eth0", "ADD macvlan net1", "ADD bridge data0"]);
-    assert_eq!(kube.log(), vec!["GET pod blue/p", "GET nads blue/a,red/b", "PATCH blue/p uid=uid-1"]);
+    assert_eq!(
+        bed.exec.trace(),
+        vec![
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "ADD bridge data0"
+        ]
+    );
+    assert_eq!(
+        kube.log(),
+        vec![
+            "GET pod blue/p",
+            "GET nads blue/a,red/b",
+            "PATCH blue/p uid=uid-1"
+        ]
+    );
     // The cluster network's result, in the request's version.
     assert_eq!(result["cniVersion"], "1.0.0");
     assert_eq!(result["interfaces"][0]["name"], "eth0");
@@ -214,14 +293,32 @@ fn add_runs_cluster_then_annotation_networks_and_patches_status_once() {
     assert_eq!(calls[1].stdin["name"], "a");
     assert_eq!(calls[1].stdin["cniVersion"], "0.4.0");
     assert_eq!(calls[2].stdin["name"], "b");
-    assert_eq!(calls[1].stdin["master"], "eth1", "unknown keys pass through");
+    assert_eq!(
+        calls[1].stdin["master"], "eth1",
+        "unknown keys pass through"
+    );
     for c in &calls {
-        assert!(c.args.contains("IgnoreUnknown=true") && c.args.contains("K8S_POD_NAME=p"), "{}", c.args);
+        assert!(
+            c.args.contains("IgnoreUnknown=true") && c.args.contains("K8S_POD_NAME=p"),
+            "{}",
+            c.args
+        );
     }
 
     let status: Vec<Value> = serde_json::from_str(&kube.patches.lock().unwrap()[0]).unwrap();
-    let names: Vec<_> = status.iter().map(|s| (s["name"].as_str().unwrap(), s["interface"].as_str().unwrap())).collect();
-    assert_eq!(names, vec![("cluster", "eth0"), ("blue/a", "net1"), ("red/b", "data0")]);
+    let names: Vec<_> = status
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["interface"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![("cluster", "eth0"), ("blue/a", "net1"), ("red/b", "data0")]
+    );
     assert_eq!(status[0]["default"], true);
     assert_eq!(bed.cache_files(), vec!["ctr1.json"]);
 }
@@ -232,16 +329,33 @@ fn a_failing_delegate_rolls_back_everything_in_reverse() {
     let kube = FakeKube::default()
         .with_pod("blue", "p", Some("a, b"))
         .with_nad("blue", "a", macvlan("a"))
-        .with_nad("blue", "b", json!({"cniVersion": "0.4.0", "type": "failer"}));
+        .with_nad(
+            "blue",
+            "b",
+            json!({"cniVersion": "0.4.0", "type": "failer"}),
+        );
     bed.exec.fail_on("failer", Command::Add);
     let cfg = bed.config(json!({}));
     let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
     assert_eq!(
         bed.exec.trace(),
-        vec!["ADD clusterplug eth0", "ADD macvlan net1", "ADD failer net2", "DEL failer net2", "DEL macvlan net1", "DEL clusterplug eth0"]
+        vec![
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "ADD failer net2",
+            "DEL failer net2",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0"
+        ]
     );
     let msg = err.to_string();
-    assert!(msg.contains("blue/p") && msg.contains("blue/b") && msg.contains("net2") && msg.contains("scripted failure"), "{msg}");
+    assert!(
+        msg.contains("blue/p")
+            && msg.contains("blue/b")
+            && msg.contains("net2")
+            && msg.contains("scripted failure"),
+        "{msg}"
+    );
     assert_eq!(err.code(), 100);
     assert!(bed.cache_files().is_empty());
     assert!(kube.log().iter().all(|l| !l.starts_with("PATCH")));
@@ -250,19 +364,26 @@ fn a_failing_delegate_rolls_back_everything_in_reverse() {
 #[test]
 fn a_failed_status_write_rolls_back() {
     let bed = Bed::new();
-    let mut kube = FakeKube::default().with_pod("blue", "p", Some("a")).with_nad("blue", "a", macvlan("a"));
+    let mut kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
     kube.fail_patch = true;
     let cfg = bed.config(json!({}));
     let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
     assert_eq!(err.code(), 11);
-    assert_eq!(bed.exec.trace()[2..], ["DEL macvlan net1", "DEL clusterplug eth0"]);
+    assert_eq!(
+        bed.exec.trace()[2..],
+        ["DEL macvlan net1", "DEL clusterplug eth0"]
+    );
     assert!(bed.cache_files().is_empty());
 }
 
 #[test]
 fn del_runs_from_the_cache_in_reverse_without_the_api_and_keeps_the_entry_on_failure() {
     let bed = Bed::new();
-    let kube = FakeKube::default().with_pod("blue", "p", Some("a")).with_nad("blue", "a", macvlan("a"));
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
     let cfg = bed.config(json!({}));
     let added = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     let api_calls = kube.log().len();
@@ -272,7 +393,10 @@ fn del_runs_from_the_cache_in_reverse_without_the_api_and_keeps_the_entry_on_fai
     assert!(matches!(err, EngineError::Del { .. }));
     assert!(err.to_string().contains("blue/a (net1)"), "{err}");
     // Both DELs ran although the first failed, and the entry is kept for the runtime's retry.
-    assert_eq!(bed.exec.trace()[2..], ["DEL macvlan net1", "DEL clusterplug eth0"]);
+    assert_eq!(
+        bed.exec.trace()[2..],
+        ["DEL macvlan net1", "DEL clusterplug eth0"]
+    );
     assert_eq!(bed.cache_files(), vec!["ctr1.json"]);
 
     bed.exec.fail.lock().unwrap().clear();
@@ -283,9 +407,17 @@ fn del_runs_from_the_cache_in_reverse_without_the_api_and_keeps_the_entry_on_fai
     assert_eq!(kube.log().len(), api_calls, "DEL never calls the API");
 
     // DEL hands 0.4.0+ plugins the cached result as prevResult.
-    let dels: Vec<Call> = bed.exec.calls().into_iter().filter(|c| c.command == Command::Del).collect();
+    let dels: Vec<Call> = bed
+        .exec
+        .calls()
+        .into_iter()
+        .filter(|c| c.command == Command::Del)
+        .collect();
     let cluster_del = dels.iter().find(|c| c.plugin == "clusterplug").unwrap();
-    assert_eq!(cluster_del.stdin["prevResult"]["interfaces"], added["interfaces"]);
+    assert_eq!(
+        cluster_del.stdin["prevResult"]["interfaces"],
+        added["interfaces"]
+    );
 }
 
 #[test]
@@ -295,17 +427,29 @@ fn conflists_chain_prev_result_and_del_in_reverse() {
         {"type": "bridge", "bridge": "br0"},
         {"type": "tuning", "mtu": 1400}
     ]});
-    let kube = FakeKube::default().with_pod("blue", "p", Some("chain")).with_nad("blue", "chain", chain);
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("chain"))
+        .with_nad("blue", "chain", chain);
     let cfg = bed.config(json!({}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
     assert_eq!(
         bed.exec.trace(),
-        vec!["ADD clusterplug eth0", "ADD bridge net1", "ADD tuning net1", "DEL tuning net1", "DEL bridge net1", "DEL clusterplug eth0"]
+        vec![
+            "ADD clusterplug eth0",
+            "ADD bridge net1",
+            "ADD tuning net1",
+            "DEL tuning net1",
+            "DEL bridge net1",
+            "DEL clusterplug eth0"
+        ]
     );
     let calls = bed.exec.calls();
     assert!(calls[1].stdin.get("prevResult").is_none());
-    assert_eq!(calls[2].stdin["prevResult"]["interfaces"][0]["name"], "net1");
+    assert_eq!(
+        calls[2].stdin["prevResult"]["interfaces"][0]["name"],
+        "net1"
+    );
     assert_eq!(calls[2].stdin["name"], "chain");
     assert_eq!(calls[2].stdin["cniVersion"], "0.4.0");
     assert_eq!(calls[3].stdin["prevResult"], calls[2].stdin["prevResult"]);
@@ -319,28 +463,46 @@ fn default_networks_are_skipped_by_namespace_not_by_pod_name() {
         .with_pod("blue", "kube-system", None)
         .with_nad("kube-system", "extra", macvlan("extra"));
     let cfg = bed.config(json!({"defaultNetworks": ["extra"]}));
-    bed.run_as(&cfg, "ADD", "kube-system", "p", &kube, |e| e.add()).unwrap();
+    bed.run_as(&cfg, "ADD", "kube-system", "p", &kube, |e| e.add())
+        .unwrap();
     assert_eq!(bed.exec.trace(), vec!["ADD clusterplug eth0"]);
     bed.exec.calls.lock().unwrap().clear();
     // Multus compares the pod *name* with systemNamespaces (#1205); we compare the namespace.
     let env = bed.env("ADD", "blue", "kube-system");
     let mut env2 = env.clone();
     env2.container_id = "ctr2".into();
-    let engine = Engine { config: &cfg, env: &env2, exec: &bed.exec, kube: Some(&kube) };
+    let engine = Engine {
+        config: &cfg,
+        env: &env2,
+        exec: &bed.exec,
+        kube: Some(&kube),
+    };
     engine.add().unwrap();
-    assert_eq!(bed.exec.trace(), vec!["ADD clusterplug eth0", "ADD macvlan net1"]);
+    assert_eq!(
+        bed.exec.trace(),
+        vec!["ADD clusterplug eth0", "ADD macvlan net1"]
+    );
 }
 
 #[test]
 fn a_retried_add_tears_the_previous_attempt_down_first() {
     let bed = Bed::new();
-    let kube = FakeKube::default().with_pod("blue", "p", Some("a")).with_nad("blue", "a", macvlan("a"));
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
     let cfg = bed.config(json!({}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     assert_eq!(
         bed.exec.trace(),
-        vec!["ADD clusterplug eth0", "ADD macvlan net1", "DEL macvlan net1", "DEL clusterplug eth0", "ADD clusterplug eth0", "ADD macvlan net1"]
+        vec![
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0",
+            "ADD clusterplug eth0",
+            "ADD macvlan net1"
+        ]
     );
 }
 
@@ -350,7 +512,11 @@ fn a_corrupt_cache_entry_is_an_error_not_a_silent_success() {
     let kube = FakeKube::default();
     let cfg = bed.config(json!({}));
     std::fs::create_dir_all(bed.dir.path().join("cache")).unwrap();
-    std::fs::write(bed.dir.path().join("cache/ctr1.json"), b"{\"kind\": \"plexusCacheV1\", trunc").unwrap();
+    std::fs::write(
+        bed.dir.path().join("cache/ctr1.json"),
+        b"{\"kind\": \"plexusCacheV1\", trunc",
+    )
+    .unwrap();
     let err = bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap_err();
     assert_eq!(err.code(), 102);
     assert!(err.to_string().contains("corrupt"), "{err}");
@@ -362,7 +528,10 @@ fn runtime_supplied_annotations_avoid_the_pod_get() {
     let kube = FakeKube::default().with_nad("blue", "a", macvlan("a"));
     let cfg = bed.config(json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "a"}}}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
-    assert_eq!(kube.log(), vec!["GET nads blue/a", "PATCH blue/p uid=uid-1"]);
+    assert_eq!(
+        kube.log(),
+        vec!["GET nads blue/a", "PATCH blue/p uid=uid-1"]
+    );
 }
 
 #[test]
@@ -380,16 +549,32 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
     let cfg = bed.config(json!({}));
     let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
     assert_eq!(err.code(), 7);
-    assert!(err.to_string().contains("\"ips\"") && err.to_string().contains("blue/plain"), "{err}");
-    assert!(bed.exec.calls().is_empty(), "nothing runs when a request cannot be honoured");
+    assert!(
+        err.to_string().contains("\"ips\"") && err.to_string().contains("blue/plain"),
+        "{err}"
+    );
+    assert!(
+        bed.exec.calls().is_empty(),
+        "nothing runs when a request cannot be honoured"
+    );
 
     let kube = FakeKube::default()
-        .with_pod("blue", "p", Some(r#"[{"name": "c", "mac": "02:11:22:33:44:55", "cni-args": {"foo": "bar"}}]"#))
+        .with_pod(
+            "blue",
+            "p",
+            Some(r#"[{"name": "c", "mac": "02:11:22:33:44:55", "cni-args": {"foo": "bar"}}]"#),
+        )
         .with_nad("blue", "c", chain);
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     let calls = bed.exec.calls();
-    assert!(calls[1].stdin.get("runtimeConfig").is_none(), "macvlan did not declare mac");
-    assert_eq!(calls[2].stdin["runtimeConfig"], json!({"mac": "02:11:22:33:44:55"}));
+    assert!(
+        calls[1].stdin.get("runtimeConfig").is_none(),
+        "macvlan did not declare mac"
+    );
+    assert_eq!(
+        calls[2].stdin["runtimeConfig"],
+        json!({"mac": "02:11:22:33:44:55"})
+    );
     assert_eq!(calls[1].stdin["args"]["cni"]["foo"], "bar");
     assert_eq!(calls[2].stdin["args"]["cni"]["foo"], "bar");
 }
@@ -401,7 +586,10 @@ fn missing_nad_fails_before_anything_runs() {
     let cfg = bed.config(json!({}));
     let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
     assert_eq!(err.code(), 103);
-    assert_eq!(err.to_string(), "pod blue/p: network blue/ghost: network-attachment-definition blue/ghost not found");
+    assert_eq!(
+        err.to_string(),
+        "pod blue/p: network blue/ghost: network-attachment-definition blue/ghost not found"
+    );
     assert!(bed.exec.calls().is_empty());
     assert!(bed.cache_files().is_empty());
 }
@@ -416,9 +604,19 @@ fn check_uses_the_cached_results_and_skips_old_versions() {
     let cfg = bed.config(json!({}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     bed.run(&cfg, "CHECK", &kube, |e| e.check()).unwrap();
-    let checks: Vec<String> = bed.exec.trace().into_iter().filter(|t| t.starts_with("CHECK")).collect();
+    let checks: Vec<String> = bed
+        .exec
+        .trace()
+        .into_iter()
+        .filter(|t| t.starts_with("CHECK"))
+        .collect();
     assert_eq!(checks, vec!["CHECK clusterplug eth0", "CHECK macvlan net1"]);
-    let check = bed.exec.calls().into_iter().find(|c| c.command == Command::Check && c.plugin == "macvlan").unwrap();
+    let check = bed
+        .exec
+        .calls()
+        .into_iter()
+        .find(|c| c.command == Command::Check && c.plugin == "macvlan")
+        .unwrap();
     assert_eq!(check.stdin["prevResult"]["interfaces"][0]["name"], "net1");
 
     bed.exec.fail_on("macvlan", Command::Check);

@@ -11,7 +11,6 @@
 //! off so that these counts hold on the wire and so that a sick API server fails the call fast; the
 //! container runtime retries the whole ADD (CNI error code 11), which is the right level for it.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -68,7 +67,10 @@ impl Credentials {
     /// The kubeconfig path is not checked for existence here: a configured but missing file is a
     /// configuration error that [`LiveKube::new`] reports with the path, not a reason to silently
     /// fall back to other credentials.
-    pub fn detect_with(kubeconfig: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Option<Credentials> {
+    pub fn detect_with(
+        kubeconfig: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Option<Credentials> {
         if let Some(path) = kubeconfig.filter(|p| !p.as_os_str().is_empty()) {
             return Some(Credentials::Kubeconfig(path.to_path_buf()));
         }
@@ -98,7 +100,10 @@ pub enum KubeError {
     /// The client could not be assembled from an otherwise valid config: an unreadable `tokenFile`,
     /// a CA bundle rustls rejects, an unsupported auth provider.
     #[error("cannot build the Kubernetes client from {source_desc}: {message}")]
-    Client { source_desc: String, message: String },
+    Client {
+        source_desc: String,
+        message: String,
+    },
 }
 
 /// The live API client of the thin plugin. See the crate docs for why it owns a runtime.
@@ -111,7 +116,9 @@ pub struct LiveKube {
 impl fmt::Debug for LiveKube {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The client holds credentials; print only what is harmless.
-        f.debug_struct("LiveKube").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("LiveKube")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,25 +136,41 @@ impl LiveKube {
         let client = rt.block_on(async {
             let (mut config, source_desc) = match creds {
                 Credentials::Kubeconfig(path) => {
-                    let wrap = |source| KubeError::Kubeconfig { path: path.clone(), source };
+                    let wrap = |source| KubeError::Kubeconfig {
+                        path: path.clone(),
+                        source,
+                    };
                     let kc = Kubeconfig::read_from(path).map_err(wrap)?;
                     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                         .await
                         .map_err(wrap)?;
                     (config, format!("kubeconfig {}", path.display()))
                 }
-                Credentials::InCluster => {
-                    (Config::incluster().map_err(KubeError::InCluster)?, "in-cluster config".to_owned())
-                }
+                Credentials::InCluster => (
+                    Config::incluster().map_err(KubeError::InCluster)?,
+                    "in-cluster config".to_owned(),
+                ),
             };
             tune(&mut config, timeout);
-            Client::try_from(config).map_err(|e| KubeError::Client { source_desc, message: error_chain(&e) })
+            trim_token_file(&mut config);
+            Client::try_from(config).map_err(|e| KubeError::Client {
+                source_desc,
+                message: error_chain(&e),
+            })
         })?;
-        Ok(LiveKube { rt, client, timeout })
+        Ok(LiveKube {
+            rt,
+            client,
+            timeout,
+        })
     }
 
     /// Runs one API call on the private runtime, bounded by the per-call timeout.
-    fn call<T>(&self, what: impl fmt::Display, fut: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+    fn call<T>(
+        &self,
+        what: impl fmt::Display,
+        fut: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
         self.rt.block_on(with_timeout(self.timeout, what, fut))
     }
 }
@@ -164,6 +187,34 @@ fn tune(config: &mut Config, timeout: Duration) {
     config.default_retry = false;
 }
 
+/// Works around kube 5 sending a token file's content untrimmed: client-go trims it, so a token
+/// file written with a trailing newline (`echo "$TOKEN" > file`) works with kubectl and Multus but
+/// makes kube fail every request with "invalid bearer token". Only such a file is replaced by its
+/// trimmed content read once now; a clean file is left to kube, which re-reads it as it rotates.
+/// Losing the re-read is harmless here because a thin-plugin process lives for seconds. The token
+/// itself is never logged.
+fn trim_token_file(config: &mut Config) {
+    if config.auth_info.token.is_some() {
+        return; // an inline token takes precedence over the file anyway
+    }
+    let Some(path) = config.auth_info.token_file.as_deref() else {
+        return;
+    };
+    // An unreadable file is left for kube to report with its path.
+    let Ok(content) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let trimmed = content.trim();
+    if trimmed.len() != content.len() && !trimmed.is_empty() {
+        tracing::debug!(
+            path,
+            "token file has surrounding whitespace; using its trimmed content"
+        );
+        config.auth_info.token = Some(trimmed.to_owned().into());
+        config.auth_info.token_file = None;
+    }
+}
+
 /// The transport timeouts above do not cover everything (TLS handshake stalls, a server that
 /// trickles bytes), so the whole call is bounded too.
 async fn with_timeout<T>(
@@ -173,19 +224,24 @@ async fn with_timeout<T>(
 ) -> Result<T, ApiError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(result) => result,
-        Err(_) => Err(ApiError::Unreachable(format!("{what}: no answer within {timeout:?}"))),
+        Err(_) => Err(ApiError::Unreachable(format!(
+            "{what}: no answer within {timeout:?}"
+        ))),
     }
 }
 
 fn nad_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(NAD_GROUP, NAD_VERSION, NAD_KIND), NAD_PLURAL)
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(NAD_GROUP, NAD_VERSION, NAD_KIND),
+        NAD_PLURAL,
+    )
 }
 
 impl KubeApi for LiveKube {
     fn get_pod(&self, namespace: &str, name: &str) -> Result<PodInfo, ApiError> {
         tracing::debug!(namespace, name, "GET pod");
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        self.call(format_args!("GET pod {namespace}/{name}"), async {
+        self.call(format!("GET pod {namespace}/{name}"), async {
             // Metadata only: the engine needs uid and annotations, and the spec/status of a pod
             // can be large. Still a single GET.
             let meta = pods
@@ -209,25 +265,47 @@ impl KubeApi for LiveKube {
         tracing::debug!(count = refs.len(), "GET network-attachment-definitions");
         let resource = nad_resource();
         let gets = refs.iter().map(|(namespace, name)| {
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &resource);
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), namespace, &resource);
             // Each GET gets its own timeout so one slow answer is reported against its NAD only.
-            with_timeout(self.timeout, format_args!("GET {NAD_KIND_LABEL} {namespace}/{name}"), async move {
-                let obj = api.get(name).await.map_err(|e| map_error(e, NAD_KIND_LABEL, namespace, name))?;
-                Ok(nad_info(obj, namespace, name))
-            })
+            with_timeout(
+                self.timeout,
+                format!("GET {NAD_KIND_LABEL} {namespace}/{name}"),
+                async move {
+                    let obj = api
+                        .get(name)
+                        .await
+                        .map_err(|e| map_error(e, NAD_KIND_LABEL, namespace, name))?;
+                    Ok(nad_info(obj, namespace, name))
+                },
+            )
         });
         // join_all polls every future before awaiting any, so all requests are in flight at once
         // (one connection each over HTTP/1.1), and results come back in input order.
         self.rt.block_on(join_all(gets))
     }
 
-    fn patch_network_status(&self, namespace: &str, name: &str, uid: &str, status_json: &str) -> Result<(), ApiError> {
+    fn patch_network_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        status_json: &str,
+    ) -> Result<(), ApiError> {
         tracing::debug!(namespace, name, "PATCH pod status network-status");
         let body = status_patch(uid, status_json);
         let request = kube::core::Request::new(Pod::url_path(&(), Some(namespace)))
-            .patch_subresource("status", name, &PatchParams::default(), &Patch::Merge(&body))
-            .map_err(|e| ApiError::Other { status: 0, message: format!("cannot build the status patch: {e}") })?;
-        self.call(format_args!("PATCH pod {namespace}/{name}/status"), async {
+            .patch_subresource(
+                "status",
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
+            .map_err(|e| ApiError::Other {
+                status: 0,
+                message: format!("cannot build the status patch: {e}"),
+            })?;
+        self.call(format!("PATCH pod {namespace}/{name}/status"), async {
             // `request_text` rather than `Api::patch_status`: the patch has taken effect once the
             // server says 2xx, so the returned pod is not parsed; a response that fails to
             // deserialize must not turn a successful write into an error (and an ADD rollback).
@@ -248,7 +326,10 @@ fn status_patch(uid: &str, status_json: &str) -> Value {
     if !uid.is_empty() {
         metadata.insert("uid".to_owned(), Value::String(uid.to_owned()));
     }
-    metadata.insert("annotations".to_owned(), json!({ NETWORK_STATUS_ANNOTATION: status_json }));
+    metadata.insert(
+        "annotations".to_owned(),
+        json!({ NETWORK_STATUS_ANNOTATION: status_json }),
+    );
     json!({ "metadata": metadata })
 }
 
@@ -264,10 +345,13 @@ fn nad_info(obj: DynamicObject, namespace: &str, name: &str) -> NadInfo {
         Some(other) => Some(other.to_string()),
     };
     NadInfo {
-        namespace: obj.metadata.namespace.unwrap_or_else(|| namespace.to_owned()),
+        namespace: obj
+            .metadata
+            .namespace
+            .unwrap_or_else(|| namespace.to_owned()),
         name: obj.metadata.name.unwrap_or_else(|| name.to_owned()),
         config,
-        annotations: obj.metadata.annotations.unwrap_or_else(BTreeMap::new),
+        annotations: obj.metadata.annotations.unwrap_or_default(),
     }
 }
 
@@ -277,23 +361,43 @@ fn map_error(err: kube::Error, kind: &'static str, namespace: &str, name: &str) 
         kube::Error::Api(status) => map_status(&status, kind, namespace, name),
         // Everything below failed before an HTTP status came back: connection refused, DNS,
         // connect/read timeouts (hyper-timeout surfaces through the service stack), TLS.
+        // The auth layer failed to produce credentials (unreadable token, failing exec plugin):
+        // a local configuration problem, not an unreachable server.
+        kube::Error::Service(e) if e.is::<kube::client::AuthError>() => ApiError::Other {
+            status: 0,
+            message: format!("cannot present credentials: {}", error_chain(&*e)),
+        },
         e @ (kube::Error::HyperError(_)
         | kube::Error::Service(_)
         | kube::Error::RustlsTls(_)
         | kube::Error::TlsRequired
         | kube::Error::ReadEvents(_)) => ApiError::Unreachable(error_chain(&e)),
-        other => ApiError::Other { status: 0, message: error_chain(&other) },
+        other => ApiError::Other {
+            status: 0,
+            message: error_chain(&other),
+        },
     }
 }
 
 fn map_status(status: &Status, kind: &'static str, namespace: &str, name: &str) -> ApiError {
-    let message = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
+    let message = if status.message.is_empty() {
+        status.reason.clone()
+    } else {
+        status.message.clone()
+    };
     match status.code {
-        404 => ApiError::NotFound { kind, namespace: namespace.to_owned(), name: name.to_owned() },
+        404 => ApiError::NotFound {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        },
         409 => ApiError::Conflict(message),
         401 | 403 => ApiError::Forbidden(message),
         429 | 500..=599 => ApiError::Unreachable(format!("HTTP {}: {message}", status.code)),
-        code => ApiError::Other { status: code, message },
+        code => ApiError::Other {
+            status: code,
+            message,
+        },
     }
 }
 
@@ -325,20 +429,39 @@ mod unit {
     #[test]
     fn status_codes_map_to_api_errors() {
         let m = |code| map_status(&status(code, "msg"), "pod", "ns", "p");
-        assert_eq!(m(404), ApiError::NotFound { kind: "pod", namespace: "ns".into(), name: "p".into() });
+        assert_eq!(
+            m(404),
+            ApiError::NotFound {
+                kind: "pod",
+                namespace: "ns".into(),
+                name: "p".into()
+            }
+        );
         assert_eq!(m(409), ApiError::Conflict("msg".into()));
         assert_eq!(m(401), ApiError::Forbidden("msg".into()));
         assert_eq!(m(403), ApiError::Forbidden("msg".into()));
         assert!(matches!(m(429), ApiError::Unreachable(_)));
         assert!(matches!(m(500), ApiError::Unreachable(_)));
         assert!(matches!(m(503), ApiError::Unreachable(_)));
-        assert_eq!(m(422), ApiError::Other { status: 422, message: "msg".into() });
+        assert_eq!(
+            m(422),
+            ApiError::Other {
+                status: 422,
+                message: "msg".into()
+            }
+        );
     }
 
     #[test]
     fn empty_message_falls_back_to_reason() {
         let s = Status::failure("", "Invalid").with_code(422);
-        assert_eq!(map_status(&s, "pod", "ns", "p"), ApiError::Other { status: 422, message: "Invalid".into() });
+        assert_eq!(
+            map_status(&s, "pod", "ns", "p"),
+            ApiError::Other {
+                status: 422,
+                message: "Invalid".into()
+            }
+        );
     }
 
     #[test]
@@ -365,8 +488,12 @@ mod unit {
         assert_eq!(info.config.as_deref(), Some(r#"{"type":"macvlan"}"#));
         assert_eq!(info.annotations.get("k").map(String::as_str), Some("v"));
 
-        let bare: DynamicObject = serde_json::from_value(json!({"metadata": {}, "spec": {}})).unwrap();
+        let bare: DynamicObject =
+            serde_json::from_value(json!({"metadata": {}, "spec": {}})).unwrap();
         let info = nad_info(bare, "n", "b");
-        assert_eq!((info.namespace.as_str(), info.name.as_str(), info.config), ("n", "b", None));
+        assert_eq!(
+            (info.namespace.as_str(), info.name.as_str(), info.config),
+            ("n", "b", None)
+        );
     }
 }

@@ -8,8 +8,8 @@ pub mod selection;
 pub mod status;
 
 pub use nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
-pub use selection::{parse_networks, NetworkSelectionElement, SelectionError};
-pub use status::{statuses_from_result, NetworkStatus};
+pub use selection::{NetworkSelectionElement, SelectionError, parse_networks};
+pub use status::{NetworkStatus, statuses_from_result};
 
 /// Pod annotation listing the networks a pod asks for.
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 /// Spec of a `NetworkAttachmentDefinition` (`k8s.cni.cncf.io/v1`, namespaced, short name
 /// `net-attach-def`).
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
 #[kube(
     group = "k8s.cni.cncf.io",
     version = "v1",
@@ -36,15 +38,24 @@ mod tests {
     #[test]
     fn crd_has_npwg_group_names_and_scope() {
         let crd = NetworkAttachmentDefinition::crd();
-        assert_eq!(crd.metadata.name.as_deref(), Some("network-attachment-definitions.k8s.cni.cncf.io"));
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("network-attachment-definitions.k8s.cni.cncf.io")
+        );
         assert_eq!(crd.spec.group, "k8s.cni.cncf.io");
         assert_eq!(crd.spec.scope, "Namespaced");
         assert_eq!(crd.spec.names.kind, "NetworkAttachmentDefinition");
         assert_eq!(crd.spec.names.plural, "network-attachment-definitions");
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["net-attach-def".to_string()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["net-attach-def".to_string()][..])
+        );
         assert_eq!(crd.spec.versions.len(), 1);
         assert_eq!(crd.spec.versions[0].name, "v1");
-        assert_eq!(NetworkAttachmentDefinition::api_version(&()), "k8s.cni.cncf.io/v1");
+        assert_eq!(
+            NetworkAttachmentDefinition::api_version(&()),
+            "k8s.cni.cncf.io/v1"
+        );
     }
 
     #[test]
@@ -66,7 +77,9 @@ mod tests {
         let config = r#"{"cniVersion":"1.0.0","type":"macvlan","master":"eth0"}"#;
         let nad = NetworkAttachmentDefinition::new(
             "macvlan-conf",
-            NetworkAttachmentDefinitionSpec { config: Some(config.to_string()) },
+            NetworkAttachmentDefinitionSpec {
+                config: Some(config.to_string()),
+            },
         );
         let value = serde_json::to_value(&nad).unwrap();
         assert_eq!(value["spec"]["config"], config);

@@ -53,10 +53,18 @@ pub struct NetworkSelectionElement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     /// Requested InfiniBand GUID; becomes `runtimeConfig.infinibandGUID`.
-    #[serde(rename = "infiniband-guid", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infiniband-guid",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infiniband_guid: Option<String>,
     /// Becomes `runtimeConfig.portMappings`.
-    #[serde(rename = "portMappings", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "portMappings",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub port_mappings: Vec<PortMapping>,
     /// Becomes `runtimeConfig.bandwidth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,13 +74,21 @@ pub struct NetworkSelectionElement {
     pub cni_args: Option<Map<String, Value>>,
     /// Gateways for the default route. `Some(vec![])` is meaningful: this attachment takes the
     /// default route but keeps the delegate's own gateway.
-    #[serde(rename = "default-route", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "default-route",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_route: Option<Vec<String>>,
     /// Device ID (Multus extension); used only when no device plugin resource provides one.
     #[serde(rename = "deviceID", default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     /// Name of an `IPAMClaim` (v1.3); mutually exclusive with `ips`.
-    #[serde(rename = "ipam-claim-reference", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ipam-claim-reference",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ipam_claim_reference: Option<String>,
     /// Reverse-DNS extension keys (those containing a '.'), kept verbatim for other components.
     #[serde(flatten)]
@@ -82,7 +98,11 @@ pub struct NetworkSelectionElement {
 impl NetworkSelectionElement {
     /// An element that only names a network, as the comma form produces.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { name: name.into(), namespace: namespace.into(), ..Self::default() }
+        Self {
+            name: name.into(),
+            namespace: namespace.into(),
+            ..Self::default()
+        }
     }
 
     /// `<namespace>/<name>`: the name network-status entries use.
@@ -128,13 +148,29 @@ fn default_protocol() -> String {
 /// The `bandwidth` request; rates in bits per second, bursts in bits, as the bandwidth plugin reads them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bandwidth {
-    #[serde(rename = "ingressRate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ingressRate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ingress_rate: Option<u64>,
-    #[serde(rename = "ingressBurst", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ingressBurst",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ingress_burst: Option<u64>,
-    #[serde(rename = "egressRate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "egressRate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub egress_rate: Option<u64>,
-    #[serde(rename = "egressBurst", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "egressBurst",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub egress_burst: Option<u64>,
 }
 
@@ -144,16 +180,24 @@ pub enum SelectionError {
     #[error("network selection annotation is not valid JSON: {0}")]
     InvalidJson(String),
     /// The JSON form must be a list, even for a single network.
-    #[error("network selection annotation in JSON form must be a list of selection elements, found {0}")]
+    #[error(
+        "network selection annotation in JSON form must be a list of selection elements, found {0}"
+    )]
     NotAList(&'static str),
     /// One element is wrong. `index` is 1-based; `name` is `ns/name` (or just the name) when it
     /// was already known to be valid.
     #[error("network selection element {index}{}: {problem}", name_suffix(.name))]
-    Element { index: usize, name: Option<String>, problem: ElementError },
+    Element {
+        index: usize,
+        name: Option<String>,
+        problem: ElementError,
+    },
 }
 
 fn name_suffix(name: &Option<String>) -> String {
-    name.as_ref().map(|n| format!(" ({n:?})")).unwrap_or_default()
+    name.as_ref()
+        .map(|n| format!(" ({n:?})"))
+        .unwrap_or_default()
 }
 
 /// What is wrong with one selection element. Every message quotes the offending value.
@@ -168,15 +212,24 @@ pub enum ElementError {
     #[error("missing required key \"name\"")]
     MissingName,
     #[error("{key:?} must be {expected}, found {found}")]
-    WrongType { key: String, expected: &'static str, found: String },
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
     #[error("invalid network name {value:?}: must be a DNS-1123 label")]
     InvalidName { value: String },
     #[error("invalid namespace {value:?}: must be a DNS-1123 label")]
     InvalidNamespace { value: String },
     #[error("invalid interface name {value:?}: {reason}")]
     InvalidInterface { value: String, reason: &'static str },
-    #[error("\"interface\" {interface:?} and its deprecated alias \"interfaceRequest\" {interface_request:?} differ")]
-    InterfaceConflict { interface: String, interface_request: String },
+    #[error(
+        "\"interface\" {interface:?} and its deprecated alias \"interfaceRequest\" {interface_request:?} differ"
+    )]
+    InterfaceConflict {
+        interface: String,
+        interface_request: String,
+    },
     #[error("ips entry {value:?} is not an IPv4/IPv6 address with optional /prefix")]
     InvalidIp { value: String },
     #[error("ips entry {value:?} has an invalid prefix length: must be 0-{max}")]
@@ -188,7 +241,11 @@ pub enum ElementError {
     #[error("portMappings entry {entry}: missing {field:?}")]
     PortMissing { entry: usize, field: &'static str },
     #[error("portMappings entry {entry}: {field} {value} is not a port number 1-65535")]
-    InvalidPort { entry: usize, field: &'static str, value: String },
+    InvalidPort {
+        entry: usize,
+        field: &'static str,
+        value: String,
+    },
     #[error("portMappings entry {entry}: protocol {value:?} is not TCP, UDP or SCTP")]
     InvalidProtocol { entry: usize, value: String },
     #[error("portMappings entry {entry}: hostIP {value:?} is not an IP address")]
@@ -196,14 +253,19 @@ pub enum ElementError {
     #[error("bandwidth {field} {value} must be a positive integer")]
     InvalidBandwidth { field: &'static str, value: String },
     #[error("bandwidth {burst} is set but {rate} is not: a burst requires its rate")]
-    BurstWithoutRate { burst: &'static str, rate: &'static str },
+    BurstWithoutRate {
+        burst: &'static str,
+        rate: &'static str,
+    },
     #[error("default-route entry {value:?} is not an IP address")]
     InvalidDefaultRoute { value: String },
     #[error("ipam-claim-reference {claim:?} cannot be combined with \"ips\"")]
     IpamClaimWithIps { claim: String },
     #[error("{context}: unknown key {key:?}")]
     UnknownNestedKey { context: String, key: String },
-    #[error("unknown key {key:?}: keys without a '.' are reserved by the NPWG spec; extensions must use reverse-DNS keys")]
+    #[error(
+        "unknown key {key:?}: keys without a '.' are reserved by the NPWG spec; extensions must use reverse-DNS keys"
+    )]
     ReservedKey { key: String },
 }
 
@@ -216,7 +278,10 @@ type ElementFailure = (Option<String>, ElementError);
 /// Empty or blank means "no extra networks". The value is JSON when it contains `[`, `{` or `"`
 /// (the rule Multus and the NAD client use), otherwise the comma form. Unqualified names resolve
 /// in `pod_namespace`.
-pub fn parse_networks(annotation: &str, pod_namespace: &str) -> Result<Vec<NetworkSelectionElement>, SelectionError> {
+pub fn parse_networks(
+    annotation: &str,
+    pod_namespace: &str,
+) -> Result<Vec<NetworkSelectionElement>, SelectionError> {
     if annotation.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -235,7 +300,10 @@ pub fn to_short_form(elements: &[NetworkSelectionElement]) -> Option<String> {
 }
 
 fn element_short_form(element: &NetworkSelectionElement) -> Option<String> {
-    if !element.is_plain() || !is_dns1123_label(&element.name) || !is_dns1123_label(&element.namespace) {
+    if !element.is_plain()
+        || !is_dns1123_label(&element.name)
+        || !is_dns1123_label(&element.namespace)
+    {
         return None;
     }
     match &element.interface {
@@ -253,7 +321,10 @@ pub fn is_dns1123_label(value: &str) -> bool {
     let bytes = value.as_bytes();
     match (bytes.first(), bytes.last()) {
         (Some(&first), Some(&last)) => {
-            bytes.len() <= MAX_LABEL_LEN && alnum(first) && alnum(last) && bytes.iter().all(|&b| alnum(b) || b == b'-')
+            bytes.len() <= MAX_LABEL_LEN
+                && alnum(first)
+                && alnum(last)
+                && bytes.iter().all(|&b| alnum(b) || b == b'-')
         }
         _ => false,
     }
@@ -277,28 +348,51 @@ fn ifname_problem(name: &str) -> Option<&'static str> {
 
 fn check_ifname(value: &str) -> Result<(), ElementError> {
     match ifname_problem(value) {
-        Some(reason) => Err(ElementError::InvalidInterface { value: value.to_string(), reason }),
+        Some(reason) => Err(ElementError::InvalidInterface {
+            value: value.to_string(),
+            reason,
+        }),
         None => Ok(()),
     }
 }
 
 fn attach_index(index: usize) -> impl FnOnce(ElementFailure) -> SelectionError {
-    move |(name, problem)| SelectionError::Element { index: index + 1, name, problem }
+    move |(name, problem)| SelectionError::Element {
+        index: index + 1,
+        name,
+        problem,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Comma form
 
-fn parse_short_form(annotation: &str, pod_namespace: &str) -> Result<Vec<NetworkSelectionElement>, SelectionError> {
+fn parse_short_form(
+    annotation: &str,
+    pod_namespace: &str,
+) -> Result<Vec<NetworkSelectionElement>, SelectionError> {
     annotation
         .split(',')
         .enumerate()
-        .map(|(index, item)| parse_short_item(item.trim(), pod_namespace).map_err(attach_index(index)))
+        .map(|(index, item)| {
+            parse_short_item(item.trim(), pod_namespace).map_err(attach_index(index))
+        })
         .collect()
 }
 
-fn parse_short_item(item: &str, pod_namespace: &str) -> Result<NetworkSelectionElement, ElementFailure> {
-    let short_form_error = |reason| (None, ElementError::ShortForm { value: item.to_string(), reason });
+fn parse_short_item(
+    item: &str,
+    pod_namespace: &str,
+) -> Result<NetworkSelectionElement, ElementFailure> {
+    let short_form_error = |reason| {
+        (
+            None,
+            ElementError::ShortForm {
+                value: item.to_string(),
+                reason,
+            },
+        )
+    };
     if item.is_empty() {
         return Err((None, ElementError::Empty));
     }
@@ -318,7 +412,9 @@ fn parse_short_item(item: &str, pod_namespace: &str) -> Result<NetworkSelectionE
     }
     check_name(name).map_err(|e| (None, e))?;
     let namespace = match namespace {
-        Some(ns) => check_namespace(ns).map(|()| ns).map_err(|e| (Some(name.to_string()), e))?,
+        Some(ns) => check_namespace(ns)
+            .map(|()| ns)
+            .map_err(|e| (Some(name.to_string()), e))?,
         None => pod_namespace,
     };
     let mut element = NetworkSelectionElement::new(namespace, name);
@@ -330,18 +426,34 @@ fn parse_short_item(item: &str, pod_namespace: &str) -> Result<NetworkSelectionE
 }
 
 fn check_name(value: &str) -> Result<(), ElementError> {
-    if is_dns1123_label(value) { Ok(()) } else { Err(ElementError::InvalidName { value: value.to_string() }) }
+    if is_dns1123_label(value) {
+        Ok(())
+    } else {
+        Err(ElementError::InvalidName {
+            value: value.to_string(),
+        })
+    }
 }
 
 fn check_namespace(value: &str) -> Result<(), ElementError> {
-    if is_dns1123_label(value) { Ok(()) } else { Err(ElementError::InvalidNamespace { value: value.to_string() }) }
+    if is_dns1123_label(value) {
+        Ok(())
+    } else {
+        Err(ElementError::InvalidNamespace {
+            value: value.to_string(),
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // JSON form
 
-fn parse_json_form(annotation: &str, pod_namespace: &str) -> Result<Vec<NetworkSelectionElement>, SelectionError> {
-    let value: Value = serde_json::from_str(annotation).map_err(|e| SelectionError::InvalidJson(e.to_string()))?;
+fn parse_json_form(
+    annotation: &str,
+    pod_namespace: &str,
+) -> Result<Vec<NetworkSelectionElement>, SelectionError> {
+    let value: Value =
+        serde_json::from_str(annotation).map_err(|e| SelectionError::InvalidJson(e.to_string()))?;
     let Value::Array(items) = value else {
         return Err(SelectionError::NotAList(json_kind(&value)));
     };
@@ -352,24 +464,39 @@ fn parse_json_form(annotation: &str, pod_namespace: &str) -> Result<Vec<NetworkS
         .collect()
 }
 
-fn parse_json_element(item: &Value, pod_namespace: &str) -> Result<NetworkSelectionElement, ElementFailure> {
-    let object = item.as_object().ok_or((None, ElementError::NotAnObject { found: json_kind(item) }))?;
-    let name = match optional_str(object, "name").map_err(|e| (None, e))? {
-        Some(name) => name,
-        None => return Err((None, ElementError::MissingName)),
+fn parse_json_element(
+    item: &Value,
+    pod_namespace: &str,
+) -> Result<NetworkSelectionElement, ElementFailure> {
+    let object = item.as_object().ok_or((
+        None,
+        ElementError::NotAnObject {
+            found: json_kind(item),
+        },
+    ))?;
+    // Unlike optional keys, an empty name is reported as an invalid name, not as missing.
+    let name = match object.get("name") {
+        None | Some(Value::Null) => return Err((None, ElementError::MissingName)),
+        Some(value) => expect_str("name", value).map_err(|e| (None, e))?,
     };
     check_name(name).map_err(|e| (None, e))?;
-    let namespace = match optional_str(object, "namespace").map_err(|e| (Some(name.to_string()), e))? {
-        Some(ns) => check_namespace(ns).map(|()| ns).map_err(|e| (Some(name.to_string()), e))?,
-        None => pod_namespace,
-    };
+    let namespace =
+        match optional_str(object, "namespace").map_err(|e| (Some(name.to_string()), e))? {
+            Some(ns) => check_namespace(ns)
+                .map(|()| ns)
+                .map_err(|e| (Some(name.to_string()), e))?,
+            None => pod_namespace,
+        };
     let mut element = NetworkSelectionElement::new(namespace, name);
     fill_fields(&mut element, object).map_err(|e| (Some(element.qualified_name()), e))?;
     Ok(element)
 }
 
 /// Reads every key except `name`/`namespace` into `element`, then applies the cross-field rules.
-fn fill_fields(element: &mut NetworkSelectionElement, object: &Map<String, Value>) -> Result<(), ElementError> {
+fn fill_fields(
+    element: &mut NetworkSelectionElement,
+    object: &Map<String, Value>,
+) -> Result<(), ElementError> {
     let mut interface_request = None;
     for (key, value) in object {
         if is_absent(key, value) {
@@ -387,7 +514,9 @@ fn fill_fields(element: &mut NetworkSelectionElement, object: &Map<String, Value
             "cni-args" => element.cni_args = Some(expect_object(key, value)?.clone()),
             "default-route" => element.default_route = Some(parse_default_route(value)?),
             "deviceID" => element.device_id = Some(expect_str(key, value)?.to_string()),
-            "ipam-claim-reference" => element.ipam_claim_reference = Some(expect_str(key, value)?.to_string()),
+            "ipam-claim-reference" => {
+                element.ipam_claim_reference = Some(expect_str(key, value)?.to_string())
+            }
             _ if key.contains('.') => {
                 element.extensions.insert(key.clone(), value.clone());
             }
@@ -404,17 +533,26 @@ fn is_absent(key: &str, value: &Value) -> bool {
     KNOWN_KEYS.contains(&key) && (value.is_null() || value.as_str() == Some(""))
 }
 
-fn optional_str<'a>(object: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, ElementError> {
+fn optional_str<'a>(
+    object: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, ElementError> {
     match object.get(key) {
         Some(value) if !is_absent(key, value) => expect_str(key, value).map(Some),
         _ => Ok(None),
     }
 }
 
-fn merge_interface(interface: Option<String>, request: Option<String>) -> Result<Option<String>, ElementError> {
+fn merge_interface(
+    interface: Option<String>,
+    request: Option<String>,
+) -> Result<Option<String>, ElementError> {
     match (interface, request) {
         (Some(interface), Some(interface_request)) if interface != interface_request => {
-            Err(ElementError::InterfaceConflict { interface, interface_request })
+            Err(ElementError::InterfaceConflict {
+                interface,
+                interface_request,
+            })
         }
         (interface, request) => Ok(interface.or(request)),
     }
@@ -422,7 +560,9 @@ fn merge_interface(interface: Option<String>, request: Option<String>) -> Result
 
 fn check_ipam_claim(element: &NetworkSelectionElement) -> Result<(), ElementError> {
     match &element.ipam_claim_reference {
-        Some(claim) if !element.ips.is_empty() => Err(ElementError::IpamClaimWithIps { claim: claim.clone() }),
+        Some(claim) if !element.ips.is_empty() => Err(ElementError::IpamClaimWithIps {
+            claim: claim.clone(),
+        }),
         _ => Ok(()),
     }
 }
@@ -446,11 +586,16 @@ fn check_ip_or_cidr(value: &str) -> Result<(), ElementError> {
         None => (value, None),
     };
     let Ok(address) = address.parse::<IpAddr>() else {
-        return Err(ElementError::InvalidIp { value: value.to_string() });
+        return Err(ElementError::InvalidIp {
+            value: value.to_string(),
+        });
     };
     let max = if address.is_ipv4() { 32 } else { 128 };
     match prefix {
-        Some(prefix) if !is_prefix_len(prefix, max) => Err(ElementError::InvalidPrefix { value: value.to_string(), max }),
+        Some(prefix) if !is_prefix_len(prefix, max) => Err(ElementError::InvalidPrefix {
+            value: value.to_string(),
+            max,
+        }),
         _ => Ok(()),
     }
 }
@@ -471,13 +616,20 @@ fn parse_hex_id(key: &str, value: &Value, bytes: usize) -> Result<String, Elemen
         return Ok(text.to_string());
     }
     let value = text.to_string();
-    Err(if bytes == 6 { ElementError::InvalidMac { value } } else { ElementError::InvalidGuid { value } })
+    Err(if bytes == 6 {
+        ElementError::InvalidMac { value }
+    } else {
+        ElementError::InvalidGuid { value }
+    })
 }
 
 fn is_hex_octets(text: &str, count: usize) -> bool {
     [':', '-'].into_iter().any(|separator| {
         let groups: Vec<&str> = text.split(separator).collect();
-        groups.len() == count && groups.iter().all(|g| g.len() == 2 && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        groups.len() == count
+            && groups
+                .iter()
+                .all(|g| g.len() == 2 && g.bytes().all(|b| b.is_ascii_hexdigit()))
     })
 }
 
@@ -486,7 +638,9 @@ fn parse_default_route(value: &Value) -> Result<Vec<String>, ElementError> {
         .into_iter()
         .map(|gw| match gw.parse::<IpAddr>() {
             Ok(_) => Ok(gw.to_string()),
-            Err(_) => Err(ElementError::InvalidDefaultRoute { value: gw.to_string() }),
+            Err(_) => Err(ElementError::InvalidDefaultRoute {
+                value: gw.to_string(),
+            }),
         })
         .collect()
 }
@@ -495,13 +649,23 @@ fn parse_port_mappings(value: &Value) -> Result<Vec<PortMapping>, ElementError> 
     let Value::Array(entries) = value else {
         return Err(wrong_type("portMappings", "a list", value));
     };
-    entries.iter().enumerate().map(|(i, entry)| parse_port_mapping(i + 1, entry)).collect()
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| parse_port_mapping(i + 1, entry))
+        .collect()
 }
 
 fn parse_port_mapping(entry: usize, value: &Value) -> Result<PortMapping, ElementError> {
     let context = format!("portMappings entry {entry}");
-    let object = value.as_object().ok_or_else(|| wrong_type(&context, "an object", value))?;
-    reject_unknown_keys(&context, object, &["hostPort", "containerPort", "protocol", "hostIP"])?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| wrong_type(&context, "an object", value))?;
+    reject_unknown_keys(
+        &context,
+        object,
+        &["hostPort", "containerPort", "protocol", "hostIP"],
+    )?;
     Ok(PortMapping {
         host_port: parse_port(entry, object, "hostPort")?,
         container_port: parse_port(entry, object, "containerPort")?,
@@ -510,13 +674,24 @@ fn parse_port_mapping(entry: usize, value: &Value) -> Result<PortMapping, Elemen
     })
 }
 
-fn parse_port(entry: usize, object: &Map<String, Value>, field: &'static str) -> Result<u16, ElementError> {
-    let value = object.get(field).filter(|v| !v.is_null()).ok_or(ElementError::PortMissing { entry, field })?;
+fn parse_port(
+    entry: usize,
+    object: &Map<String, Value>,
+    field: &'static str,
+) -> Result<u16, ElementError> {
+    let value = object
+        .get(field)
+        .filter(|v| !v.is_null())
+        .ok_or(ElementError::PortMissing { entry, field })?;
     value
         .as_u64()
         .and_then(|port| u16::try_from(port).ok())
         .filter(|&port| port != 0)
-        .ok_or_else(|| ElementError::InvalidPort { entry, field, value: show(value) })
+        .ok_or_else(|| ElementError::InvalidPort {
+            entry,
+            field,
+            value: show(value),
+        })
 }
 
 fn parse_protocol(entry: usize, object: &Map<String, Value>) -> Result<String, ElementError> {
@@ -530,11 +705,17 @@ fn parse_protocol(entry: usize, object: &Map<String, Value>) -> Result<String, E
     let upper = protocol.to_ascii_uppercase();
     match upper.as_str() {
         "TCP" | "UDP" | "SCTP" => Ok(upper),
-        _ => Err(ElementError::InvalidProtocol { entry, value: protocol.to_string() }),
+        _ => Err(ElementError::InvalidProtocol {
+            entry,
+            value: protocol.to_string(),
+        }),
     }
 }
 
-fn parse_host_ip(entry: usize, object: &Map<String, Value>) -> Result<Option<String>, ElementError> {
+fn parse_host_ip(
+    entry: usize,
+    object: &Map<String, Value>,
+) -> Result<Option<String>, ElementError> {
     let host_ip = match object.get("hostIP") {
         None | Some(Value::Null) => return Ok(None),
         Some(value) => expect_str(&format!("portMappings entry {entry} hostIP"), value)?,
@@ -542,7 +723,10 @@ fn parse_host_ip(entry: usize, object: &Map<String, Value>) -> Result<Option<Str
     match host_ip {
         "" => Ok(None),
         ip if ip.parse::<IpAddr>().is_ok() => Ok(Some(ip.to_string())),
-        ip => Err(ElementError::InvalidHostIp { entry, value: ip.to_string() }),
+        ip => Err(ElementError::InvalidHostIp {
+            entry,
+            value: ip.to_string(),
+        }),
     }
 }
 
@@ -558,33 +742,64 @@ fn parse_bandwidth(value: &Value) -> Result<Bandwidth, ElementError> {
         egress_rate: bandwidth_value(object, egress_rate)?,
         egress_burst: bandwidth_value(object, egress_burst)?,
     };
-    check_burst(bandwidth.ingress_burst, bandwidth.ingress_rate, ingress_burst, ingress_rate)?;
-    check_burst(bandwidth.egress_burst, bandwidth.egress_rate, egress_burst, egress_rate)?;
+    check_burst(
+        bandwidth.ingress_burst,
+        bandwidth.ingress_rate,
+        ingress_burst,
+        ingress_rate,
+    )?;
+    check_burst(
+        bandwidth.egress_burst,
+        bandwidth.egress_rate,
+        egress_burst,
+        egress_rate,
+    )?;
     Ok(bandwidth)
 }
 
-fn bandwidth_value(object: &Map<String, Value>, field: &'static str) -> Result<Option<u64>, ElementError> {
+fn bandwidth_value(
+    object: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<u64>, ElementError> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => match value.as_u64() {
             Some(n) if n > 0 => Ok(Some(n)),
-            _ => Err(ElementError::InvalidBandwidth { field, value: show(value) }),
+            _ => Err(ElementError::InvalidBandwidth {
+                field,
+                value: show(value),
+            }),
         },
     }
 }
 
-fn check_burst(burst: Option<u64>, rate: Option<u64>, burst_key: &'static str, rate_key: &'static str) -> Result<(), ElementError> {
+fn check_burst(
+    burst: Option<u64>,
+    rate: Option<u64>,
+    burst_key: &'static str,
+    rate_key: &'static str,
+) -> Result<(), ElementError> {
     if burst.is_some() && rate.is_none() {
-        return Err(ElementError::BurstWithoutRate { burst: burst_key, rate: rate_key });
+        return Err(ElementError::BurstWithoutRate {
+            burst: burst_key,
+            rate: rate_key,
+        });
     }
     Ok(())
 }
 
 /// Nested objects have no extension mechanism, so an unknown key there is almost always a typo
 /// (Go's case-insensitive decoding would hide `hostport`; we would rather say so).
-fn reject_unknown_keys(context: &str, object: &Map<String, Value>, known: &[&str]) -> Result<(), ElementError> {
+fn reject_unknown_keys(
+    context: &str,
+    object: &Map<String, Value>,
+    known: &[&str],
+) -> Result<(), ElementError> {
     match object.keys().find(|key| !known.contains(&key.as_str())) {
-        Some(key) => Err(ElementError::UnknownNestedKey { context: context.to_string(), key: key.clone() }),
+        Some(key) => Err(ElementError::UnknownNestedKey {
+            context: context.to_string(),
+            key: key.clone(),
+        }),
         None => Ok(()),
     }
 }
@@ -595,20 +810,31 @@ fn string_list<'a>(key: &str, value: &'a Value) -> Result<Vec<&'a str>, ElementE
     };
     items
         .iter()
-        .map(|item| item.as_str().ok_or_else(|| wrong_type(key, "a list of strings", item)))
+        .map(|item| {
+            item.as_str()
+                .ok_or_else(|| wrong_type(key, "a list of strings", item))
+        })
         .collect()
 }
 
 fn expect_str<'a>(key: &str, value: &'a Value) -> Result<&'a str, ElementError> {
-    value.as_str().ok_or_else(|| wrong_type(key, "a string", value))
+    value
+        .as_str()
+        .ok_or_else(|| wrong_type(key, "a string", value))
 }
 
 fn expect_object<'a>(key: &str, value: &'a Value) -> Result<&'a Map<String, Value>, ElementError> {
-    value.as_object().ok_or_else(|| wrong_type(key, "an object", value))
+    value
+        .as_object()
+        .ok_or_else(|| wrong_type(key, "an object", value))
 }
 
 fn wrong_type(key: &str, expected: &'static str, found: &Value) -> ElementError {
-    ElementError::WrongType { key: key.to_string(), expected, found: show(found) }
+    ElementError::WrongType {
+        key: key.to_string(),
+        expected,
+        found: show(found),
+    }
 }
 
 /// Compact JSON of a value for messages, shortened so a huge value cannot flood a pod event.

@@ -10,7 +10,9 @@ fn parse(annotation: &str) -> Result<Vec<NetworkSelectionElement>, SelectionErro
 }
 
 fn parse_err(annotation: &str) -> String {
-    parse(annotation).expect_err("annotation should be rejected").to_string()
+    parse(annotation)
+        .expect_err("annotation should be rejected")
+        .to_string()
 }
 
 /// The problem of the only failing element, for rule-by-rule tests.
@@ -24,7 +26,10 @@ fn problem(annotation: &str) -> ElementError {
 /// Wraps one JSON element with name `net` around `fields`.
 fn one(fields: Value) -> String {
     let mut object = json!({"name": "net"});
-    object.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    object
+        .as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
     json!([object]).to_string()
 }
 
@@ -47,8 +52,14 @@ fn short_form_resolves_namespaces_and_interfaces() {
     let parsed = parse("net-a, other/net-b@eth9 ,net-c@net1").unwrap();
     let expected = vec![
         NetworkSelectionElement::new("pod-ns", "net-a"),
-        NetworkSelectionElement { interface: Some("eth9".into()), ..NetworkSelectionElement::new("other", "net-b") },
-        NetworkSelectionElement { interface: Some("net1".into()), ..NetworkSelectionElement::new("pod-ns", "net-c") },
+        NetworkSelectionElement {
+            interface: Some("eth9".into()),
+            ..NetworkSelectionElement::new("other", "net-b")
+        },
+        NetworkSelectionElement {
+            interface: Some("net1".into()),
+            ..NetworkSelectionElement::new("pod-ns", "net-c")
+        },
     ];
     assert_eq!(parsed, expected);
 }
@@ -78,7 +89,10 @@ fn short_form_error_messages() {
         parse_err("a/b/c"),
         r#"network selection element 1: "a/b/c" is not of the form [namespace/]name[@interface]: more than one '/'"#
     );
-    assert_eq!(parse_err("a,,b"), "network selection element 2: empty element (stray ',' in the annotation?)");
+    assert_eq!(
+        parse_err("a,,b"),
+        "network selection element 2: empty element (stray ',' in the annotation?)"
+    );
 }
 
 #[rstest]
@@ -142,23 +156,46 @@ fn json_form_full_element() {
         mac: Some("02:00:00:aa:bb:cc".into()),
         infiniband_guid: Some("c2:11:22:33:44:55:66:77".into()),
         port_mappings: vec![
-            PortMapping { host_port: 8080, container_port: 80, protocol: "UDP".into(), host_ip: Some("192.0.2.1".into()) },
-            PortMapping { host_port: 9090, container_port: 90, protocol: "TCP".into(), host_ip: None },
+            PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "UDP".into(),
+                host_ip: Some("192.0.2.1".into()),
+            },
+            PortMapping {
+                host_port: 9090,
+                container_port: 90,
+                protocol: "TCP".into(),
+                host_ip: None,
+            },
         ],
-        bandwidth: Some(Bandwidth { ingress_rate: Some(1000), ingress_burst: Some(2000), egress_rate: Some(3000), egress_burst: None }),
+        bandwidth: Some(Bandwidth {
+            ingress_rate: Some(1000),
+            ingress_burst: Some(2000),
+            egress_rate: Some(3000),
+            egress_burst: None,
+        }),
         cni_args: Some(json!({"foo": "bar", "n": 1}).as_object().unwrap().clone()),
         default_route: Some(vec!["10.1.1.1".into()]),
         device_id: Some("0000:03:00.1".into()),
         ipam_claim_reference: None,
-        extensions: json!({"org.example.flavour": {"x": true}}).as_object().unwrap().clone(),
+        extensions: json!({"org.example.flavour": {"x": true}})
+            .as_object()
+            .unwrap()
+            .clone(),
     };
     assert_eq!(parsed, vec![expected]);
 }
 
 #[test]
 fn json_form_defaults_namespace_and_keeps_order() {
-    let parsed = parse(r#"[{"name":"a"},{"name":"b","namespace":"other"},{"name":"c","namespace":""}]"#).unwrap();
-    let names: Vec<String> = parsed.iter().map(NetworkSelectionElement::qualified_name).collect();
+    let parsed =
+        parse(r#"[{"name":"a"},{"name":"b","namespace":"other"},{"name":"c","namespace":""}]"#)
+            .unwrap();
+    let names: Vec<String> = parsed
+        .iter()
+        .map(NetworkSelectionElement::qualified_name)
+        .collect();
     assert_eq!(names, ["pod-ns/a", "other/b", "pod-ns/c"]);
 }
 
@@ -199,7 +236,9 @@ fn json_form_error_messages() {
         r#"network selection element 1 ("pod-ns/net"): ips entry "10.0.0.1/33" has an invalid prefix length: must be 0-32"#
     );
     assert_eq!(
-        parse_err(&one(json!({"ips": ["10.0.0.1"], "ipam-claim-reference": "c1"}))),
+        parse_err(&one(
+            json!({"ips": ["10.0.0.1"], "ipam-claim-reference": "c1"})
+        )),
         r#"network selection element 1 ("pod-ns/net"): ipam-claim-reference "c1" cannot be combined with "ips""#
     );
     assert_eq!(
@@ -207,7 +246,9 @@ fn json_form_error_messages() {
         r#"network selection element 1 ("pod-ns/net"): unknown key "foo": keys without a '.' are reserved by the NPWG spec; extensions must use reverse-DNS keys"#
     );
     assert_eq!(
-        parse_err(&one(json!({"portMappings": [{"hostPort": 80, "containerPort": 70000}]}))),
+        parse_err(&one(
+            json!({"portMappings": [{"hostPort": 80, "containerPort": 70000}]})
+        )),
         r#"network selection element 1 ("pod-ns/net"): portMappings entry 1: containerPort 70000 is not a port number 1-65535"#
     );
 }
@@ -218,7 +259,10 @@ fn json_form_error_messages() {
 #[case::number(r#"[1]"#, "")]
 fn json_form_must_be_a_list_of_objects(#[case] annotation: &str, #[case] found: &'static str) {
     if found.is_empty() {
-        assert_eq!(problem(annotation), ElementError::NotAnObject { found: "a number" });
+        assert_eq!(
+            problem(annotation),
+            ElementError::NotAnObject { found: "a number" }
+        );
         return;
     }
     assert_eq!(parse(annotation), Err(SelectionError::NotAList(found)));
@@ -229,13 +273,17 @@ fn json_form_must_be_a_list_of_objects(#[case] annotation: &str, #[case] found: 
 fn invalid_json_is_reported() {
     let err = parse("[{\"name\": }]").unwrap_err();
     assert!(matches!(err, SelectionError::InvalidJson(_)), "{err:?}");
-    assert!(err.to_string().starts_with("network selection annotation is not valid JSON: "));
+    assert!(
+        err.to_string()
+            .starts_with("network selection annotation is not valid JSON: ")
+    );
 }
 
 #[rstest]
 #[case::not_object(r#"["net"]"#, ElementError::NotAnObject { found: "a string" })]
 #[case::missing_name(r#"[{"namespace":"x"}]"#, ElementError::MissingName)]
 #[case::null_name(r#"[{"name":null}]"#, ElementError::MissingName)]
+#[case::empty_name(r#"[{"name":""}]"#, ElementError::InvalidName { value: "".into() })]
 #[case::name_type(r#"[{"name":5}]"#, ElementError::WrongType { key: "name".into(), expected: "a string", found: "5".into() })]
 #[case::bad_namespace(r#"[{"name":"n","namespace":"Bad"}]"#, ElementError::InvalidNamespace { value: "Bad".into() })]
 fn json_identity_rules(#[case] annotation: &str, #[case] expected: ElementError) {
@@ -245,7 +293,10 @@ fn json_identity_rules(#[case] annotation: &str, #[case] expected: ElementError)
 #[test]
 fn json_namespace_error_names_the_network() {
     let err = parse(r#"[{"name":"n","namespace":"Bad"}]"#).unwrap_err();
-    assert!(matches!(err, SelectionError::Element { index: 1, name: Some(ref n), .. } if n == "n"), "{err:?}");
+    assert!(
+        matches!(err, SelectionError::Element { index: 1, name: Some(ref n), .. } if n == "n"),
+        "{err:?}"
+    );
 }
 
 // ----- JSON form: field rules --------------------------------------------------------------------
@@ -296,7 +347,10 @@ fn json_field_rules(#[case] fields: Value, #[case] expected: ElementError) {
 fn interface_request_is_an_alias() {
     let parsed = parse(&one(json!({"interfaceRequest": "net5"}))).unwrap();
     assert_eq!(parsed[0].interface.as_deref(), Some("net5"));
-    let parsed = parse(&one(json!({"interface": "net5", "interfaceRequest": "net5"}))).unwrap();
+    let parsed = parse(&one(
+        json!({"interface": "net5", "interfaceRequest": "net5"}),
+    ))
+    .unwrap();
     assert_eq!(parsed[0].interface.as_deref(), Some("net5"));
 }
 
@@ -321,11 +375,17 @@ fn accepted_field_variants() {
     })));
     let element = &parsed.unwrap()[0];
     assert_eq!(element.ipam_claim_reference.as_deref(), Some("claim"));
-    assert_eq!(element.default_route.as_deref(), Some(&["fd00::1".to_string(), "10.0.0.1".to_string()][..]));
+    assert_eq!(
+        element.default_route.as_deref(),
+        Some(&["fd00::1".to_string(), "10.0.0.1".to_string()][..])
+    );
     assert_eq!(element.port_mappings[0].protocol, "SCTP");
     assert_eq!(element.mac.as_deref(), Some("02-AA-bb-00-00-01"));
 
-    let parsed = parse(&one(json!({"ips": ["10.0.0.1", "10.0.0.1/0", "::1/128", "2001:db8::/32"]}))).unwrap();
+    let parsed = parse(&one(
+        json!({"ips": ["10.0.0.1", "10.0.0.1/0", "::1/128", "2001:db8::/32"]}),
+    ))
+    .unwrap();
     assert_eq!(parsed[0].ips.len(), 4);
 }
 
@@ -355,7 +415,10 @@ fn long_values_are_shortened_in_messages() {
 #[test]
 fn to_short_form_formats_plain_elements() {
     let elements = parse("a,ns/b@net1").unwrap();
-    assert_eq!(to_short_form(&elements).as_deref(), Some("pod-ns/a,ns/b@net1"));
+    assert_eq!(
+        to_short_form(&elements).as_deref(),
+        Some("pod-ns/a,ns/b@net1")
+    );
     assert_eq!(to_short_form(&[]).as_deref(), Some(""));
 }
 
@@ -383,9 +446,11 @@ fn ifname() -> impl Strategy<Value = String> {
 }
 
 fn plain_element() -> impl Strategy<Value = NetworkSelectionElement> {
-    (label(), label(), proptest::option::of(ifname())).prop_map(|(namespace, name, interface)| NetworkSelectionElement {
-        interface,
-        ..NetworkSelectionElement::new(namespace, name)
+    (label(), label(), proptest::option::of(ifname())).prop_map(|(namespace, name, interface)| {
+        NetworkSelectionElement {
+            interface,
+            ..NetworkSelectionElement::new(namespace, name)
+        }
     })
 }
 

@@ -30,11 +30,19 @@ pub struct NetworkStatus {
     /// Device-info-spec document for the attached device (SR-IOV, vDPA, …), kept opaque.
     /// Declared before `gateway` because serde writes fields in declaration order and the NAD
     /// client's struct has this order.
-    #[serde(rename = "device-info", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "device-info",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_info: Option<Value>,
     /// Default-route gateways. Reading also accepts the spec's `default-route` key, so statuses
     /// written by spec-following implementations other than the NAD client parse too.
-    #[serde(default, alias = "default-route", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "default-route",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub gateway: Vec<String>,
 }
 
@@ -68,8 +76,12 @@ pub fn statuses_from_result(
         device_info: device_info.cloned(),
         ..NetworkStatus::default()
     };
-    let sandboxed: Vec<(usize, &Interface)> =
-        result.interfaces.iter().enumerate().filter(|(_, iface)| is_sandbox(iface)).collect();
+    let sandboxed: Vec<(usize, &Interface)> = result
+        .interfaces
+        .iter()
+        .enumerate()
+        .filter(|(_, iface)| is_sandbox(iface))
+        .collect();
     if sandboxed.is_empty() {
         return vec![NetworkStatus {
             interface: Some(ifname.to_string()),
@@ -83,7 +95,12 @@ pub fn statuses_from_result(
         .collect()
 }
 
-fn interface_status(template: &NetworkStatus, result: &CniResult, position: usize, iface: &Interface) -> NetworkStatus {
+fn interface_status(
+    template: &NetworkStatus,
+    result: &CniResult,
+    position: usize,
+    iface: &Interface,
+) -> NetworkStatus {
     let position = i64::try_from(position).ok();
     NetworkStatus {
         interface: Some(iface.name.clone()),
@@ -95,12 +112,20 @@ fn interface_status(template: &NetworkStatus, result: &CniResult, position: usiz
 }
 
 fn is_sandbox(iface: &Interface) -> bool {
-    iface.sandbox.as_deref().is_some_and(|sandbox| !sandbox.is_empty())
+    iface
+        .sandbox
+        .as_deref()
+        .is_some_and(|sandbox| !sandbox.is_empty())
 }
 
 /// Addresses of the result's `ips[]` whose interface index satisfies `wanted`, as bare IPs.
 fn ips_where(result: &CniResult, wanted: impl Fn(Option<i64>) -> bool) -> Vec<String> {
-    result.ips.iter().filter(|ip| wanted(ip.interface)).map(|ip| bare_ip(&ip.address)).collect()
+    result
+        .ips
+        .iter()
+        .filter(|ip| wanted(ip.interface))
+        .map(|ip| bare_ip(&ip.address))
+        .collect()
 }
 
 /// Drops the prefix length and prints the address the way Go's `net.IP.String` does (canonical
@@ -109,7 +134,9 @@ fn ips_where(result: &CniResult, wanted: impl Fn(Option<i64>) -> bool) -> Vec<St
 fn bare_ip(address: &str) -> String {
     let ip = address.split_once('/').map_or(address, |(ip, _)| ip);
     match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        Ok(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
         Ok(v4) => v4.to_string(),
         Err(_) => ip.to_string(),
     }

@@ -15,7 +15,11 @@ fn iface(name: &str, mac: Option<&str>, mtu: Option<u32>, sandbox: Option<&str>)
 }
 
 fn ip(address: &str, interface: Option<i64>) -> IpConfig {
-    IpConfig { address: address.into(), gateway: None, interface }
+    IpConfig {
+        address: address.into(),
+        gateway: None,
+        interface,
+    }
 }
 
 const NETNS: &str = "/var/run/netns/cni-1234";
@@ -35,15 +39,30 @@ fn multi_interface_result() -> CniResult {
             ip("192.0.2.9/24", Some(0)),
             ip("198.51.100.1/24", None),
         ],
-        dns: Dns { nameservers: vec!["10.1.0.1".into()], search: vec!["svc.local".into()], ..Dns::default() },
+        dns: Dns {
+            nameservers: vec!["10.1.0.1".into()],
+            search: vec!["svc.local".into()],
+            ..Dns::default()
+        },
         ..CniResult::default()
     }
 }
 
 #[test]
 fn one_entry_per_sandbox_interface() {
-    let statuses = statuses_from_result("blue/br-net", "net1", &multi_interface_result(), false, &[], None);
-    let dns = Some(Dns { nameservers: vec!["10.1.0.1".into()], search: vec!["svc.local".into()], ..Dns::default() });
+    let statuses = statuses_from_result(
+        "blue/br-net",
+        "net1",
+        &multi_interface_result(),
+        false,
+        &[],
+        None,
+    );
+    let dns = Some(Dns {
+        nameservers: vec!["10.1.0.1".into()],
+        search: vec!["svc.local".into()],
+        ..Dns::default()
+    });
     assert_eq!(
         statuses,
         vec![
@@ -71,9 +90,16 @@ fn one_entry_per_sandbox_interface() {
 #[test]
 fn multi_interface_annotation_text() {
     let gateways = vec!["10.1.0.1".to_string()];
-    let device_info = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:00.1"}});
-    let statuses =
-        statuses_from_result("blue/br-net", "net1", &multi_interface_result(), true, &gateways, Some(&device_info));
+    let device_info =
+        json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:00.1"}});
+    let statuses = statuses_from_result(
+        "blue/br-net",
+        "net1",
+        &multi_interface_result(),
+        true,
+        &gateways,
+        Some(&device_info),
+    );
     let expected = r#"[{
     "name": "blue/br-net",
     "interface": "net1",
@@ -140,7 +166,11 @@ fn multi_interface_annotation_text() {
 fn result_0_3_1_shape() {
     let result = CniResult {
         interfaces: vec![iface("net1", Some("0a:58:0a:80:00:07"), None, Some(NETNS))],
-        ips: vec![IpConfig { address: "10.128.0.7/23".into(), gateway: Some("10.128.0.1".into()), interface: Some(0) }],
+        ips: vec![IpConfig {
+            address: "10.128.0.7/23".into(),
+            gateway: Some("10.128.0.1".into()),
+            interface: Some(0),
+        }],
         ..CniResult::default()
     };
     let statuses = statuses_from_result("default/macvlan", "net1", &result, false, &[], None);
@@ -161,10 +191,21 @@ fn result_0_3_1_shape() {
 fn no_sandbox_interface_uses_ifname_and_unbound_ips() {
     let result = CniResult {
         interfaces: vec![iface("host0", None, None, Some(""))],
-        ips: vec![ip("10.0.0.2/24", None), ip("10.0.0.3/24", Some(-1)), ip("10.0.0.4/24", Some(0))],
+        ips: vec![
+            ip("10.0.0.2/24", None),
+            ip("10.0.0.3/24", Some(-1)),
+            ip("10.0.0.4/24", Some(0)),
+        ],
         ..CniResult::default()
     };
-    let statuses = statuses_from_result("ns/ipam-only", "net3", &result, false, &["10.0.0.1".into()], None);
+    let statuses = statuses_from_result(
+        "ns/ipam-only",
+        "net3",
+        &result,
+        false,
+        &["10.0.0.1".into()],
+        None,
+    );
     assert_eq!(
         statuses,
         vec![NetworkStatus {
@@ -179,7 +220,14 @@ fn no_sandbox_interface_uses_ifname_and_unbound_ips() {
 
 #[test]
 fn empty_result_gives_minimal_entry() {
-    let statuses = statuses_from_result("cluster-net", "eth0", &CniResult::default(), true, &[], None);
+    let statuses = statuses_from_result(
+        "cluster-net",
+        "eth0",
+        &CniResult::default(),
+        true,
+        &[],
+        None,
+    );
     assert_eq!(
         serde_json::to_value(&statuses).unwrap(),
         json!([{"name": "cluster-net", "interface": "eth0", "default": true}])
@@ -188,7 +236,11 @@ fn empty_result_gives_minimal_entry() {
 
 #[test]
 fn empty_optional_fields_are_omitted() {
-    let status = NetworkStatus { name: "a/b".into(), dns: Some(Dns::default()), ..NetworkStatus::default() };
+    let status = NetworkStatus {
+        name: "a/b".into(),
+        dns: Some(Dns::default()),
+        ..NetworkStatus::default()
+    };
     assert_eq!(serde_json::to_string(&status).unwrap(), r#"{"name":"a/b"}"#);
 }
 
@@ -219,13 +271,17 @@ fn reads_what_multus_writes() {
     assert_eq!(statuses[1].mtu, Some(1500));
     assert_eq!(statuses[1].dns.as_ref().unwrap().options, ["ndots:2"]);
     assert_eq!(statuses[1].gateway, ["192.168.1.1"]);
-    assert_eq!(statuses[1].device_info.as_ref().unwrap()["pci"]["pci-address"], "0000:18:02.5");
+    assert_eq!(
+        statuses[1].device_info.as_ref().unwrap()["pci"]["pci-address"],
+        "0000:18:02.5"
+    );
 }
 
 #[test]
 fn reads_the_spec_default_route_key() {
     let status: NetworkStatus =
-        serde_json::from_str(r#"{"name":"a/b","default-route":["10.0.0.1"],"org.example.x":1}"#).unwrap();
+        serde_json::from_str(r#"{"name":"a/b","default-route":["10.0.0.1"],"org.example.x":1}"#)
+            .unwrap();
     assert_eq!(status.gateway, ["10.0.0.1"]);
 }
 

@@ -2,7 +2,7 @@
 //! config on stdin; it prints exactly one JSON document on stdout (a result or a CNI error) and
 //! logs only to stderr or the configured log file.
 
-use plexus_cni::{codes, CniEnv, CniError, Command, SUPPORTED_VERSIONS};
+use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, codes};
 use plexus_engine::config::LogLevel;
 use plexus_engine::{Engine, KubeApi, PlexusConfig, ProcessExec};
 use serde_json::{Map, Value};
@@ -16,12 +16,21 @@ fn main() -> ExitCode {
     let read = std::io::stdin().read_to_end(&mut stdin);
     let (out, ok) = match read {
         Ok(_) => run(&stdin),
-        Err(e) => (CniError::new(codes::IO_FAILURE, format!("cannot read stdin: {e}")).to_json(), false),
+        Err(e) => (
+            CniError::new(codes::IO_FAILURE, format!("cannot read stdin: {e}")).to_json(),
+            false,
+        ),
     };
     let mut stdout = std::io::stdout().lock();
     // Nothing useful can be done if stdout is gone: the runtime has stopped listening.
-    let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Returns the text for stdout and whether the command succeeded.
@@ -37,9 +46,17 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
     if env.command == Command::Version {
         return Ok(version_reply(stdin));
     }
-    let conf: Map<String, Value> = serde_json::from_slice(stdin)
-        .map_err(|e| CniError::new(codes::DECODING_FAILURE, format!("cannot decode the plexus configuration on stdin: {e}")))?;
-    let version = conf.get("cniVersion").and_then(Value::as_str).unwrap_or("0.1.0").to_owned();
+    let conf: Map<String, Value> = serde_json::from_slice(stdin).map_err(|e| {
+        CniError::new(
+            codes::DECODING_FAILURE,
+            format!("cannot decode the plexus configuration on stdin: {e}"),
+        )
+    })?;
+    let version = conf
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("0.1.0")
+        .to_owned();
     let config = PlexusConfig::from_map(&conf)
         .map_err(|e| CniError::new(codes::INVALID_CONFIG, e.to_string()).with_version(&version))?;
     init_logging(&config);
@@ -48,16 +65,28 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
     let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
     search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
     let exec = ProcessExec::new(search);
-    let kube = if env.command == Command::Add { live_kube(&config, &version)? } else { None };
-    let engine = Engine { config: &config, env: &env, exec: &exec, kube: kube.as_ref().map(|k| k as &dyn KubeApi) };
+    let kube = if env.command == Command::Add {
+        live_kube(&config, &version)?
+    } else {
+        None
+    };
+    let engine = Engine {
+        config: &config,
+        env: &env,
+        exec: &exec,
+        kube: kube.as_ref().map(|k| k as &dyn KubeApi),
+    };
     let outcome = match env.command {
         Command::Add => engine.add().map(|v| v.to_string()),
         Command::Del => engine.del().map(|()| String::new()),
         Command::Check => engine.check().map(|()| String::new()),
         Command::Status => status(&config).map(|()| String::new()),
         Command::Gc => {
-            return Err(CniError::new(codes::INVALID_ENVIRONMENT, "GC is not supported by this version of plexus")
-                .with_version(&version));
+            return Err(CniError::new(
+                codes::INVALID_ENVIRONMENT,
+                "GC is not supported by this version of plexus",
+            )
+            .with_version(&version));
         }
         Command::Version => unreachable!("handled above"),
     };
@@ -72,26 +101,45 @@ fn status(config: &PlexusConfig) -> Result<(), plexus_engine::EngineError> {
     match &config.readiness_indicator_file {
         Some(f) if !f.exists() => Err(plexus_engine::EngineError::Request(CniError::new(
             codes::PLUGIN_NOT_AVAILABLE,
-            format!("cluster network not ready: readiness indicator file {} does not exist", f.display()),
+            format!(
+                "cluster network not ready: readiness indicator file {} does not exist",
+                f.display()
+            ),
         ))),
         _ => Ok(()),
     }
 }
 
-fn live_kube(config: &PlexusConfig, version: &str) -> Result<Option<plexus_kube::LiveKube>, CniError> {
-    let Some(creds) = plexus_kube::Credentials::detect(config.kubeconfig.as_deref()) else { return Ok(None) };
+fn live_kube(
+    config: &PlexusConfig,
+    version: &str,
+) -> Result<Option<plexus_kube::LiveKube>, CniError> {
+    let Some(creds) = plexus_kube::Credentials::detect(config.kubeconfig.as_deref()) else {
+        return Ok(None);
+    };
     plexus_kube::LiveKube::new(&creds, Duration::from_secs(config.api_timeout_secs))
         .map(Some)
-        .map_err(|e| CniError::new(codes::INVALID_CONFIG, format!("cannot use Kubernetes credentials: {e}")).with_version(version))
+        .map_err(|e| {
+            CniError::new(
+                codes::INVALID_CONFIG,
+                format!("cannot use Kubernetes credentials: {e}"),
+            )
+            .with_version(version)
+        })
 }
 
 /// `{"cniVersion": <the request's>, "supportedVersions": [...]}` (spec §5 "Version").
 fn version_reply(stdin: &[u8]) -> String {
     let requested = serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "1.1.0".to_owned());
-    serde_json::json!({"cniVersion": requested, "supportedVersions": SUPPORTED_VERSIONS}).to_string()
+    serde_json::json!({"cniVersion": requested, "supportedVersions": SUPPORTED_VERSIONS})
+        .to_string()
 }
 
 fn init_logging(config: &PlexusConfig) {
@@ -104,13 +152,25 @@ fn init_logging(config: &PlexusConfig) {
         LogLevel::Off => return,
     };
     let file = config.log_file.as_ref().and_then(|p| {
-        std::fs::OpenOptions::new().create(true).append(true).open(p).map(std::sync::Arc::new).ok()
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map(std::sync::Arc::new)
+            .ok()
     });
     let writer = match (file, config.log_to_stderr) {
-        (Some(f), true) => BoxMakeWriter::new(f.with_max_level(level).and(std::io::stderr.with_max_level(level))),
+        (Some(f), true) => BoxMakeWriter::new(
+            f.with_max_level(level)
+                .and(std::io::stderr.with_max_level(level)),
+        ),
         (Some(f), false) => BoxMakeWriter::new(f.with_max_level(level)),
         (None, true) => BoxMakeWriter::new(std::io::stderr.with_max_level(level)),
         (None, false) => return,
     };
-    let _ = tracing_subscriber::fmt().with_writer(writer).with_ansi(false).with_max_level(level).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_max_level(level)
+        .try_init();
 }
