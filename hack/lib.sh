@@ -16,6 +16,7 @@ ensure_packages() {
   command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
   command -v jq >/dev/null 2>&1 || need+=(jq)
   command -v curl >/dev/null 2>&1 || need+=(curl)
+  [ -x /usr/bin/time ] || need+=(time)
   if [ "${#need[@]}" -gt 0 ]; then
     echo "==> installing ${need[*]}"
     apt-get update -qq

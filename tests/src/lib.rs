@@ -1,1 +1,6 @@
-//! Plexus test bed.
+//! Plexus test bed: an in-process fake Kubernetes API server ([`fakeapi`]), network namespace
+//! helpers ([`netns`]) and the runtime-like driver of the `plexus` binary ([`cni`]).
+
+pub mod cni;
+pub mod fakeapi;
+pub mod netns;

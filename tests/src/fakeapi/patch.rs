@@ -20,7 +20,14 @@ pub enum PatchType {
 impl PatchType {
     /// Parses a `Content-Type` header value (parameters such as `charset` are ignored).
     pub fn from_content_type(ct: &str) -> Option<Self> {
-        match ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase().as_str() {
+        match ct
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
             "application/json-patch+json" => Some(PatchType::Json),
@@ -45,7 +52,9 @@ pub fn apply(ty: PatchType, target: &mut Value, patch: &Value) -> Result<(), Pat
     match ty {
         PatchType::Merge | PatchType::Strategic => {
             if !patch.is_object() {
-                return Err(PatchError::Malformed("merge patch must be a JSON object".into()));
+                return Err(PatchError::Malformed(
+                    "merge patch must be a JSON object".into(),
+                ));
             }
             merge_patch(target, patch);
             Ok(())
@@ -75,15 +84,21 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// RFC 6902 JSON patch. Operations apply in order on a copy; on failure `target` is untouched.
 pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), PatchError> {
-    let ops = ops.as_array().ok_or_else(|| PatchError::Malformed("json patch must be a JSON array".into()))?;
+    let ops = ops
+        .as_array()
+        .ok_or_else(|| PatchError::Malformed("json patch must be a JSON array".into()))?;
     let mut doc = target.clone();
     for op in ops {
         let field = |name: &str| -> Result<&str, PatchError> {
-            op.get(name)
-                .and_then(Value::as_str)
-                .ok_or_else(|| PatchError::Malformed(format!("json patch operation {op} has no string {name:?}")))
+            op.get(name).and_then(Value::as_str).ok_or_else(|| {
+                PatchError::Malformed(format!("json patch operation {op} has no string {name:?}"))
+            })
         };
-        let value = || op.get("value").cloned().ok_or_else(|| PatchError::Malformed(format!("json patch operation {op} has no \"value\"")));
+        let value = || {
+            op.get("value").cloned().ok_or_else(|| {
+                PatchError::Malformed(format!("json patch operation {op} has no \"value\""))
+            })
+        };
         let path = parse_pointer(field("path")?)?;
         match field("op")? {
             "add" => add(&mut doc, &path, value()?)?,
@@ -96,9 +111,17 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), PatchError> {
             }
             "test" => {
                 let want = value()?;
-                let got = get(&doc, &path).ok_or_else(|| PatchError::Failed(format!("test failed: {} does not exist", field("path").unwrap_or_default())))?;
+                let got = get(&doc, &path).ok_or_else(|| {
+                    PatchError::Failed(format!(
+                        "test failed: {} does not exist",
+                        field("path").unwrap_or_default()
+                    ))
+                })?;
                 if *got != want {
-                    return Err(PatchError::Failed(format!("test failed: {} is {got}, not {want}", field("path")?)));
+                    return Err(PatchError::Failed(format!(
+                        "test failed: {} is {got}, not {want}",
+                        field("path")?
+                    )));
                 }
             }
             "move" => {
@@ -108,10 +131,19 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), PatchError> {
             }
             "copy" => {
                 let from = parse_pointer(field("from")?)?;
-                let v = get(&doc, &from).cloned().ok_or_else(|| PatchError::Failed(format!("copy from missing path {}", field("from").unwrap_or_default())))?;
+                let v = get(&doc, &from).cloned().ok_or_else(|| {
+                    PatchError::Failed(format!(
+                        "copy from missing path {}",
+                        field("from").unwrap_or_default()
+                    ))
+                })?;
                 add(&mut doc, &path, v)?;
             }
-            other => return Err(PatchError::Malformed(format!("unknown json patch operation {other:?}"))),
+            other => {
+                return Err(PatchError::Malformed(format!(
+                    "unknown json patch operation {other:?}"
+                )));
+            }
         }
     }
     *target = doc;
@@ -124,17 +156,28 @@ fn parse_pointer(p: &str) -> Result<Vec<String>, PatchError> {
         return Ok(Vec::new());
     }
     let Some(rest) = p.strip_prefix('/') else {
-        return Err(PatchError::Malformed(format!("json pointer {p:?} must start with '/'")));
+        return Err(PatchError::Malformed(format!(
+            "json pointer {p:?} must start with '/'"
+        )));
     };
-    Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
+    Ok(rest
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect())
 }
 
 fn index(token: &str, len: usize, allow_end: bool) -> Result<usize, PatchError> {
     if token == "-" && allow_end {
         return Ok(len);
     }
-    let i: usize = token.parse().map_err(|_| PatchError::Failed(format!("invalid array index {token:?}")))?;
-    let max = if allow_end { len } else { len.saturating_sub(1) };
+    let i: usize = token
+        .parse()
+        .map_err(|_| PatchError::Failed(format!("invalid array index {token:?}")))?;
+    let max = if allow_end {
+        len
+    } else {
+        len.saturating_sub(1)
+    };
     if i > max || (!allow_end && len == 0) {
         return Err(PatchError::Failed(format!("array index {i} out of bounds")));
     }
@@ -175,7 +218,12 @@ fn add(doc: &mut Value, path: &[String], v: Value) -> Result<(), PatchError> {
             let i = index(last, a.len(), true)?;
             a.insert(i, v);
         }
-        _ => return Err(PatchError::Failed(format!("cannot add /{}: parent is not a container", path.join("/")))),
+        _ => {
+            return Err(PatchError::Failed(format!(
+                "cannot add /{}: parent is not a container",
+                path.join("/")
+            )));
+        }
     }
     Ok(())
 }
@@ -224,16 +272,28 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(t, json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": "[]", "copy": "2"}}}));
+        assert_eq!(
+            t,
+            json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": "[]", "copy": "2"}}})
+        );
     }
 
     #[test]
     fn failed_json_patch_leaves_target_alone() {
         let mut t = json!({"a": [1]});
-        let e = json_patch(&mut t, &json!([{"op": "add", "path": "/a/-", "value": 2}, {"op": "test", "path": "/a/0", "value": 9}]));
+        let e = json_patch(
+            &mut t,
+            &json!([{"op": "add", "path": "/a/-", "value": 2}, {"op": "test", "path": "/a/0", "value": 9}]),
+        );
         assert!(matches!(e, Err(PatchError::Failed(_))));
         assert_eq!(t, json!({"a": [1]}));
-        assert!(matches!(json_patch(&mut t, &json!([{"op": "remove", "path": "/b"}])), Err(PatchError::Failed(_))));
-        assert!(matches!(json_patch(&mut t, &json!({"op": "x"})), Err(PatchError::Malformed(_))));
+        assert!(matches!(
+            json_patch(&mut t, &json!([{"op": "remove", "path": "/b"}])),
+            Err(PatchError::Failed(_))
+        ));
+        assert!(matches!(
+            json_patch(&mut t, &json!({"op": "x"})),
+            Err(PatchError::Malformed(_))
+        ));
     }
 }

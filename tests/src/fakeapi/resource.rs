@@ -17,7 +17,12 @@ pub enum Resource {
 }
 
 impl Resource {
-    pub const ALL: [Resource; 4] = [Resource::Pods, Resource::Nads, Resource::Events, Resource::EventsV1];
+    pub const ALL: [Resource; 4] = [
+        Resource::Pods,
+        Resource::Nads,
+        Resource::Events,
+        Resource::EventsV1,
+    ];
 
     /// API group ("" for core).
     pub fn group(self) -> &'static str {
@@ -109,7 +114,9 @@ impl Resource {
 
     /// Finds the resource of an object by its `apiVersion` and `kind`.
     pub fn from_type(api_version: &str, kind: &str) -> Option<Resource> {
-        Resource::ALL.into_iter().find(|r| r.api_version() == api_version && r.kind() == kind)
+        Resource::ALL
+            .into_iter()
+            .find(|r| r.api_version() == api_version && r.kind() == kind)
     }
 }
 
@@ -117,9 +124,17 @@ impl Resource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// A collection: list, watch or create. `ns` is `None` for the all-namespaces path.
-    Collection { res: Resource, ns: Option<String> },
+    Collection {
+        res: Resource,
+        ns: Option<String>,
+    },
     /// One object, or one of its subresources.
-    Object { res: Resource, ns: String, name: String, sub: Option<String> },
+    Object {
+        res: Resource,
+        ns: String,
+        name: String,
+        sub: Option<String>,
+    },
     Version,
     Health,
     /// `/api`
@@ -127,7 +142,10 @@ pub enum Route {
     /// `/apis`
     Groups,
     /// `/api/v1` or `/apis/<group>/<version>`
-    ResourceList { group: String, version: String },
+    ResourceList {
+        group: String,
+        version: String,
+    },
 }
 
 impl Route {
@@ -143,18 +161,32 @@ impl Route {
             ["apis", g, v, rest @ ..] => (*g, *v, rest),
             _ => return None,
         };
-        let known_gv = Resource::ALL.iter().any(|r| r.group() == group && r.version() == version);
+        let known_gv = Resource::ALL
+            .iter()
+            .any(|r| r.group() == group && r.version() == version);
         if !known_gv {
             return None;
         }
         let lookup = |plural: &str| Resource::from_path(group, version, plural);
         match rest {
-            [] => Some(Route::ResourceList { group: group.to_owned(), version: version.to_owned() }),
-            [plural] => Some(Route::Collection { res: lookup(plural)?, ns: None }),
-            ["namespaces", ns, plural] => Some(Route::Collection { res: lookup(plural)?, ns: Some((*ns).to_owned()) }),
-            ["namespaces", ns, plural, name] => {
-                Some(Route::Object { res: lookup(plural)?, ns: (*ns).to_owned(), name: (*name).to_owned(), sub: None })
-            }
+            [] => Some(Route::ResourceList {
+                group: group.to_owned(),
+                version: version.to_owned(),
+            }),
+            [plural] => Some(Route::Collection {
+                res: lookup(plural)?,
+                ns: None,
+            }),
+            ["namespaces", ns, plural] => Some(Route::Collection {
+                res: lookup(plural)?,
+                ns: Some((*ns).to_owned()),
+            }),
+            ["namespaces", ns, plural, name] => Some(Route::Object {
+                res: lookup(plural)?,
+                ns: (*ns).to_owned(),
+                name: (*name).to_owned(),
+                sub: None,
+            }),
             ["namespaces", ns, plural, name, sub] => {
                 let res = lookup(plural)?;
                 res.has_subresource(sub).then(|| Route::Object {
@@ -177,15 +209,31 @@ mod tests {
     fn parses_the_paths_plexus_uses() {
         assert_eq!(
             Route::parse("/api/v1/namespaces/blue/pods/p1/status"),
-            Some(Route::Object { res: Resource::Pods, ns: "blue".into(), name: "p1".into(), sub: Some("status".into()) })
+            Some(Route::Object {
+                res: Resource::Pods,
+                ns: "blue".into(),
+                name: "p1".into(),
+                sub: Some("status".into())
+            })
         );
         assert_eq!(
             Route::parse("/apis/k8s.cni.cncf.io/v1/network-attachment-definitions"),
-            Some(Route::Collection { res: Resource::Nads, ns: None })
+            Some(Route::Collection {
+                res: Resource::Nads,
+                ns: None
+            })
         );
-        assert_eq!(Route::parse("/apis/k8s.cni.cncf.io/v1/namespaces/a/network-attachment-definitions/x/status"), None);
+        assert_eq!(
+            Route::parse(
+                "/apis/k8s.cni.cncf.io/v1/namespaces/a/network-attachment-definitions/x/status"
+            ),
+            None
+        );
         assert_eq!(Route::parse("/api/v1/namespaces/a/secrets/x"), None);
         assert_eq!(Route::parse("/apis/apps/v1"), None);
-        assert_eq!(Resource::Nads.qualified(), "network-attachment-definitions.k8s.cni.cncf.io");
+        assert_eq!(
+            Resource::Nads.qualified(),
+            "network-attachment-definitions.k8s.cni.cncf.io"
+        );
     }
 }

@@ -31,7 +31,11 @@ enum LabelReq {
 
 impl Selectors {
     /// Parses the raw (already percent-decoded) selector strings for `res`.
-    pub fn parse(res: Resource, field: Option<&str>, label: Option<&str>) -> Result<Self, ApiError> {
+    pub fn parse(
+        res: Resource,
+        field: Option<&str>,
+        label: Option<&str>,
+    ) -> Result<Self, ApiError> {
         let mut s = Selectors::default();
         for req in field.map(split_top).unwrap_or_default() {
             let (path, equal, value) = if let Some((k, v)) = req.split_once("!=") {
@@ -41,13 +45,21 @@ impl Selectors {
             } else if let Some((k, v)) = req.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid field selector: {req:?}")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: {req:?}"
+                )));
             };
             let path = path.trim();
             if !res.supports_field(path) {
-                return Err(ApiError::bad_request(format!("field label not supported: {path}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {path}"
+                )));
             }
-            s.fields.push(FieldReq { path: path.to_owned(), equal, value: value.trim().to_owned() });
+            s.fields.push(FieldReq {
+                path: path.to_owned(),
+                equal,
+                value: value.trim().to_owned(),
+            });
         }
         for req in label.map(split_top).unwrap_or_default() {
             s.labels.push(parse_label(&req)?);
@@ -57,7 +69,10 @@ impl Selectors {
 
     /// Whether `obj` satisfies every requirement.
     pub fn matches(&self, obj: &Value) -> bool {
-        let fields_ok = self.fields.iter().all(|f| (field_value(obj, &f.path) == f.value) == f.equal);
+        let fields_ok = self
+            .fields
+            .iter()
+            .all(|f| (field_value(obj, &f.path) == f.value) == f.equal);
         let labels = &obj["metadata"]["labels"];
         let label = |k: &str| labels.get(k).and_then(Value::as_str);
         let labels_ok = self.labels.iter().all(|r| match r {
@@ -100,7 +115,10 @@ fn split_top(s: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect()
+    out.into_iter()
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 fn parse_label(req: &str) -> Result<LabelReq, ApiError> {
@@ -115,7 +133,11 @@ fn parse_label(req: &str) -> Result<LabelReq, ApiError> {
         return Ok(LabelReq::Eq(k.trim().to_owned(), v.trim().to_owned()));
     }
     let set = |rest: &str| -> Result<Vec<String>, ApiError> {
-        let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
+        let inner = rest
+            .trim()
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .ok_or_else(bad)?;
         Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
     };
     if let Some((k, rest)) = req.split_once(" notin ") {
@@ -138,7 +160,11 @@ mod tests {
     #[test]
     fn selects_by_node_and_labels() {
         let pod = json!({"metadata": {"name": "p", "labels": {"app": "a", "tier": "web"}}, "spec": {"nodeName": "n1"}});
-        let sel = |f: Option<&str>, l: Option<&str>| Selectors::parse(Resource::Pods, f, l).unwrap().matches(&pod);
+        let sel = |f: Option<&str>, l: Option<&str>| {
+            Selectors::parse(Resource::Pods, f, l)
+                .unwrap()
+                .matches(&pod)
+        };
         assert!(sel(Some("spec.nodeName=n1"), None));
         assert!(!sel(Some("spec.nodeName=n2"), None));
         assert!(sel(Some("spec.nodeName!=n2,metadata.name==p"), None));

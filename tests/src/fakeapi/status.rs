@@ -2,7 +2,7 @@
 //! (kube-rs, client-go) branch on `reason`/`code` and operators read `message`.
 
 use super::resource::Resource;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// An API failure: becomes an HTTP status plus a `Status` body.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: Value::Null }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: Value::Null,
+        }
     }
 
     fn with_details(mut self, res: Resource, name: &str) -> Self {
@@ -30,16 +35,33 @@ impl ApiError {
     }
 
     pub fn not_found(res: Resource, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", res.qualified())).with_details(res, name)
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", res.qualified()),
+        )
+        .with_details(res, name)
     }
 
     /// An unknown path or resource type.
     pub fn no_route() -> Self {
-        Self { details: json!({}), ..Self::new(404, "NotFound", "the server could not find the requested resource") }
+        Self {
+            details: json!({}),
+            ..Self::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        }
     }
 
     pub fn already_exists(res: Resource, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.qualified())).with_details(res, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", res.qualified()),
+        )
+        .with_details(res, name)
     }
 
     /// A stale `metadata.resourceVersion` in a PUT or patch.
@@ -57,7 +79,13 @@ impl ApiError {
 
     /// A write whose `metadata.uid` differs from the stored object's: the storage layer's UID
     /// precondition failure, wrapped in a Conflict exactly as the real server does.
-    pub fn uid_precondition(res: Resource, ns: &str, name: &str, precondition: &str, actual: &str) -> Self {
+    pub fn uid_precondition(
+        res: Resource,
+        ns: &str,
+        name: &str,
+        precondition: &str,
+        actual: &str,
+    ) -> Self {
         Self::new(
             409,
             "Conflict",
@@ -90,7 +118,11 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn unauthorized() -> Self {
@@ -141,11 +173,19 @@ mod tests {
     #[test]
     fn not_found_bodies_match_the_real_server() {
         assert_eq!(
-            ApiError::not_found(Resource::Pods, "x").to_status().to_string(),
+            ApiError::not_found(Resource::Pods, "x")
+                .to_status()
+                .to_string(),
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"x\" not found","reason":"NotFound","details":{"name":"x","kind":"pods"},"code":404}"#
         );
         let nad = ApiError::not_found(Resource::Nads, "n").to_status();
-        assert_eq!(nad["message"], "network-attachment-definitions.k8s.cni.cncf.io \"n\" not found");
-        assert_eq!(nad["details"], json!({"name": "n", "group": "k8s.cni.cncf.io", "kind": "network-attachment-definitions"}));
+        assert_eq!(
+            nad["message"],
+            "network-attachment-definitions.k8s.cni.cncf.io \"n\" not found"
+        );
+        assert_eq!(
+            nad["details"],
+            json!({"name": "n", "group": "k8s.cni.cncf.io", "kind": "network-attachment-definitions"})
+        );
     }
 }

@@ -8,7 +8,7 @@ use super::patch::{self, PatchError, PatchType};
 use super::resource::Resource;
 use super::selector::Selectors;
 use super::status::ApiError;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::ops::Bound;
@@ -45,7 +45,12 @@ pub struct Change {
 impl Change {
     /// The watch event `(type, object)` this change means for a watcher of `res` in `ns` with
     /// `sel`, if any: an object that starts matching is ADDED, one that stops matching is DELETED.
-    pub fn event_for(&self, res: Resource, ns: Option<&str>, sel: &Selectors) -> Option<(&'static str, Value)> {
+    pub fn event_for(
+        &self,
+        res: Resource,
+        ns: Option<&str>,
+        sel: &Selectors,
+    ) -> Option<(&'static str, Value)> {
         if self.res != res || ns.is_some_and(|ns| self.new["metadata"]["namespace"] != ns) {
             return None;
         }
@@ -105,7 +110,14 @@ impl Store {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(BROADCAST);
         // Start at a non-trivial value so that nobody relies on resourceVersions being small.
-        Self { rv: 1000, objects: BTreeMap::new(), history: VecDeque::new(), compacted: 1000, tx, ids: IdGen::default() }
+        Self {
+            rv: 1000,
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            compacted: 1000,
+            tx,
+            ids: IdGen::default(),
+        }
     }
 
     /// The current global resourceVersion.
@@ -118,7 +130,13 @@ impl Store {
     }
 
     fn publish(&mut self, res: Resource, ty: ChangeType, old: Option<Value>, new: Value) {
-        let c = Arc::new(Change { res, ty, old, new, rv: self.rv });
+        let c = Arc::new(Change {
+            res,
+            ty,
+            old,
+            new,
+            rv: self.rv,
+        });
         if self.history.len() == HISTORY
             && let Some(dropped) = self.history.pop_front()
         {
@@ -154,7 +172,13 @@ impl Store {
     }
 
     /// A `<Kind>List` with pagination (`limit`, `continue`) as the real server does it.
-    pub fn list(&self, res: Resource, ns: Option<&str>, sel: &Selectors, page: &ListParams) -> Result<Value, ApiError> {
+    pub fn list(
+        &self,
+        res: Resource,
+        ns: Option<&str>,
+        sel: &Selectors,
+        page: &ListParams,
+    ) -> Result<Value, ApiError> {
         let start = match &page.continue_token {
             Some(t) if !t.is_empty() => Bound::Excluded(decode_continue(t)?),
             _ => Bound::Unbounded,
@@ -175,13 +199,17 @@ impl Store {
             meta["remainingItemCount"] = json!(rest);
         }
         let items: Vec<Value> = page_items.into_iter().map(|(_, v)| v.clone()).collect();
-        Ok(json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta, "items": items}))
+        Ok(
+            json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta, "items": items}),
+        )
     }
 
     /// Creates `obj` in `ns`, as a POST to the collection does.
     pub fn create(&mut self, res: Resource, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
         let Some(o) = obj.as_object_mut() else {
-            return Err(ApiError::bad_request("the request body is not a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body is not a JSON object",
+            ));
         };
         check_type(res, o)?;
         o.insert("apiVersion".into(), json!(res.api_version()));
@@ -198,13 +226,28 @@ impl Store {
             }
             _ => {}
         }
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
-        let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
+        let name = match (
+            meta.get("name").and_then(Value::as_str),
+            meta.get("generateName").and_then(Value::as_str),
+        ) {
             (Some(n), _) if !n.is_empty() => n.to_owned(),
             (_, Some(g)) if !g.is_empty() => format!("{g}{}", self.ids.suffix()),
-            _ => return Err(ApiError::invalid(res, "", "metadata.name: Required value: name or generateName is required")),
+            _ => {
+                return Err(ApiError::invalid(
+                    res,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
+            }
         };
         let key = (ns.to_owned(), name.clone());
         if self.map(res).contains_key(&key) {
@@ -244,9 +287,19 @@ impl Store {
     }
 
     /// Replaces an object (PUT). `metadata.resourceVersion` is required, as for pods on the real server.
-    pub fn replace(&mut self, res: Resource, ns: &str, name: &str, sub: Option<&str>, new: Value) -> Result<Value, ApiError> {
+    pub fn replace(
+        &mut self,
+        res: Resource,
+        ns: &str,
+        name: &str,
+        sub: Option<&str>,
+        new: Value,
+    ) -> Result<Value, ApiError> {
         let stored = self.get(res, ns, name)?;
-        if new["metadata"]["resourceVersion"].as_str().is_none_or(str::is_empty) {
+        if new["metadata"]["resourceVersion"]
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
             return Err(ApiError::invalid(
                 res,
                 name,
@@ -258,7 +311,15 @@ impl Store {
 
     /// The common tail of PATCH and PUT: preconditions, immutable fields, subresource rules,
     /// validation, and a write only when something changed (a no-op keeps the resourceVersion).
-    fn update(&mut self, res: Resource, ns: &str, name: &str, sub: Option<&str>, stored: Value, mut new: Value) -> Result<Value, ApiError> {
+    fn update(
+        &mut self,
+        res: Resource,
+        ns: &str,
+        name: &str,
+        sub: Option<&str>,
+        stored: Value,
+        mut new: Value,
+    ) -> Result<Value, ApiError> {
         if !new.is_object() || !new["metadata"].is_object() {
             return Err(ApiError::bad_request("the object has no metadata"));
         }
@@ -266,7 +327,13 @@ impl Store {
         if let Some(uid) = new["metadata"]["uid"].as_str()
             && Some(uid) != stored_meta["uid"].as_str()
         {
-            return Err(ApiError::uid_precondition(res, ns, name, uid, stored_meta["uid"].as_str().unwrap_or_default()));
+            return Err(ApiError::uid_precondition(
+                res,
+                ns,
+                name,
+                uid,
+                stored_meta["uid"].as_str().unwrap_or_default(),
+            ));
         }
         if let Some(rv) = new["metadata"]["resourceVersion"].as_str()
             && Some(rv) != stored_meta["resourceVersion"].as_str()
@@ -283,7 +350,13 @@ impl Store {
         for k in ["apiVersion", "kind"] {
             new[k] = stored[k].clone();
         }
-        for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+        ] {
             new["metadata"][k] = stored_meta[k].clone();
         }
         // The status subresource may change metadata and status but never spec (nor owner
@@ -300,19 +373,32 @@ impl Store {
         }
         let rv = self.bump();
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.map(res).insert((ns.to_owned(), name.to_owned()), new.clone());
+        self.map(res)
+            .insert((ns.to_owned(), name.to_owned()), new.clone());
         self.publish(res, ChangeType::Modified, Some(stored), new.clone());
         Ok(new)
     }
 
     /// Deletes an object (immediately: no graceful deletion or finalizers), honouring
     /// `DeleteOptions.preconditions`.
-    pub fn delete(&mut self, res: Resource, ns: &str, name: &str, preconditions: &Value) -> Result<Value, ApiError> {
+    pub fn delete(
+        &mut self,
+        res: Resource,
+        ns: &str,
+        name: &str,
+        preconditions: &Value,
+    ) -> Result<Value, ApiError> {
         let stored = self.get(res, ns, name)?;
         if let Some(uid) = preconditions["uid"].as_str()
             && Some(uid) != stored["metadata"]["uid"].as_str()
         {
-            return Err(ApiError::uid_precondition(res, ns, name, uid, stored["metadata"]["uid"].as_str().unwrap_or_default()));
+            return Err(ApiError::uid_precondition(
+                res,
+                ns,
+                name,
+                uid,
+                stored["metadata"]["uid"].as_str().unwrap_or_default(),
+            ));
         }
         if let Some(rv) = preconditions["resourceVersion"].as_str()
             && Some(rv) != stored["metadata"]["resourceVersion"].as_str()
@@ -336,10 +422,13 @@ impl Store {
         resource_version: Option<&str>,
     ) -> Result<WatchStart, ApiError> {
         let rx = self.tx.subscribe();
-        let from = match resource_version {
-            None | Some("") | Some("0") => None,
-            Some(s) => Some(s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))?),
-        };
+        let from =
+            match resource_version {
+                None | Some("") | Some("0") => None,
+                Some(s) => Some(s.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {s:?}"))
+                })?),
+            };
         let Some(from) = from else {
             let initial = self
                 .all(res, ns)
@@ -347,11 +436,25 @@ impl Store {
                 .filter(|o| sel.matches(o))
                 .map(|o| ("ADDED", o))
                 .collect();
-            return Ok(WatchStart { initial, rx, rv: self.rv, expired: None });
+            return Ok(WatchStart {
+                initial,
+                rx,
+                rv: self.rv,
+                expired: None,
+            });
         };
         if from < self.compacted {
-            let e = ApiError::new(410, "Expired", format!("too old resource version: {from} ({})", self.compacted + 1));
-            return Ok(WatchStart { initial: Vec::new(), rx, rv: self.rv, expired: Some(e) });
+            let e = ApiError::new(
+                410,
+                "Expired",
+                format!("too old resource version: {from} ({})", self.compacted + 1),
+            );
+            return Ok(WatchStart {
+                initial: Vec::new(),
+                rx,
+                rv: self.rv,
+                expired: Some(e),
+            });
         }
         let initial = self
             .history
@@ -359,7 +462,12 @@ impl Store {
             .filter(|c| c.rv > from)
             .filter_map(|c| c.event_for(res, ns, sel))
             .collect();
-        Ok(WatchStart { initial, rx, rv: self.rv.max(from), expired: None })
+        Ok(WatchStart {
+            initial,
+            rx,
+            rv: self.rv.max(from),
+            expired: None,
+        })
     }
 }
 
@@ -378,7 +486,10 @@ fn restore(new: &mut Value, old: &Value, keys: &[&str]) {
 }
 
 fn check_type(res: Resource, o: &Map<String, Value>) -> Result<(), ApiError> {
-    let api_version = o.get("apiVersion").and_then(Value::as_str).unwrap_or(res.api_version());
+    let api_version = o
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(res.api_version());
     let kind = o.get("kind").and_then(Value::as_str).unwrap_or(res.kind());
     if api_version != res.api_version() || kind != res.kind() {
         return Err(ApiError::bad_request(format!(
@@ -405,12 +516,17 @@ fn validate_meta(res: Resource, name: &str, obj: &Value) -> Result<(), ApiError>
                     )));
                 }
                 if field == "annotations" {
-                    let size: usize = m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+                    let size: usize = m
+                        .iter()
+                        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                        .sum();
                     if size > MAX_ANNOTATIONS {
                         return Err(ApiError::invalid(
                             res,
                             name,
-                            format!("metadata.annotations: Too long: must have at most {MAX_ANNOTATIONS} bytes"),
+                            format!(
+                                "metadata.annotations: Too long: must have at most {MAX_ANNOTATIONS} bytes"
+                            ),
                         ));
                     }
                 }
@@ -438,11 +554,18 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 fn encode_continue(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}").bytes().map(|b| format!("{b:02x}")).collect()
+    format!("{ns}/{name}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn decode_continue(t: &str) -> Result<(String, String), ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
     let bytes = (0..t.len())
         .step_by(2)
         .map(|i| t.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
@@ -471,7 +594,14 @@ impl IdGen {
     fn uid(&mut self) -> String {
         let (a, b) = (self.next(), self.next());
         let hex = format!("{a:016x}{b:016x}");
-        format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+        format!(
+            "{}-{}-4{}-a{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[13..16],
+            &hex[17..20],
+            &hex[20..32]
+        )
     }
 
     /// Five characters from the alphabet the real server uses for generateName.
@@ -490,14 +620,21 @@ impl IdGen {
 
 /// Now as RFC 3339 in UTC with second precision, as `creationTimestamp` is written.
 pub fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     rfc3339(secs)
 }
 
 fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (the well-known era/day-of-era method).
@@ -532,23 +669,65 @@ mod tests {
     fn create_fills_metadata_and_bumps_versions() {
         let mut s = Store::new();
         let a = s.create(Resource::Pods, "ns", pod("a", "n1")).unwrap();
-        let b = s.create(Resource::Pods, "ns", json!({"metadata": {"generateName": "b-"}})).unwrap();
+        let b = s
+            .create(
+                Resource::Pods,
+                "ns",
+                json!({"metadata": {"generateName": "b-"}}),
+            )
+            .unwrap();
         assert_eq!(a["kind"], "Pod");
         assert_ne!(a["metadata"]["uid"], b["metadata"]["uid"]);
         assert!(b["metadata"]["name"].as_str().unwrap().starts_with("b-"));
-        let (ra, rb): (u64, u64) =
-            (a["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap(), b["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap());
+        let (ra, rb): (u64, u64) = (
+            a["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            b["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
         assert!(rb > ra);
-        assert_eq!(s.create(Resource::Pods, "ns", pod("a", "n1")).unwrap_err().code, 409);
-        assert_eq!(s.create(Resource::Pods, "other", json!({"metadata": {"name": "x", "namespace": "ns"}})).unwrap_err().code, 400);
+        assert_eq!(
+            s.create(Resource::Pods, "ns", pod("a", "n1"))
+                .unwrap_err()
+                .code,
+            409
+        );
+        assert_eq!(
+            s.create(
+                Resource::Pods,
+                "other",
+                json!({"metadata": {"name": "x", "namespace": "ns"}})
+            )
+            .unwrap_err()
+            .code,
+            400
+        );
     }
 
     #[test]
     fn no_op_patch_keeps_the_resource_version() {
         let mut s = Store::new();
         let a = s.create(Resource::Pods, "ns", pod("a", "n1")).unwrap();
-        let same = s.patch(Resource::Pods, "ns", "a", None, PatchType::Merge, &json!({"spec": {"nodeName": "n1"}})).unwrap();
-        assert_eq!(same["metadata"]["resourceVersion"], a["metadata"]["resourceVersion"]);
+        let same = s
+            .patch(
+                Resource::Pods,
+                "ns",
+                "a",
+                None,
+                PatchType::Merge,
+                &json!({"spec": {"nodeName": "n1"}}),
+            )
+            .unwrap();
+        assert_eq!(
+            same["metadata"]["resourceVersion"],
+            a["metadata"]["resourceVersion"]
+        );
     }
 
     #[test]
@@ -561,9 +740,27 @@ mod tests {
         assert_eq!(p["spec"]["nodeName"], "n1");
         assert_eq!(p["status"]["phase"], "Running");
         assert_eq!(p["metadata"]["annotations"]["k"], "v");
-        let p = s.patch(Resource::Pods, "ns", "a", None, PatchType::Merge, &json!({"status": {"phase": "Failed"}})).unwrap();
+        let p = s
+            .patch(
+                Resource::Pods,
+                "ns",
+                "a",
+                None,
+                PatchType::Merge,
+                &json!({"status": {"phase": "Failed"}}),
+            )
+            .unwrap();
         assert_eq!(p["status"]["phase"], "Running");
-        let e = s.patch(Resource::Pods, "ns", "a", None, PatchType::Merge, &json!({"metadata": {"annotations": {"k": 1}}})).unwrap_err();
+        let e = s
+            .patch(
+                Resource::Pods,
+                "ns",
+                "a",
+                None,
+                PatchType::Merge,
+                &json!({"metadata": {"annotations": {"k": 1}}}),
+            )
+            .unwrap_err();
         assert_eq!(e.code, 400);
     }
 
@@ -571,14 +768,28 @@ mod tests {
     fn pagination_walks_every_item_once() {
         let mut s = Store::new();
         for i in 0..7 {
-            s.create(Resource::Pods, "ns", pod(&format!("p{i}"), if i % 2 == 0 { "n1" } else { "n2" })).unwrap();
+            s.create(
+                Resource::Pods,
+                "ns",
+                pod(&format!("p{i}"), if i % 2 == 0 { "n1" } else { "n2" }),
+            )
+            .unwrap();
         }
         let sel = Selectors::default();
         let mut seen = Vec::new();
-        let mut page = ListParams { limit: Some(3), continue_token: None };
+        let mut page = ListParams {
+            limit: Some(3),
+            continue_token: None,
+        };
         loop {
             let l = s.list(Resource::Pods, Some("ns"), &sel, &page).unwrap();
-            seen.extend(l["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()));
+            seen.extend(
+                l["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()),
+            );
             match l["metadata"]["continue"].as_str() {
                 Some(c) => page.continue_token = Some(c.to_owned()),
                 None => break,
@@ -586,7 +797,9 @@ mod tests {
         }
         assert_eq!(seen, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
         let sel = Selectors::parse(Resource::Pods, Some("spec.nodeName=n1"), None).unwrap();
-        let l = s.list(Resource::Pods, None, &sel, &ListParams::default()).unwrap();
+        let l = s
+            .list(Resource::Pods, None, &sel, &ListParams::default())
+            .unwrap();
         assert_eq!(l["items"].as_array().unwrap().len(), 4);
         assert!(l["metadata"].get("continue").is_none());
     }
@@ -595,12 +808,30 @@ mod tests {
     fn watch_resumes_from_history() {
         let mut s = Store::new();
         let a = s.create(Resource::Pods, "ns", pod("a", "n1")).unwrap();
-        let rv = a["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
-        s.patch(Resource::Pods, "ns", "a", None, PatchType::Merge, &json!({"metadata": {"labels": {"x": "y"}}})).unwrap();
+        let rv = a["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        s.patch(
+            Resource::Pods,
+            "ns",
+            "a",
+            None,
+            PatchType::Merge,
+            &json!({"metadata": {"labels": {"x": "y"}}}),
+        )
+        .unwrap();
         s.delete(Resource::Pods, "ns", "a", &Value::Null).unwrap();
-        let w = s.watch(Resource::Pods, None, &Selectors::default(), Some(&rv)).unwrap();
+        let w = s
+            .watch(Resource::Pods, None, &Selectors::default(), Some(&rv))
+            .unwrap();
         let types: Vec<_> = w.initial.iter().map(|(t, _)| *t).collect();
         assert_eq!(types, ["MODIFIED", "DELETED"]);
-        assert!(s.watch(Resource::Pods, None, &Selectors::default(), Some("5")).unwrap().expired.is_some());
+        assert!(
+            s.watch(Resource::Pods, None, &Selectors::default(), Some("5"))
+                .unwrap()
+                .expired
+                .is_some()
+        );
     }
 }

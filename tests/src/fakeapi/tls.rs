@@ -18,21 +18,32 @@ pub struct Pki {
 pub fn generate() -> anyhow::Result<Pki> {
     let ca_key = KeyPair::generate().context("CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "plexus-fake-apiserver-ca");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "plexus-fake-apiserver-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca_params.self_signed(&ca_key).context("self-sign CA")?;
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate().context("server key")?;
     let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
-    params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    let server_cert = params.signed_by(&server_key, &issuer).context("sign server certificate")?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let server_cert = params
+        .signed_by(&server_key, &issuer)
+        .context("sign server certificate")?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> = vec![server_cert.der().clone(), ca_cert.der().clone()];
+    let chain: Vec<CertificateDer<'static>> =
+        vec![server_cert.der().clone(), ca_cert.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -42,5 +53,8 @@ pub fn generate() -> anyhow::Result<Pki> {
         .context("server certificate")?;
     // HTTP/1.1 only: clients offering h2 fall back, as they do against any http/1.1-only server.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Pki { ca_pem: ca_cert.pem(), server_config: Arc::new(config) })
+    Ok(Pki {
+        ca_pem: ca_cert.pem(),
+        server_config: Arc::new(config),
+    })
 }
