@@ -9,7 +9,7 @@ use crate::exec::DelegateExec;
 use crate::resolve::{Attachment, PodRef, resolve};
 use plexus_cni::{CniArgs, CniEnv, CniError, CniResult, CniVersion, NetworkConfig};
 use plexus_netattach::{NETWORKS_ANNOTATION, statuses_from_result};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The runtimeConfig key under which containerd and CRI-O pass the pod's annotations.
@@ -311,7 +311,16 @@ impl Engine<'_> {
                 runtime_config: &att.runtime_config,
             };
             for e in chain.del(&inv, att.result.as_ref()) {
-                failures.push(format!("{} ({}): {e}", att.network, att.ifname));
+                let failure = format!("{} ({}): {e}", att.network, att.ifname);
+                if att.result.is_none() {
+                    // No plugin of this attachment ever returned a result: its ADD failed (or never
+                    // ran), and a plugin whose ADD fails must clean up after itself. A config whose
+                    // DEL can never succeed (e.g. a macvlan master that does not exist) would
+                    // otherwise block the pod's teardown forever.
+                    tracing::warn!("ignoring DEL failure of an attachment that was never added: {failure}");
+                } else {
+                    failures.push(failure);
+                }
             }
         }
         failures
@@ -433,6 +442,3 @@ fn chain_of(att: &Attachment) -> Result<Chain<'_>, EngineError> {
         runtime_config: &att.runtime_config,
     })
 }
-
-#[allow(dead_code)]
-fn _assert_map(_: &Map<String, Value>) {}
