@@ -62,11 +62,9 @@ cat > "$WORK/00-plexus.conf" <<JSON
 JSON
 echo "plexus config:"; jq . "$WORK/00-plexus.conf"
 
-cni() { # cni COMMAND POD CONTAINER-ID
-  local uid
-  uid=$(curl -sf "$URL/api/v1/namespaces/default/pods/$2" | jq -r .metadata.uid)
+cni() { # cni COMMAND POD CONTAINER-ID POD-UID
   CNI_COMMAND=$1 CNI_CONTAINERID=$3 CNI_NETNS=/run/netns/plxd-$2 CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
-  CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$2;K8S_POD_UID=$uid;K8S_POD_INFRA_CONTAINER_ID=$3" \
+  CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$2;K8S_POD_UID=$4;K8S_POD_INFRA_CONTAINER_ID=$3" \
     "$BIN/plexus" < "$WORK/00-plexus.conf"
 }
 
@@ -78,8 +76,12 @@ for p in pod-a pod-b; do
     \"metadata\": {\"name\": \"$p\", \"namespace\": \"default\",
       \"annotations\": {\"k8s.v1.cni.cncf.io/networks\": \"macvlan-storage, bridge-tuned@data0\"}},
     \"spec\": {\"nodeName\": \"demo-node\"}}" >/dev/null
+  uid=$(curl -sf "$URL/api/v1/namespaces/default/pods/$p" | jq -r .metadata.uid)
+  before=$(wc -l < "$WORK/requests.jsonl")
   say "CNI ADD $p (result on stdout)"
-  cni ADD "$p" "ctr-$p" | jq -c .
+  cni ADD "$p" "ctr-$p" "$uid" | jq -c .
+  echo "API requests made by this ADD:"
+  tail -n +"$((before + 1))" "$WORK/requests.jsonl" | jq -r '"  \(.method) \(.path) -> \(.status)"'
   say "interfaces of $p"
   ip -n "plxd-$p" -br addr
   say "network-status annotation of $p"
@@ -91,12 +93,11 @@ say "ping pod-a -> pod-b over macvlan (net1) and bridge (data0)"
 ip netns exec plxd-pod-a ping -c 2 -W 2 "$(ip_of pod-b net1)"
 ip netns exec plxd-pod-a ping -c 2 -W 2 "$(ip_of pod-b data0)"
 
-say "API requests made by both ADDs (fake API server log)"
-jq -r '"\(.method) \(.path) -> \(.status)"' "$WORK/requests.jsonl" | grep -v ' /api/v1/namespaces/default/pods -> 201' || true
 
 for p in pod-a pod-b; do
-  say "CNI DEL $p"
-  cni DEL "$p" "ctr-$p" && echo "ok"
+  say "CNI DEL $p (no API request: DEL runs from the cache)"
+  before=$(wc -l < "$WORK/requests.jsonl")
+  cni DEL "$p" "ctr-$p" "" && echo "ok, API requests: $(( $(wc -l < "$WORK/requests.jsonl") - before ))"
   echo "interfaces left in $p:"; ip -n "plxd-$p" -br link
 done
 say "what is left"
