@@ -88,6 +88,13 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A locally administered unicast MAC derived from the link name.
+fn bridge_mac(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let b = h.to_be_bytes();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4])
+}
+
 fn ip(args: &[&str]) -> anyhow::Result<String> {
     run("ip", args)
 }
@@ -207,6 +214,10 @@ impl HostLink {
             name: name.to_owned(),
             peer: None,
         };
+        // A bridge without an explicit address takes the lowest MAC of its ports, so it changes
+        // as pods come and go, and the bridge plugin's CHECK (which compares it with the cached
+        // result) fails spuriously. Real nodes pin it the same way.
+        ip(&["link", "set", name, "address", &bridge_mac(name)])?;
         ip(&["link", "set", name, "up"])?;
         Ok(link)
     }

@@ -61,7 +61,8 @@ struct Delegates {
 
 /// A scenario: a node, an API server and a pod asking for `n` networks.
 struct Scenario {
-    node: Node,
+    /// Kept for its bridges, veths and directories, which the configs point at.
+    _node: Node,
     api: FakeApiServer,
     config: Value,
     delegates: Delegates,
@@ -85,7 +86,7 @@ impl Scenario {
             names.push(name);
         }
         let config = node.plexus_config(cluster.to_str().context("path")?, Some(&kubeconfig), json!({"logLevel": "error"}));
-        let scenario = Self { node, api, config, delegates: Delegates { list }, n };
+        let scenario = Self { _node: node, api, config, delegates: Delegates { list }, n };
         scenario.pod("bench", &names.join(","));
         Ok(scenario)
     }
