@@ -2,9 +2,9 @@
 //! temporary config, cache and IPAM directories, a per-test bridge and veth pair for the cluster
 //! and macvlan networks, and network namespaces as pods. Everything is removed on drop.
 
-use crate::netns::{unique_name, HostLink, NetNs};
-use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use crate::netns::{HostLink, NetNs, unique_name};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,14 +19,21 @@ pub fn plexus_bin() -> PathBuf {
 
 /// A binary of this workspace next to the test executable (`target/<profile>/<name>`).
 pub fn bin_path(name: &str) -> PathBuf {
-    if let Ok(p) = std::env::var(format!("PLEXUS_BIN_{}", name.to_uppercase().replace('-', "_"))) {
+    if let Ok(p) = std::env::var(format!(
+        "PLEXUS_BIN_{}",
+        name.to_uppercase().replace('-', "_")
+    )) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/e2e-xxxx → target/debug/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = dir.join(name);
-    assert!(p.is_file(), "{} not built: run `cargo build --workspace --bins` first (hack/test.sh does)", p.display());
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --workspace --bins` first (hack/test.sh does)",
+        p.display()
+    );
     p
 }
 
@@ -41,7 +48,8 @@ pub struct Outcome {
 impl Outcome {
     /// stdout as JSON (panics with the whole outcome when it is not).
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
     }
     pub fn assert_ok(&self) -> &Self {
         assert_eq!(self.code, 0, "plugin failed: {self:#?}");
@@ -84,7 +92,11 @@ pub fn exec_plexus(call: &Call<'_>) -> Result<Outcome> {
         cmd.env("CNI_NETNS", ns);
     }
     let mut child = cmd.spawn().context("spawn plexus")?;
-    child.stdin.take().context("stdin")?.write_all(call.config.to_string().as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(call.config.to_string().as_bytes())?;
     let out = child.wait_with_output()?;
     Ok(Outcome {
         code: out.status.code().unwrap_or(-1),
@@ -135,7 +147,17 @@ impl Node {
         let bridge2 = HostLink::bridge(&short(&format!("pc{id}")))?;
         let (a, b) = (short(&format!("pv{id}a")), short(&format!("pv{id}b")));
         let veth = HostLink::veth_pair(&a, &b)?;
-        Ok(Self { root, conf_dir, cni_dir, ipam_dir, bridge, bridge2, veth, macvlan_master: a, id })
+        Ok(Self {
+            root,
+            conf_dir,
+            cni_dir,
+            ipam_dir,
+            bridge,
+            bridge2,
+            veth,
+            macvlan_master: a,
+            id,
+        })
     }
 
     /// The cluster network: bridge + host-local on 10.77.0.0/16 (the bridge has no address, so
@@ -178,7 +200,12 @@ impl Node {
     }
 
     /// The plexus config with `clusterNetwork` set to `cluster_network` and `extra` merged in.
-    pub fn plexus_config(&self, cluster_network: &str, kubeconfig: Option<&Path>, extra: Value) -> Value {
+    pub fn plexus_config(
+        &self,
+        cluster_network: &str,
+        kubeconfig: Option<&Path>,
+        extra: Value,
+    ) -> Value {
         let mut c = json!({
             "cniVersion": "1.0.0",
             "name": "plexus-network",
@@ -212,8 +239,16 @@ impl Node {
     /// host-local leases held in this node's IPAM dir, as `network/ip` strings.
     pub fn leases(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for net in std::fs::read_dir(&self.ipam_dir).into_iter().flatten().flatten() {
-            for f in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+        for net in std::fs::read_dir(&self.ipam_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for f in std::fs::read_dir(net.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let name = f.file_name().to_string_lossy().into_owned();
                 if name != "lock" && !name.starts_with("last_reserved_ip") {
                     out.push(format!("{}/{name}", net.file_name().to_string_lossy()));
@@ -260,13 +295,24 @@ pub fn ipv4_of(ns: &NetNs, ifname: &str) -> Vec<String> {
         .filter(|l| l["ifname"] == ifname)
         .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
         .filter(|a| a["family"] == "inet")
-        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or_default(), a["prefixlen"]))
+        .map(|a| {
+            format!(
+                "{}/{}",
+                a["local"].as_str().unwrap_or_default(),
+                a["prefixlen"]
+            )
+        })
         .collect()
 }
 
 /// MAC address of `ifname` in a netns.
 pub fn mac_of(ns: &NetNs, ifname: &str) -> Option<String> {
-    ns.links().as_array()?.iter().find(|l| l["ifname"] == ifname)?["address"].as_str().map(str::to_owned)
+    ns.links()
+        .as_array()?
+        .iter()
+        .find(|l| l["ifname"] == ifname)?["address"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// Pings `ip` from inside `ns` (3 packets, 1 s timeout each).

@@ -80,6 +80,7 @@ impl Chain<'_> {
         let mut prev: Option<Value> = None;
         for (i, plugin) in types.iter().enumerate() {
             let stdin = self.stdin(i, prev.as_ref());
+            tracing::debug!(plugin = %plugin, ifname = self.ifname, "ADD delegate");
             let out = match inv
                 .exec
                 .exec(&self.request(inv, plugin, Command::Add, &stdin))

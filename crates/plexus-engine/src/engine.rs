@@ -129,7 +129,7 @@ impl Engine<'_> {
                     entry.attachments[i].result = Some(result.clone());
                     results.push(result);
                     cache
-                        .write(&entry)
+                        .update(&entry)
                         .map_err(|source| self.cache_err("write", source))
                         .or_else(|e| self.fail_add(&cache, &entry, e))?;
                 }
@@ -161,6 +161,7 @@ impl Engine<'_> {
 
         if let (Some(p), Some(kube)) = (pod.as_ref(), self.kube) {
             let status = self.network_status(&attachments, &results)?;
+            tracing::debug!(pod = %label, "writing network-status");
             if let Err(source) = kube.patch_network_status(&p.namespace, &p.name, &p.uid, &status) {
                 let rollback = self.rollback(&cache, &entry, attachments.len());
                 return Err(EngineError::Status {
@@ -171,6 +172,7 @@ impl Engine<'_> {
             }
         }
 
+        tracing::debug!(pod = %label, "ADD done");
         let cluster = &attachments[0];
         let cluster_version = cluster_version(cluster)?;
         CniResult::from_value(&results[0], cluster_version)
@@ -317,7 +319,9 @@ impl Engine<'_> {
                     // ran), and a plugin whose ADD fails must clean up after itself. A config whose
                     // DEL can never succeed (e.g. a macvlan master that does not exist) would
                     // otherwise block the pod's teardown forever.
-                    tracing::warn!("ignoring DEL failure of an attachment that was never added: {failure}");
+                    tracing::warn!(
+                        "ignoring DEL failure of an attachment that was never added: {failure}"
+                    );
                 } else {
                     failures.push(failure);
                 }

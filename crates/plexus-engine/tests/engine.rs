@@ -367,7 +367,11 @@ fn a_del_failure_of_the_attachment_that_never_came_up_does_not_block_teardown() 
     let kube = FakeKube::default()
         .with_pod("blue", "p", Some("a, b"))
         .with_nad("blue", "a", macvlan("a"))
-        .with_nad("blue", "b", json!({"cniVersion": "0.4.0", "type": "failer"}));
+        .with_nad(
+            "blue",
+            "b",
+            json!({"cniVersion": "0.4.0", "type": "failer"}),
+        );
     bed.exec.fail_on("failer", Command::Add);
     bed.exec.fail_on("failer", Command::Del);
     let cfg = bed.config(json!({}));
@@ -381,12 +385,25 @@ fn a_del_failure_of_the_attachment_that_never_came_up_does_not_block_teardown() 
     bed.exec.fail_on("failer", Command::Add);
     bed.exec.fail_on("macvlan", Command::Del);
     let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
-    assert!(err.to_string().contains("rollback incomplete, DEL will retry: blue/a (net1)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("rollback incomplete, DEL will retry: blue/a (net1)"),
+        "{err}"
+    );
     assert_eq!(bed.cache_files(), vec!["ctr1.json"]);
     bed.exec.fail.lock().unwrap().clear();
     bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
-    let dels: Vec<String> = bed.exec.trace().into_iter().filter(|t| t.starts_with("DEL")).collect();
-    assert_eq!(dels[dels.len() - 2..], ["DEL macvlan net1", "DEL clusterplug eth0"], "the retry DELs what was added");
+    let dels: Vec<String> = bed
+        .exec
+        .trace()
+        .into_iter()
+        .filter(|t| t.starts_with("DEL"))
+        .collect();
+    assert_eq!(
+        dels[dels.len() - 2..],
+        ["DEL macvlan net1", "DEL clusterplug eth0"],
+        "the retry DELs what was added"
+    );
     assert!(bed.cache_files().is_empty());
 }
 

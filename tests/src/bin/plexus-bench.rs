@@ -5,15 +5,15 @@
 //! host-local), with 0 and 10 ms of API latency; peak RSS of `plexus`; API requests and bytes per
 //! ADD/DEL; 110 pods added 8 at a time; the cost of a VERSION call; binary sizes.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use plexus_cni::NetworkConfig;
-use plexus_e2e::cni::{exec_plexus, k8s_args, Call, Node, CNI_BIN_DIR};
+use plexus_e2e::cni::{CNI_BIN_DIR, Call, Node, exec_plexus, k8s_args};
 use plexus_e2e::fakeapi::{FakeApiOptions, FakeApiServer};
 use plexus_e2e::netns::NetNs;
-use plexus_engine::delegate::{Chain, Invocation};
 use plexus_engine::ProcessExec;
-use serde_json::{json, Map, Value};
+use plexus_engine::delegate::{Chain, Invocation};
+use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,11 @@ fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let m = s.len() / 2;
-    if s.len() % 2 == 0 { (s[m - 1] + s[m]) / 2.0 } else { s[m] }
+    if s.len() % 2 == 0 {
+        (s[m - 1] + s[m]) / 2.0
+    } else {
+        s[m]
+    }
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -67,26 +71,55 @@ struct Scenario {
     config: Value,
     delegates: Delegates,
     n: usize,
+    tls: bool,
 }
 
 impl Scenario {
-    fn new(n: usize) -> Result<Self> {
+    /// `tls`: HTTPS with a bearer token file and a CA, as on a real node.
+    fn new(n: usize, tls: bool) -> Result<Self> {
         let node = Node::new()?;
-        let api = FakeApiServer::start(FakeApiOptions::default())?;
+        let opts = if tls {
+            FakeApiOptions {
+                tls: true,
+                token: Some("bench-token".into()),
+                ..Default::default()
+            }
+        } else {
+            FakeApiOptions::default()
+        };
+        let api = FakeApiServer::start(opts)?;
         let kubeconfig = api.write_kubeconfig(&node.root.path().join("kube"))?;
         let cluster = node.write_cluster_file("1.0.0")?;
-        let mut list = vec![(NetworkConfig::from_value(node.cluster_conflist("1.0.0"))?, "eth0".to_owned())];
+        let mut list = vec![(
+            NetworkConfig::from_value(node.cluster_conflist("1.0.0"))?,
+            "eth0".to_owned(),
+        )];
         let mut names = Vec::new();
         for j in 0..n {
             let name = format!("net-{j}");
             let subnet = format!("10.{}.0.0/16", 100 + j);
-            let conf = if j % 2 == 0 { node.macvlan_config(&name, &subnet) } else { node.bridge_config(&name, &subnet) };
+            let conf = if j % 2 == 0 {
+                node.macvlan_config(&name, &subnet)
+            } else {
+                node.bridge_config(&name, &subnet)
+            };
             api.create_nad("default", &name, Some(&conf.to_string()));
             list.push((NetworkConfig::from_value(conf)?, format!("net{}", j + 1)));
             names.push(name);
         }
-        let config = node.plexus_config(cluster.to_str().context("path")?, Some(&kubeconfig), json!({"logLevel": "error"}));
-        let scenario = Self { _node: node, api, config, delegates: Delegates { list }, n };
+        let config = node.plexus_config(
+            cluster.to_str().context("path")?,
+            Some(&kubeconfig),
+            json!({"logLevel": "error"}),
+        );
+        let scenario = Self {
+            _node: node,
+            api,
+            config,
+            delegates: Delegates { list },
+            n,
+            tls,
+        };
         scenario.pod("bench", &names.join(","));
         Ok(scenario)
     }
@@ -96,11 +129,23 @@ impl Scenario {
         if !networks.is_empty() {
             meta["annotations"] = json!({"k8s.v1.cni.cncf.io/networks": networks});
         }
-        let pod = self.api.create_pod(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta}));
-        pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned()
+        let pod = self
+            .api
+            .create_pod(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta}));
+        pod["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
-    fn plexus(&self, command: &str, cid: &str, ns: &Path, pod: &str, uid: &str) -> Result<Duration> {
+    fn plexus(
+        &self,
+        command: &str,
+        cid: &str,
+        ns: &Path,
+        pod: &str,
+        uid: &str,
+    ) -> Result<Duration> {
         let start = Instant::now();
         let out = exec_plexus(&Call {
             command,
@@ -116,10 +161,21 @@ impl Scenario {
     }
 
     /// The same delegates exec'd directly: conflist rules, in order (DEL in reverse).
-    fn baseline(&self, command: &str, cid: &str, ns: &Path, results: &mut Vec<Value>) -> Result<Duration> {
+    fn baseline(
+        &self,
+        command: &str,
+        cid: &str,
+        ns: &Path,
+        results: &mut Vec<Value>,
+    ) -> Result<Duration> {
         let exec = ProcessExec::new(vec![CNI_BIN_DIR.into()]);
         let args = k8s_args("default", "bench", "uid", cid);
-        let inv = Invocation { exec: &exec, container_id: cid, netns: Some(ns), args: &args };
+        let inv = Invocation {
+            exec: &exec,
+            container_id: cid,
+            netns: Some(ns),
+            args: &args,
+        };
         let empty = Map::new();
         let start = Instant::now();
         let chains = self.delegates.list.iter().map(|(c, ifname)| Chain {
@@ -132,7 +188,11 @@ impl Scenario {
             "ADD" => {
                 results.clear();
                 for chain in chains {
-                    results.push(chain.add(&inv).map_err(|(e, _)| anyhow::anyhow!("baseline ADD: {e:?}"))?);
+                    results.push(
+                        chain
+                            .add(&inv)
+                            .map_err(|(e, _)| anyhow::anyhow!("baseline ADD: {e:?}"))?,
+                    );
                 }
             }
             "CHECK" => {
@@ -157,7 +217,9 @@ impl Scenario {
         for command in ["ADD", "DEL"] {
             let tmp = tempfile::NamedTempFile::new()?;
             let mut cmd = std::process::Command::new("/usr/bin/time");
-            cmd.args(["-f", "%M", "-o"]).arg(tmp.path()).arg(plexus_e2e::cni::plexus_bin());
+            cmd.args(["-f", "%M", "-o"])
+                .arg(tmp.path())
+                .arg(plexus_e2e::cni::plexus_bin());
             let cid = "rss";
             cmd.env_clear()
                 .env("CNI_COMMAND", command)
@@ -168,10 +230,19 @@ impl Scenario {
                 .env("CNI_ARGS", k8s_args("default", "bench", uid, cid))
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null());
-            let mut child = cmd.spawn().context("/usr/bin/time (apt-get install time)")?;
+            let mut child = cmd
+                .spawn()
+                .context("/usr/bin/time (apt-get install time)")?;
             use std::io::Write;
-            child.stdin.take().context("stdin")?.write_all(self.config.to_string().as_bytes())?;
-            ensure!(child.wait()?.success(), "plexus {command} under /usr/bin/time failed");
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(self.config.to_string().as_bytes())?;
+            ensure!(
+                child.wait()?.success(),
+                "plexus {command} under /usr/bin/time failed"
+            );
             peaks.push(std::fs::read_to_string(tmp.path())?.trim().parse::<u64>()?);
         }
         Ok((peaks[0], peaks[1]))
@@ -191,6 +262,7 @@ struct Samples {
 #[derive(serde::Serialize)]
 struct ScenarioReport {
     networks: usize,
+    tls: bool,
     latency_ms: u64,
     samples: Samples,
     rss_kib_add: u64,
@@ -202,32 +274,57 @@ struct ScenarioReport {
 
 fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<ScenarioReport> {
     s.api.set_latency(latency);
-    let uid = s.api.get_pod("default", "bench").context("pod")?["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let uid = s.api.get_pod("default", "bench").context("pod")?["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let mut out = Samples::default();
     let (mut req_add, mut req_del, mut bytes_add) = (0, 0, 0);
     for i in 0..samples {
         let ns = NetNs::new("pxbn")?;
         let cid = format!("b{}-{i}", s.n);
+        let bcid = format!("base{}-{i}", s.n);
+        let mut results = Vec::new();
+        // Alternate which goes first, so that neither always pays for the other's leftovers (the
+        // kernel tears veths down asynchronously).
+        let plexus_first = i % 2 == 0;
+        if !plexus_first {
+            out.base_add
+                .push(ms(s.baseline("ADD", &bcid, ns.path(), &mut results)?));
+            out.base_check
+                .push(ms(s.baseline("CHECK", &bcid, ns.path(), &mut results)?));
+            out.base_del
+                .push(ms(s.baseline("DEL", &bcid, ns.path(), &mut results)?));
+        }
         s.api.clear_requests();
-        out.add.push(ms(s.plexus("ADD", &cid, ns.path(), "bench", &uid)?));
+        out.add
+            .push(ms(s.plexus("ADD", &cid, ns.path(), "bench", &uid)?));
         let reqs = s.api.requests();
         req_add = reqs.len();
-        bytes_add = reqs.iter().map(|r| r.request_bytes + r.response_bytes).sum();
-        out.check.push(ms(s.plexus("CHECK", &cid, ns.path(), "bench", &uid)?));
+        bytes_add = reqs
+            .iter()
+            .map(|r| r.request_bytes + r.response_bytes)
+            .sum();
+        out.check
+            .push(ms(s.plexus("CHECK", &cid, ns.path(), "bench", &uid)?));
         s.api.clear_requests();
-        out.del.push(ms(s.plexus("DEL", &cid, ns.path(), "bench", &uid)?));
+        out.del
+            .push(ms(s.plexus("DEL", &cid, ns.path(), "bench", &uid)?));
         req_del = s.api.requests().len();
-
-        let mut results = Vec::new();
-        let bcid = format!("base{}-{i}", s.n);
-        out.base_add.push(ms(s.baseline("ADD", &bcid, ns.path(), &mut results)?));
-        out.base_check.push(ms(s.baseline("CHECK", &bcid, ns.path(), &mut results)?));
-        out.base_del.push(ms(s.baseline("DEL", &bcid, ns.path(), &mut results)?));
+        if plexus_first {
+            out.base_add
+                .push(ms(s.baseline("ADD", &bcid, ns.path(), &mut results)?));
+            out.base_check
+                .push(ms(s.baseline("CHECK", &bcid, ns.path(), &mut results)?));
+            out.base_del
+                .push(ms(s.baseline("DEL", &bcid, ns.path(), &mut results)?));
+        }
     }
     let ns = NetNs::new("pxbr")?;
     let (rss_kib_add, rss_kib_del) = s.rss(ns.path(), &uid)?;
     Ok(ScenarioReport {
         networks: s.n,
+        tls: s.tls,
         latency_ms: latency.as_millis() as u64,
         samples: out,
         rss_kib_add,
@@ -251,9 +348,13 @@ struct Throughput {
 }
 
 fn throughput(pods: usize, parallel: usize) -> Result<Throughput> {
-    let s = Scenario::new(1)?;
-    let uids: Vec<String> = (0..pods).map(|i| s.pod(&format!("tp-{i}"), "net-0")).collect();
-    let nss: Vec<NetNs> = (0..pods).map(|_| NetNs::new("pxtp")).collect::<Result<_>>()?;
+    let s = Scenario::new(1, true)?;
+    let uids: Vec<String> = (0..pods)
+        .map(|i| s.pod(&format!("tp-{i}"), "net-0"))
+        .collect();
+    let nss: Vec<NetNs> = (0..pods)
+        .map(|_| NetNs::new("pxtp"))
+        .collect::<Result<_>>()?;
     let run = |command: &str| -> Result<(f64, Vec<f64>)> {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let lat = std::sync::Mutex::new(Vec::new());
@@ -267,13 +368,21 @@ fn throughput(pods: usize, parallel: usize) -> Result<Throughput> {
                             if i >= pods {
                                 return Ok(());
                             }
-                            let d = s.plexus(command, &format!("tp{i}"), nss[i].path(), &format!("tp-{i}"), &uids[i])?;
+                            let d = s.plexus(
+                                command,
+                                &format!("tp{i}"),
+                                nss[i].path(),
+                                &format!("tp-{i}"),
+                                &uids[i],
+                            )?;
                             lat.lock().expect("lock").push(ms(d));
                         }
                     })
                 })
                 .collect();
-            handles.into_iter().try_for_each(|h| h.join().expect("worker"))
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().expect("worker"))
         })?;
         Ok((ms(start.elapsed()), lat.into_inner().expect("lock")))
     };
@@ -316,8 +425,9 @@ fn row(r: &ScenarioReport) -> String {
         format!("{mp:.1} | {mb:.1} | {:+.1} | {:.2}x", mp - mb, mp / mb)
     };
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {} / {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {:.1} | {} / {} | {} |",
         r.networks,
+        if r.tls { "https" } else { "http" },
         r.latency_ms,
         f(&s.add, &s.base_add),
         f(&s.del, &s.base_del),
@@ -333,25 +443,46 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let mut reports = Vec::new();
     for &n in &args.networks {
-        let s = Scenario::new(n)?;
-        for latency in [0, 10] {
-            eprintln!("bench: {n} networks, {latency} ms API latency, {} samples", args.samples);
-            reports.push(run_scenario(&s, args.samples, Duration::from_millis(latency))?);
+        for (tls, latencies) in [(false, &[0_u64, 10][..]), (true, &[0][..])] {
+            let s = Scenario::new(n, tls)?;
+            for &latency in latencies {
+                eprintln!(
+                    "bench: {n} networks, tls {tls}, {latency} ms API latency, {} samples",
+                    args.samples
+                );
+                reports.push(run_scenario(
+                    &s,
+                    args.samples,
+                    Duration::from_millis(latency),
+                )?);
+            }
         }
     }
-    let tp = if args.pods > 0 { Some(throughput(args.pods, 8)?) } else { None };
+    let tp = if args.pods > 0 {
+        Some(throughput(args.pods, 8)?)
+    } else {
+        None
+    };
     let version = version_cost(args.samples)?;
     let bin = plexus_e2e::cni::plexus_bin();
     let size = std::fs::metadata(&bin)?.len();
 
-    println!("### ADD / DEL / CHECK, median of {} runs (ms); baseline = the same delegates exec'd directly\n", args.samples);
-    println!("| networks | API latency ms | plexus ADD | baseline ADD | overhead | ratio | plexus DEL | baseline DEL | overhead | ratio | plexus CHECK | baseline CHECK | overhead | ratio | peak RSS MiB | API requests ADD / DEL | API bytes per ADD |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "### ADD / DEL / CHECK, median of {} runs (ms); baseline = the same delegates exec'd directly\n",
+        args.samples
+    );
+    println!(
+        "| networks | API | API latency ms | plexus ADD | baseline ADD | overhead | ratio | plexus DEL | baseline DEL | overhead | ratio | plexus CHECK | baseline CHECK | overhead | ratio | peak RSS MiB | API requests ADD / DEL | API bytes per ADD |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         println!("{}", row(r));
     }
     if let Some(tp) = &tp {
-        println!("\n### Throughput: {} pods with 1 network, {} at a time\n", tp.pods, tp.parallel);
+        println!(
+            "\n### Throughput: {} pods with 1 network, {} at a time (https)\n",
+            tp.pods, tp.parallel
+        );
         println!("| | total ms | p99 per pod ms |\n|---|---|---|");
         println!("| ADD | {:.0} | {:.1} |", tp.add_total_ms, tp.add_p99_ms);
         println!("| DEL | {:.0} | {:.1} |", tp.del_total_ms, tp.del_p99_ms);
