@@ -106,11 +106,11 @@ impl PlexusConfig {
         };
         let mut default_networks = Vec::new();
         // `delegates` is ignored when `clusterNetwork` is set (Multus's rule).
-        if !m.contains_key("clusterNetwork") {
-            if let Some(Value::Array(d)) = m.get("delegates") {
-                for v in &d[1..] {
-                    default_networks.push(inline_delegate("delegates", v)?);
-                }
+        if !m.contains_key("clusterNetwork")
+            && let Some(Value::Array(d)) = m.get("delegates")
+        {
+            for v in &d[1..] {
+                default_networks.push(inline_delegate("delegates", v)?);
             }
         }
         for s in string_list(m, "defaultNetworks")?.unwrap_or_default() {

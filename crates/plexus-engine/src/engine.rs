@@ -81,10 +81,10 @@ impl Engine<'_> {
     /// ADD: returns the cluster network's result in the request's version.
     pub fn add(&self) -> Result<Value, EngineError> {
         let version = self.request_version()?;
-        if let Some(f) = &self.config.readiness_indicator_file {
-            if !f.exists() {
-                return Err(EngineError::NotReady(f.display().to_string()));
-            }
+        if let Some(f) = &self.config.readiness_indicator_file
+            && !f.exists()
+        {
+            return Err(EngineError::NotReady(f.display().to_string()));
         }
         let pod = PodRef::from_env(self.env);
         let label = self.pod_label(pod.as_ref());

@@ -107,14 +107,14 @@ pub fn resolve(
         }
     }
     for sel in selections {
-        if let Some(p) = pod {
-            if !cfg.isolation_allows(&p.namespace, &sel.namespace) {
-                return Err(EngineError::Isolation {
-                    pod: pod_label.clone(),
-                    network: format!("{}/{}", sel.namespace, sel.name),
-                    allowed: allowed_namespaces(cfg, &p.namespace),
-                });
-            }
+        if let Some(p) = pod
+            && !cfg.isolation_allows(&p.namespace, &sel.namespace)
+        {
+            return Err(EngineError::Isolation {
+                pod: pod_label.clone(),
+                network: format!("{}/{}", sel.namespace, sel.name),
+                allowed: allowed_namespaces(cfg, &p.namespace),
+            });
         }
         planned.push(Planned {
             source: Source::Nad {

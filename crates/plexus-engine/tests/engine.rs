@@ -1,6 +1,8 @@
 //! Engine tests with recording fakes for the API and for delegate exec: the order, stdin and
 //! environment of every delegate call, every API call, rollback and the cache.
 
+#![allow(clippy::result_large_err)]
+
 use plexus_cni::{CniEnv, CniError, Command};
 use plexus_engine::exec::{DelegateExec, ExecError, ExecRequest};
 use plexus_engine::{ApiError, Engine, EngineError, KubeApi, NadInfo, PlexusConfig, PodInfo};

@@ -97,6 +97,7 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
 }
 
 /// STATUS: can an ADD succeed now? Never blocks.
+#[allow(clippy::result_large_err)] // cold path, once per process
 fn status(config: &PlexusConfig) -> Result<(), plexus_engine::EngineError> {
     match &config.readiness_indicator_file {
         Some(f) if !f.exists() => Err(plexus_engine::EngineError::Request(CniError::new(

@@ -5,6 +5,9 @@
 //! host-local), with 0 and 10 ms of API latency; peak RSS of `plexus`; API requests and bytes per
 //! ADD/DEL; 110 pods added 8 at a time; the cost of a VERSION call; binary sizes.
 
+// The bench prints its report on stdout by design.
+#![allow(clippy::print_stdout)]
+
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use plexus_cni::NetworkConfig;
@@ -41,7 +44,7 @@ fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let m = s.len() / 2;
-    if s.len() % 2 == 0 {
+    if s.len().is_multiple_of(2) {
         (s[m - 1] + s[m]) / 2.0
     } else {
         s[m]
