@@ -73,6 +73,7 @@ impl Bed {
         serde_json::from_str(&text).expect("network-status is JSON")
     }
 
+    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
     fn call(
         &self,
         command: &str,
