@@ -14,6 +14,8 @@ echo "==> building binaries"
 cargo build --workspace --bins --locked
 
 echo "==> running tests"
+# Each Criterion benchmark runs once as a test, so the benches cannot rot.
+cargo bench --locked -p plexus-netattach --bench hot_paths -- --test
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast --profile ci "$@"
 else
