@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Marks the file format so that a future format change is detected rather than misread.
@@ -117,21 +117,31 @@ impl Cache {
     pub fn lock(&self, container_id: &str) -> Result<ContainerLock, CacheError> {
         self.ensure_dir()?;
         let path = self.dir.join(format!("{container_id}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io(&path, "open lock"))?;
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
-            |(_, e)| CacheError::Io {
-                path: path.clone(),
-                op: "lock",
-                source: std::sync::Arc::new(e.into()),
-            },
-        )?;
-        Ok(ContainerLock { _lock: lock })
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io(&path, "open lock"))?;
+            let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+                |(_, e)| CacheError::Io {
+                    path: path.clone(),
+                    op: "lock",
+                    source: std::sync::Arc::new(e.into()),
+                },
+            )?;
+            // `remove` unlinks the lock file while holding it; whoever was waiting on that inode
+            // now holds a lock nobody else can see, so it must retry on the current file.
+            let held = lock.metadata().map_err(io(&path, "stat lock"))?.ino();
+            match fs::metadata(&path) {
+                Ok(m) if m.ino() == held => return Ok(ContainerLock { _lock: lock }),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&path, "stat lock")(e)),
+            }
+        }
     }
 
     /// Writes the entry atomically and durably (the first write of an ADD, before any delegate
@@ -295,6 +305,29 @@ mod tests {
         e.container_id = "other".into();
         fs::write(c.entry_path("abc"), serde_json::to_vec(&e).unwrap()).unwrap();
         assert!(matches!(c.read("abc"), Err(CacheError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_waiter_on_a_removed_lock_file_takes_the_current_one() {
+        let d = tempfile::tempdir().unwrap();
+        let c = std::sync::Arc::new(Cache::new(d.path()));
+        let held = c.lock("abc").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c2 = c.clone();
+        let waiter = std::thread::spawn(move || {
+            let l = c2.lock("abc").unwrap();
+            tx.send(()).unwrap();
+            l
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "waiter must block while the lock is held");
+        c.remove("abc").unwrap();
+        drop(held);
+        let waiter_lock = waiter.join().unwrap();
+        // The waiter's lock is on the file that exists now, so a third party is excluded.
+        let f = OpenOptions::new().write(true).open(d.path().join("abc.lock")).unwrap();
+        assert!(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err());
+        drop(waiter_lock);
     }
 
     #[test]
