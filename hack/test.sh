@@ -12,6 +12,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 echo "==> building binaries"
 cargo build --workspace --bins --locked
+# The binaries plexus-install copies onto nodes, statically linked (the chroot test runs them).
+bash hack/build-static.sh
 
 echo "==> running tests"
 # Each Criterion benchmark runs once as a test, so the benches cannot rot.

@@ -80,6 +80,11 @@ pub struct Call<'a> {
 
 /// Execs `plexus` with the CNI environment and `config` on stdin, as containerd does.
 pub fn exec_plexus(call: &Call<'_>) -> Result<Outcome> {
+    exec_plexus_with_path(call, CNI_BIN_DIR)
+}
+
+/// [`exec_plexus`] with `CNI_PATH` set to `cni_path` (e.g. `/usr/lib/cni:<recorder dir>`).
+pub fn exec_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<Outcome> {
     let mut cmd = Command::new(plexus_bin());
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -87,7 +92,7 @@ pub fn exec_plexus(call: &Call<'_>) -> Result<Outcome> {
         .env("CNI_CONTAINERID", call.container_id)
         .env("CNI_IFNAME", call.ifname)
         .env("CNI_ARGS", &call.args)
-        .env("CNI_PATH", CNI_BIN_DIR)
+        .env("CNI_PATH", cni_path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -106,6 +111,27 @@ pub fn exec_plexus(call: &Call<'_>) -> Result<Outcome> {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// Makes `dir` hold a `cni-recorder` symlink to the workspace's recorder plugin and returns the
+/// `CNI_PATH` to use: the Debian plugins, then `dir`.
+pub fn recorder_cni_path(dir: &Path) -> Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let link = dir.join("cni-recorder");
+    if !link.exists() {
+        std::os::unix::fs::symlink(bin_path("cni-recorder"), &link)?;
+    }
+    Ok(format!("{CNI_BIN_DIR}:{}", dir.display()))
+}
+
+/// The invocations a `cni-recorder` wrote to `record_file`, in order (empty when none).
+pub fn recorded(record_file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(record_file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("recorder lines are JSON"))
+        .collect()
 }
 
 /// `CNI_ARGS` as kubelet builds them.
@@ -203,6 +229,8 @@ impl Node {
     }
 
     /// The plexus config with `clusterNetwork` set to `cluster_network` and `extra` merged in.
+    /// Events are off unless `extra` turns them on: tests and the benchmark count API requests
+    /// against the ADD budget of DESIGN.md §3, which Events are not part of.
     pub fn plexus_config(
         &self,
         cluster_network: &str,
@@ -218,6 +246,7 @@ impl Node {
             "cniDir": self.cni_dir,
             "binDir": CNI_BIN_DIR,
             "logLevel": "debug",
+            "events": false,
         });
         if let Some(k) = kubeconfig {
             c["kubeconfig"] = json!(k);

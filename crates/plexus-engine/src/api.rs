@@ -49,6 +49,12 @@ pub enum ApiError {
 
 /// The three API calls of an ADD. Implementations must be cheap to call from one thread.
 pub trait KubeApi: Send + Sync {
+    /// POST a core v1 Event about a pod. Optional (not in the ADD budget); the default does
+    /// nothing so that fakes and read-only implementations need not care.
+    fn post_event(&self, _event: &PodEvent) -> Result<(), ApiError> {
+        Ok(())
+    }
+
     /// GET the pod.
     fn get_pod(&self, namespace: &str, name: &str) -> Result<PodInfo, ApiError>;
 
@@ -65,4 +71,32 @@ pub trait KubeApi: Send + Sync {
         uid: &str,
         status_json: &str,
     ) -> Result<(), ApiError>;
+}
+
+/// `type` of a Kubernetes Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Normal => "Normal",
+            Self::Warning => "Warning",
+        }
+    }
+}
+
+/// An Event about a pod (core v1 `Event` with `involvedObject` = the pod).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEvent {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    pub kind: EventType,
+    /// CamelCase reason, e.g. `AddedInterface`, `AddFailed`.
+    pub reason: String,
+    pub message: String,
 }

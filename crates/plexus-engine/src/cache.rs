@@ -115,6 +115,35 @@ impl Cache {
 
     /// Takes the exclusive lock for `container_id`, blocking until other operations finish.
     pub fn lock(&self, container_id: &str) -> Result<ContainerLock, CacheError> {
+        self.lock_mode(container_id, nix::fcntl::FlockArg::LockExclusive)
+            .map(|l| l.expect("a blocking lock is always taken"))
+    }
+
+    /// Like [`Cache::lock`], but gives up after `wait` (`Ok(None)`): GC sweeps every container
+    /// and must not hang behind one whose ADD is stuck in a delegate.
+    pub fn try_lock_for(
+        &self,
+        container_id: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<ContainerLock>, CacheError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.lock_mode(container_id, nix::fcntl::FlockArg::LockExclusiveNonblock)? {
+                Some(l) => return Ok(Some(l)),
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// `Ok(None)` only for a non-blocking `mode` that found the lock held.
+    fn lock_mode(
+        &self,
+        container_id: &str,
+        mode: nix::fcntl::FlockArg,
+    ) -> Result<Option<ContainerLock>, CacheError> {
         self.ensure_dir()?;
         let path = self.dir.join(format!("{container_id}.lock"));
         loop {
@@ -125,18 +154,22 @@ impl Cache {
                 .mode(0o600)
                 .open(&path)
                 .map_err(io(&path, "open lock"))?;
-            let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
-                |(_, e)| CacheError::Io {
-                    path: path.clone(),
-                    op: "lock",
-                    source: std::sync::Arc::new(e.into()),
-                },
-            )?;
+            let lock = match nix::fcntl::Flock::lock(file, mode) {
+                Ok(l) => l,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+                Err((_, e)) => {
+                    return Err(CacheError::Io {
+                        path: path.clone(),
+                        op: "lock",
+                        source: std::sync::Arc::new(e.into()),
+                    });
+                }
+            };
             // `remove` unlinks the lock file while holding it; whoever was waiting on that inode
             // now holds a lock nobody else can see, so it must retry on the current file.
             let held = lock.metadata().map_err(io(&path, "stat lock"))?.ino();
             match fs::metadata(&path) {
-                Ok(m) if m.ino() == held => return Ok(ContainerLock { _lock: lock }),
+                Ok(m) if m.ino() == held => return Ok(Some(ContainerLock { _lock: lock })),
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(&path, "stat lock")(e)),
@@ -320,14 +353,40 @@ mod tests {
             l
         });
         std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(rx.try_recv().is_err(), "waiter must block while the lock is held");
+        assert!(
+            rx.try_recv().is_err(),
+            "waiter must block while the lock is held"
+        );
         c.remove("abc").unwrap();
         drop(held);
         let waiter_lock = waiter.join().unwrap();
         // The waiter's lock is on the file that exists now, so a third party is excluded.
-        let f = OpenOptions::new().write(true).open(d.path().join("abc.lock")).unwrap();
+        let f = OpenOptions::new()
+            .write(true)
+            .open(d.path().join("abc.lock"))
+            .unwrap();
         assert!(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err());
         drop(waiter_lock);
+    }
+
+    #[test]
+    fn try_lock_gives_up_on_a_held_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::new(d.path());
+        let held = c.lock("abc").unwrap();
+        let t = std::time::Instant::now();
+        assert!(
+            c.try_lock_for("abc", std::time::Duration::from_millis(60))
+                .unwrap()
+                .is_none()
+        );
+        assert!(t.elapsed() >= std::time::Duration::from_millis(60));
+        drop(held);
+        assert!(
+            c.try_lock_for("abc", std::time::Duration::ZERO)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

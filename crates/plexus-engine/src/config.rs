@@ -57,7 +57,24 @@ pub struct PlexusConfig {
     pub api_timeout_secs: u64,
     /// What the runtime sent in `runtimeConfig` (filtered by our declared capabilities).
     pub runtime_config: Map<String, Value>,
+    /// `events`: post a Kubernetes Event per ADD (Normal on success, Warning on failure).
+    pub events: bool,
+    /// GC only: `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) the runtime sent.
+    pub valid_attachments: Vec<ValidAttachment>,
 }
+
+/// One `{containerID, ifname}` element of `cni.dev/valid-attachments` (CNI 1.1.0 GC).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    #[serde(rename = "ifname")]
+    pub ifname: String,
+}
+
+/// The GC key of CNI 1.1.0, and the name it had before the spec fixed it (libcni sends both).
+pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
+pub const LEGACY_ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 
 /// A configuration value that cannot be used; the message names the key and the value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -163,6 +180,8 @@ impl PlexusConfig {
                 Some(Value::Object(o)) => o.clone(),
                 Some(v) => return Err(ConfigError::new("runtimeConfig", v, "must be an object")),
             },
+            events: boolean(m, "events")?.unwrap_or(true),
+            valid_attachments: valid_attachments(m)?,
         })
     }
 
@@ -172,6 +191,24 @@ impl PlexusConfig {
             || pod_namespace == target
             || self.global_namespaces.iter().any(|g| g == target)
     }
+}
+
+fn valid_attachments(m: &Map<String, Value>) -> Result<Vec<ValidAttachment>, ConfigError> {
+    let (key, v) = match (m.get(VALID_ATTACHMENTS_KEY), m.get(LEGACY_ATTACHMENTS_KEY)) {
+        (Some(v), _) => (VALID_ATTACHMENTS_KEY, v),
+        (None, Some(v)) => (LEGACY_ATTACHMENTS_KEY, v),
+        (None, None) => return Ok(Vec::new()),
+    };
+    if v.is_null() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_value(v.clone()).map_err(|e| {
+        ConfigError::new(
+            key,
+            v,
+            format!("must be a list of {{\"containerID\", \"ifname\"}} objects: {e}"),
+        )
+    })
 }
 
 fn network_ref(key: &str, v: &Value) -> Result<ClusterNetwork, ConfigError> {
@@ -322,6 +359,28 @@ mod tests {
         assert!(e.to_string().contains("loud"));
         let e = parse(json!({"clusterNetwork": "a", "defaultNetworks": "x"})).unwrap_err();
         assert_eq!(e.key, "defaultNetworks");
+    }
+
+    #[test]
+    fn events_and_gc_attachments() {
+        let c = parse(json!({"clusterNetwork": "a"})).unwrap();
+        assert!(c.events);
+        assert!(c.valid_attachments.is_empty());
+        let c = parse(json!({"clusterNetwork": "a", "events": false, "cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]})).unwrap();
+        assert!(!c.events);
+        assert_eq!(
+            c.valid_attachments,
+            vec![ValidAttachment {
+                container_id: "c1".into(),
+                ifname: "eth0".into()
+            }]
+        );
+        // The current key wins over the legacy one.
+        let c = parse(json!({"clusterNetwork": "a", "cni.dev/valid-attachments": [], "cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]})).unwrap();
+        assert!(c.valid_attachments.is_empty());
+        let e = parse(json!({"clusterNetwork": "a", "cni.dev/valid-attachments": [{"id": 1}]}))
+            .unwrap_err();
+        assert_eq!(e.key, "cni.dev/valid-attachments");
     }
 
     #[test]

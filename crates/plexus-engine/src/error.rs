@@ -96,6 +96,27 @@ pub enum EngineError {
     },
     #[error("container {container}: CHECK failed: {reason}")]
     Check { container: String, reason: String },
+    #[error("pod {pod}: invalid v1.multus-cni.io/default-network annotation: {reason}")]
+    DefaultNetwork { pod: String, reason: String },
+    #[error("pod {pod}: invalid default-route request: {reason}")]
+    DefaultRoute { pod: String, reason: String },
+    #[error(
+        "pod {pod}: network {network} (interface {ifname}): setting the default route failed: {reason}{rollback}"
+    )]
+    RouteFix {
+        pod: String,
+        network: String,
+        ifname: String,
+        reason: String,
+        rollback: String,
+    },
+    #[error("pod {pod}: not found in the API server after {tries} tries; the runtime should retry")]
+    PodNotFound { pod: String, tries: u32 },
+    /// STATUS: ADD cannot succeed now (CNI code 50).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("GC failed for {}", failures.join("; "))]
+    Gc { failures: Vec<String> },
 }
 
 impl EngineError {
@@ -105,7 +126,12 @@ impl EngineError {
             Self::Config(_)
             | Self::Annotation { .. }
             | Self::Isolation { .. }
-            | Self::DuplicateInterface { .. } => codes::INVALID_CONFIG,
+            | Self::DuplicateInterface { .. }
+            | Self::DefaultNetwork { .. }
+            | Self::DefaultRoute { .. } => codes::INVALID_CONFIG,
+            Self::PodNotFound { .. } => codes::TRY_AGAIN_LATER,
+            Self::Unavailable(_) => codes::PLUGIN_NOT_AVAILABLE,
+            Self::RouteFix { .. } | Self::Gc { .. } => codes::DELEGATE_FAILED,
             Self::NetworkConfig { .. } | Self::NoApi { .. } => codes::INVALID_CONFIG,
             Self::Request(e) => e.code,
             Self::NetworkNotFound { .. } => codes::NETWORK_NOT_FOUND,

@@ -87,15 +87,18 @@ impl DelegateExec for ProcessExec {
             }
         }
         cmd.env("CNI_COMMAND", req.command.as_str())
-            .env("CNI_CONTAINERID", req.container_id)
-            .env("CNI_IFNAME", req.ifname)
-            .env("CNI_ARGS", req.args)
             .env("CNI_PATH", cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(ns) = req.netns {
-            cmd.env("CNI_NETNS", ns);
+        // STATUS and GC carry no attachment parameters (CNI 1.1.0 §2).
+        if req.command.is_attachment_op() {
+            cmd.env("CNI_CONTAINERID", req.container_id)
+                .env("CNI_IFNAME", req.ifname)
+                .env("CNI_ARGS", req.args);
+            if let Some(ns) = req.netns {
+                cmd.env("CNI_NETNS", ns);
+            }
         }
         let mut child = cmd.spawn().map_err(|e| ExecError::Spawn {
             plugin: req.plugin.to_owned(),
@@ -105,7 +108,12 @@ impl DelegateExec for ProcessExec {
             // A plugin may exit without reading stdin (e.g. on a usage error); EPIPE is not our error.
             let _ = stdin.write_all(req.stdin);
         }
-        let out = child.wait_with_output().map_err(|e| ExecError::Spawn {
+        let out = if req.command == Command::Status {
+            wait_bounded(child, STATUS_TIMEOUT)
+        } else {
+            child.wait_with_output()
+        }
+        .map_err(|e| ExecError::Spawn {
             plugin: req.plugin.to_owned(),
             reason: e.to_string(),
         })?;
@@ -137,6 +145,59 @@ impl DelegateExec for ProcessExec {
             error,
         })
     }
+}
+
+/// STATUS must never block (CNI 1.1.0 §2), so a delegate's STATUS gets this long.
+pub const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `wait_with_output` with a deadline: the child is killed when it has not exited by then.
+/// Output is drained on threads so that a chatty child cannot block on a full pipe.
+fn wait_bounded(
+    mut child: std::process::Child,
+    timeout: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}; killed"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
@@ -181,6 +242,24 @@ mod tests {
             })
             .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "ADD net1 A=b\n{}");
+    }
+
+    #[test]
+    fn a_hanging_status_is_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("sleeper");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let child = std::process::Command::new(&script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let e = wait_bounded(child, std::time::Duration::from_millis(100)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

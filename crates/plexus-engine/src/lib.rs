@@ -14,9 +14,11 @@ pub mod error;
 pub mod exec;
 pub mod request;
 pub mod resolve;
+pub mod routes;
 
-pub use api::{ApiError, KubeApi, NadInfo, PodInfo};
+pub use api::{ApiError, EventType, KubeApi, NadInfo, PodEvent, PodInfo};
 pub use config::PlexusConfig;
 pub use engine::Engine;
 pub use error::EngineError;
 pub use exec::{DelegateExec, ProcessExec};
+pub use routes::{IpRoutes, NetnsRoutes};

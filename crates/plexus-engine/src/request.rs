@@ -61,7 +61,8 @@ pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, Eng
             ),
         });
     }
-    att.runtime_config = rc;
+    // The cluster network may also carry the runtime's runtimeConfig; the pod's request wins.
+    att.runtime_config.extend(rc);
     if let Some(cni_args) = &sel.cni_args {
         att.config = merge_cni_args(&att.config, cni_args);
     }

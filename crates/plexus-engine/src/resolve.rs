@@ -80,22 +80,37 @@ struct Planned {
 }
 
 /// Builds the attachment list. `selections` are the parsed annotation entries (empty when the pod
-/// has none); `kube` is `None` when no API server is configured.
+/// has none); `cluster_override` is the pod's `v1.multus-cni.io/default-network` entry, which
+/// replaces the cluster network (its NAD must exist: no confDir fallback, as in Multus); `kube` is
+/// `None` when no API server is configured.
 pub fn resolve(
     cfg: &PlexusConfig,
     env: &CniEnv,
     pod: Option<&PodRef>,
+    cluster_override: Option<NetworkSelectionElement>,
     selections: Vec<NetworkSelectionElement>,
     kube: Option<&dyn KubeApi>,
 ) -> Result<Vec<Attachment>, EngineError> {
     let pod_label = pod
         .map(|p| p.to_string())
         .unwrap_or_else(|| format!("container {}", env.container_id));
-    let mut planned = vec![Planned {
-        source: plan_ref(cfg, &cfg.cluster_network, &pod_label)?,
-        is_default: true,
-        selection: None,
-    }];
+    let cluster = match cluster_override {
+        Some(sel) => Planned {
+            source: Source::Nad {
+                namespace: sel.namespace.clone(),
+                name: sel.name.clone(),
+                fallback_to_file: false,
+            },
+            is_default: true,
+            selection: Some(sel),
+        },
+        None => Planned {
+            source: plan_ref(cfg, &cfg.cluster_network, &pod_label)?,
+            is_default: true,
+            selection: None,
+        },
+    };
+    let mut planned = vec![cluster];
     let system_pod = pod.is_some_and(|p| cfg.system_namespaces.iter().any(|s| s == &p.namespace));
     if !system_pod {
         for d in &cfg.default_networks {
@@ -387,4 +402,22 @@ pub fn find_conf_by_name(dir: &Path, name: &str) -> Result<Option<NetworkConfig>
         }
     }
     Ok(None)
+}
+
+/// The config of a cluster/default network that can be found without the API server (STATUS and
+/// GC must not block on it): a path, an inline config, or a name found in `confDir`. `Ok(None)`
+/// for a name that only a NAD can resolve.
+pub fn local_config(
+    cfg: &PlexusConfig,
+    r: &ClusterNetwork,
+) -> Result<Option<(NetworkConfig, String)>, String> {
+    match r {
+        ClusterNetwork::Name(name) => Ok(find_conf_by_name(&cfg.conf_dir, name)?
+            .map(|c| (c, format!("{}/{name}", cfg.multus_namespace)))),
+        other => match plan_ref(cfg, other, "STATUS/GC") {
+            Ok(Source::Ready(c, name)) => Ok(Some((c, name))),
+            Ok(Source::Nad { .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        },
+    }
 }

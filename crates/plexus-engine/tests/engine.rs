@@ -5,9 +5,14 @@
 
 use plexus_cni::{CniEnv, CniError, Command};
 use plexus_engine::exec::{DelegateExec, ExecError, ExecRequest};
-use plexus_engine::{ApiError, Engine, EngineError, KubeApi, NadInfo, PlexusConfig, PodInfo};
+use plexus_engine::routes::{DefaultRoute, Family, NetnsRoutes};
+use plexus_engine::{
+    ApiError, Engine, EngineError, EventType, KubeApi, NadInfo, PlexusConfig, PodEvent, PodInfo,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Mutex;
 
 #[derive(Debug, Clone)]
@@ -91,6 +96,44 @@ struct FakeKube {
     log: Mutex<Vec<String>>,
     patches: Mutex<Vec<String>>,
     fail_patch: bool,
+    events: Mutex<Vec<PodEvent>>,
+    fail_events: bool,
+}
+
+/// Records route operations; the pod's table starts with eth0's IPv4 default route.
+#[derive(Default)]
+struct FakeRoutes {
+    log: Mutex<Vec<String>>,
+    fail: bool,
+}
+
+impl NetnsRoutes for FakeRoutes {
+    fn default_routes(&self, _: &Path, family: Family) -> Result<Vec<DefaultRoute>, String> {
+        Ok(match family {
+            Family::V4 => vec![DefaultRoute {
+                ifname: "eth0".into(),
+                gateway: Some("10.0.1.1".parse().unwrap()),
+            }],
+            Family::V6 => vec![],
+        })
+    }
+    fn delete_default(&self, _: &Path, f: Family, r: &DefaultRoute) -> Result<(), String> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("del {f:?} {}", r.ifname));
+        Ok(())
+    }
+    fn replace_default(&self, _: &Path, ifname: &str, gw: IpAddr) -> Result<(), String> {
+        if self.fail {
+            return Err("scripted route failure".into());
+        }
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("replace {ifname} via {gw}"));
+        Ok(())
+    }
 }
 
 impl FakeKube {
@@ -175,11 +218,19 @@ impl KubeApi for FakeKube {
         self.patches.lock().unwrap().push(status_json.into());
         Ok(())
     }
+    fn post_event(&self, event: &PodEvent) -> Result<(), ApiError> {
+        self.events.lock().unwrap().push(event.clone());
+        if self.fail_events {
+            return Err(ApiError::Unreachable("scripted".into()));
+        }
+        Ok(())
+    }
 }
 
 struct Bed {
     dir: tempfile::TempDir,
     exec: FakeExec,
+    routes: FakeRoutes,
 }
 
 impl Bed {
@@ -187,6 +238,7 @@ impl Bed {
         Self {
             dir: tempfile::tempdir().unwrap(),
             exec: FakeExec::default(),
+            routes: FakeRoutes::default(),
         }
     }
     fn config(&self, extra: Value) -> PlexusConfig {
@@ -243,6 +295,7 @@ impl Bed {
             env: &env,
             exec: &self.exec,
             kube: Some(kube),
+            routes: &self.routes,
         };
         f(&engine)
     }
@@ -524,6 +577,7 @@ fn default_networks_are_skipped_by_namespace_not_by_pod_name() {
         env: &env2,
         exec: &bed.exec,
         kube: Some(&kube),
+        routes: &bed.routes,
     };
     engine.add().unwrap();
     assert_eq!(
@@ -670,4 +724,314 @@ fn check_uses_the_cached_results_and_skips_old_versions() {
     bed.exec.fail_on("macvlan", Command::Check);
     let err = bed.run(&cfg, "CHECK", &kube, |e| e.check()).unwrap_err();
     assert!(err.to_string().contains("blue/a (net1)"), "{err}");
+}
+
+// ---- NPWG v1.3 / CNI 1.1.0 behaviour (issue 3) ----
+
+fn cached(bed: &Bed) -> Value {
+    let text = std::fs::read_to_string(bed.dir.path().join("cache/ctr1.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn default_network_annotation_replaces_the_cluster_network() {
+    let bed = Bed::new();
+    let mut kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"))
+        .with_nad(
+            "kube-system",
+            "alt",
+            json!({"cniVersion": "1.0.0", "name": "alt", "type": "altplug"}),
+        );
+    kube.pods
+        .get_mut(&("blue".into(), "p".into()))
+        .unwrap()
+        .annotations
+        .insert("v1.multus-cni.io/default-network".into(), "alt".into());
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    assert_eq!(
+        bed.exec.trace(),
+        vec!["ADD altplug eth0", "ADD macvlan net1"]
+    );
+    assert_eq!(kube.log()[1], "GET nads kube-system/alt,blue/a");
+    let status: Vec<Value> = serde_json::from_str(&kube.patches.lock().unwrap()[0]).unwrap();
+    assert_eq!(status[0]["name"], "alt");
+    assert_eq!(status[0]["default"], true);
+}
+
+#[test]
+fn default_network_annotation_with_two_entries_is_invalid() {
+    let bed = Bed::new();
+    let mut kube = FakeKube::default().with_pod("blue", "p", None);
+    kube.pods
+        .get_mut(&("blue".into(), "p".into()))
+        .unwrap()
+        .annotations
+        .insert("v1.multus-cni.io/default-network".into(), "a, b".into());
+    let cfg = bed.config(json!({}));
+    let e = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
+    assert_eq!(e.code(), 7, "{e}");
+    assert!(
+        e.to_string().contains("blue/p") && e.to_string().contains("exactly one"),
+        "{e}"
+    );
+    assert!(bed.exec.calls().is_empty());
+}
+
+#[test]
+fn default_route_moves_the_route_fixes_the_cache_and_reports_the_gateway() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod(
+            "blue",
+            "p",
+            Some(r#"[{"name": "a", "default-route": ["10.0.2.1"]}]"#),
+        )
+        .with_nad(
+            "blue",
+            "a",
+            json!({"cniVersion": "1.0.0", "name": "a", "type": "macvlan"}),
+        );
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    assert_eq!(
+        *bed.routes.log.lock().unwrap(),
+        vec!["del V4 eth0", "replace net1 via 10.0.2.1"]
+    );
+    let entry = cached(&bed);
+    assert_eq!(
+        entry["attachments"][1]["result"]["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "10.0.2.1"}])
+    );
+    let status: Vec<Value> = serde_json::from_str(&kube.patches.lock().unwrap()[0]).unwrap();
+    assert_eq!(status[1]["gateway"], json!(["10.0.2.1"]));
+    assert!(status[0].get("gateway").is_none());
+    // CHECK gets the fixed result as prevResult.
+    bed.exec.calls.lock().unwrap().clear();
+    bed.run(&cfg, "CHECK", &kube, |e| e.check()).unwrap();
+    let calls = bed.exec.calls();
+    assert_eq!(calls[1].stdin["prevResult"]["routes"][0]["gw"], "10.0.2.1");
+}
+
+#[test]
+fn two_default_routes_of_one_family_fail_before_anything_runs() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod(
+            "blue",
+            "p",
+            Some(r#"[{"name": "a", "default-route": ["10.0.2.1"]}, {"name": "b", "default-route": ["10.0.3.1"]}]"#),
+        )
+        .with_nad("blue", "a", macvlan("a"))
+        .with_nad("blue", "b", macvlan("b"));
+    let cfg = bed.config(json!({}));
+    let e = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
+    assert_eq!(e.code(), 7, "{e}");
+    assert!(
+        e.to_string().contains("more than one IPv4 default-route"),
+        "{e}"
+    );
+    assert!(bed.exec.calls().is_empty());
+    assert!(bed.cache_files().is_empty());
+}
+
+#[test]
+fn a_failed_route_change_rolls_back() {
+    let mut bed = Bed::new();
+    bed.routes.fail = true;
+    let kube = FakeKube::default()
+        .with_pod(
+            "blue",
+            "p",
+            Some(r#"[{"name": "a", "default-route": ["10.0.2.1"]}]"#),
+        )
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    let e = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
+    assert!(
+        e.to_string().contains("setting the default route failed"),
+        "{e}"
+    );
+    assert_eq!(
+        bed.exec.trace(),
+        vec![
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0"
+        ]
+    );
+    assert!(bed.cache_files().is_empty());
+    assert!(kube.patches.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_mirror_pod_is_accepted_and_its_api_uid_guards_the_patch() {
+    let bed = Bed::new();
+    let mut kube = FakeKube::default().with_pod("blue", "p", None);
+    {
+        let pod = kube.pods.get_mut(&("blue".into(), "p".into())).unwrap();
+        pod.uid = "mirror-uid".into();
+        pod.annotations
+            .insert("kubernetes.io/config.mirror".into(), "abc".into());
+    }
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    assert_eq!(kube.log()[1], "PATCH blue/p uid=mirror-uid");
+}
+
+#[test]
+fn a_missing_pod_is_retried_then_code_11_and_nothing_runs() {
+    let bed = Bed::new();
+    let kube = FakeKube::default();
+    let cfg = bed.config(json!({}));
+    let t = std::time::Instant::now();
+    let e = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
+    assert_eq!(e.code(), 11, "{e}");
+    assert!(
+        e.to_string().contains("blue/p") && e.to_string().contains("3 tries"),
+        "{e}"
+    );
+    assert_eq!(kube.log(), vec!["GET pod blue/p"; 3]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    assert!(bed.exec.calls().is_empty());
+    assert!(
+        kube.events.lock().unwrap().is_empty(),
+        "no event for a pod that is not there"
+    );
+}
+
+#[test]
+fn events_report_success_and_failure_and_never_fail_the_add() {
+    let bed = Bed::new();
+    let mut kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    kube.fail_events = true;
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let ev = kube.events.lock().unwrap()[0].clone();
+    assert_eq!(ev.kind, EventType::Normal);
+    assert_eq!(
+        (ev.namespace.as_str(), ev.pod.as_str(), ev.uid.as_str()),
+        ("blue", "p", "uid-1")
+    );
+    assert_eq!(
+        ev.message,
+        "eth0 10.0.1.5/24 from cluster, net1 10.0.2.5/24 from blue/a"
+    );
+
+    let bed = Bed::new();
+    bed.exec.fail_on("macvlan", Command::Add);
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let e = bed
+        .run(&cfg_for(&bed), "ADD", &kube, |e| e.add())
+        .unwrap_err();
+    let ev = kube.events.lock().unwrap()[0].clone();
+    assert_eq!(ev.kind, EventType::Warning);
+    assert_eq!(ev.reason, "AddFailed");
+    assert_eq!(ev.message, e.to_string());
+
+    let bed = Bed::new();
+    let kube = FakeKube::default().with_pod("blue", "p", None);
+    let cfg = bed.config(json!({"events": false}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    assert!(kube.events.lock().unwrap().is_empty());
+}
+
+fn cfg_for(bed: &Bed) -> PlexusConfig {
+    bed.config(json!({}))
+}
+
+#[test]
+fn status_checks_readiness_and_the_cluster_networks_own_status() {
+    let bed = Bed::new();
+    let kube = FakeKube::default();
+    let missing = bed.dir.path().join("ready");
+    let cfg = bed.config(json!({"readinessindicatorfile": missing}));
+    let e = bed.run(&cfg, "STATUS", &kube, |e| e.status()).unwrap_err();
+    assert_eq!(e.code(), 50, "{e}");
+    std::fs::write(&missing, "").unwrap();
+    bed.run(&cfg, "STATUS", &kube, |e| e.status()).unwrap();
+    assert!(
+        bed.exec.calls().is_empty(),
+        "a 1.0.0 cluster network is not asked"
+    );
+
+    let cfg = bed.config(json!({"delegates": [{"cniVersion": "1.1.0", "name": "cluster", "plugins": [{"type": "p1"}, {"type": "p2"}]}]}));
+    bed.run(&cfg, "STATUS", &kube, |e| e.status()).unwrap();
+    assert_eq!(bed.exec.trace(), vec!["STATUS p1 ", "STATUS p2 "]);
+    assert_eq!(
+        bed.exec.calls()[0].stdin,
+        json!({"type": "p1", "cniVersion": "1.1.0", "name": "cluster"})
+    );
+    bed.exec.fail_on("p2", Command::Status);
+    let e = bed.run(&cfg, "STATUS", &kube, |e| e.status()).unwrap_err();
+    assert_eq!(e.code(), 50);
+    assert!(
+        e.to_string().contains("cluster network cluster") && e.to_string().contains("p2"),
+        "{e}"
+    );
+    assert!(kube.log().is_empty(), "STATUS never calls the API");
+}
+
+#[test]
+fn gc_dels_stale_containers_keeps_valid_ones_and_forwards_gc() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad(
+            "blue",
+            "a",
+            json!({"cniVersion": "1.1.0", "name": "a", "type": "newplug"}),
+        );
+    let cfg = bed.config(json!({}));
+    // Two containers: ctr1 (valid) and ctr2 (stale).
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let env = bed.env("ADD", "blue", "p");
+    let mut env2 = env.clone();
+    env2.container_id = "ctr2".into();
+    Engine {
+        config: &cfg,
+        env: &env2,
+        exec: &bed.exec,
+        kube: Some(&kube),
+        routes: &bed.routes,
+    }
+    .add()
+    .unwrap();
+    bed.exec.calls.lock().unwrap().clear();
+    bed.exec.fail_on("clusterplug", Command::Gc); // never called: cluster network is 1.0.0
+    let gc_cfg = bed
+        .config(json!({"cni.dev/valid-attachments": [{"containerID": "ctr1", "ifname": "eth0"}]}));
+    bed.run(&gc_cfg, "GC", &kube, |e| e.gc()).unwrap();
+    assert_eq!(
+        bed.exec.trace(),
+        vec!["DEL newplug net1", "DEL clusterplug eth0", "GC newplug "]
+    );
+    assert_eq!(bed.cache_files(), vec!["ctr1.json"]);
+    let gc = &bed.exec.calls()[2];
+    let valid = json!([{"containerID": "ctr1", "ifname": "net1"}]);
+    assert_eq!(gc.stdin["cni.dev/valid-attachments"], valid);
+    assert_eq!(gc.stdin["cni.dev/attachments"], valid);
+
+    // The legacy key works, and failures are collected without stopping the sweep.
+    bed.exec.calls.lock().unwrap().clear();
+    bed.exec.fail_on("newplug", Command::Gc);
+    bed.exec.fail_on("newplug", Command::Del);
+    let gc_cfg = bed.config(json!({"cni.dev/attachments": []}));
+    let e = bed.run(&gc_cfg, "GC", &kube, |e| e.gc()).unwrap_err();
+    assert!(
+        e.to_string().contains("container ctr1") && e.to_string().contains("network a: GC"),
+        "{e}"
+    );
+    assert_eq!(
+        bed.exec.trace(),
+        vec!["DEL newplug net1", "DEL clusterplug eth0", "GC newplug "]
+    );
+    assert_eq!(bed.cache_files(), vec!["ctr1.json"], "kept for a retry");
 }

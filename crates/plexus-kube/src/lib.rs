@@ -22,7 +22,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, Status};
 use kube::{Client, Config, Resource};
-use plexus_engine::api::{ApiError, KubeApi, NadInfo, PodInfo};
+use plexus_engine::api::{ApiError, KubeApi, NadInfo, PodEvent, PodInfo};
 use plexus_netattach::NETWORK_STATUS_ANNOTATION;
 use serde_json::{Map, Value, json};
 use tokio::runtime::Runtime;
@@ -243,6 +243,11 @@ fn nad_resource() -> ApiResource {
 }
 
 impl KubeApi for LiveKube {
+    fn post_event(&self, event: &PodEvent) -> Result<(), ApiError> {
+        tracing::debug!(namespace = %event.namespace, pod = %event.pod, "POST event");
+        self.post_event_impl(event)
+    }
+
     fn get_pod(&self, namespace: &str, name: &str) -> Result<PodInfo, ApiError> {
         tracing::debug!(namespace, name, "GET pod");
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
@@ -321,6 +326,85 @@ impl KubeApi for LiveKube {
                 .map_err(|e| map_error(e, POD_KIND, namespace, name))
         })
     }
+}
+
+/// Events are a courtesy to the operator, so their POST gets at most this long, whatever
+/// `apiTimeoutSeconds` says: the CNI result is waiting.
+const EVENT_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl LiveKube {
+    /// POST a core v1 Event (see [`KubeApi::post_event`]); bounded by [`EVENT_TIMEOUT`].
+    fn post_event_impl(&self, ev: &PodEvent) -> Result<(), ApiError> {
+        let body = event_body(ev, &rfc3339(std::time::SystemTime::now()));
+        let url = format!("/api/v1/namespaces/{}/events", ev.namespace);
+        let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Other {
+            status: 0,
+            message: e.to_string(),
+        })?;
+        let request = kube::core::Request::new(url)
+            .create(&kube::api::PostParams::default(), bytes)
+            .map_err(|e| ApiError::Other {
+                status: 0,
+                message: format!("cannot build the event request: {e}"),
+            })?;
+        let (ns, pod) = (ev.namespace.as_str(), ev.pod.as_str());
+        self.rt.block_on(with_timeout(
+            EVENT_TIMEOUT.min(self.timeout),
+            format!("POST event for pod {ns}/{pod}"),
+            async {
+                self.client
+                    .request_text(request)
+                    .await
+                    .map(drop)
+                    .map_err(|e| map_error(e, "event", ns, pod))
+            },
+        ))
+    }
+}
+
+/// A core v1 Event about the pod, in the shape kubelet's recorder writes.
+fn event_body(ev: &PodEvent, now: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": format!("{}.", ev.pod), "namespace": ev.namespace},
+        "involvedObject": {
+            "apiVersion": "v1", "kind": "Pod",
+            "namespace": ev.namespace, "name": ev.pod, "uid": ev.uid,
+        },
+        "type": ev.kind.as_str(),
+        "reason": ev.reason,
+        "message": ev.message,
+        "source": {"component": "plexus"},
+        "reportingComponent": "plexus",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` in UTC (days-to-civil conversion; no date crate for one timestamp).
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The merge patch body. `metadata.uid` is immutable, so the API server answers 409 if the pod was
@@ -467,6 +551,33 @@ mod unit {
                 message: "Invalid".into()
             }
         );
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        let t = |s| std::time::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(rfc3339(t(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(t(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(t(1_798_761_599)), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn event_names_the_pod() {
+        let ev = PodEvent {
+            namespace: "blue".into(),
+            pod: "p".into(),
+            uid: "u1".into(),
+            kind: plexus_engine::EventType::Warning,
+            reason: "AddFailed".into(),
+            message: "boom".into(),
+        };
+        let b = event_body(&ev, "2026-01-01T00:00:00Z");
+        assert_eq!(
+            b["involvedObject"],
+            json!({"apiVersion": "v1", "kind": "Pod", "namespace": "blue", "name": "p", "uid": "u1"})
+        );
+        assert_eq!(b["type"], "Warning");
+        assert_eq!(b["metadata"]["generateName"], "p.");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, codes};
 use plexus_engine::config::LogLevel;
-use plexus_engine::{Engine, KubeApi, PlexusConfig, ProcessExec};
+use plexus_engine::{Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -75,40 +75,20 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
         env: &env,
         exec: &exec,
         kube: kube.as_ref().map(|k| k as &dyn KubeApi),
+        routes: &IpRoutes,
     };
     let outcome = match env.command {
         Command::Add => engine.add().map(|v| v.to_string()),
         Command::Del => engine.del().map(|()| String::new()),
         Command::Check => engine.check().map(|()| String::new()),
-        Command::Status => status(&config).map(|()| String::new()),
-        Command::Gc => {
-            return Err(CniError::new(
-                codes::INVALID_ENVIRONMENT,
-                "GC is not supported by this version of plexus",
-            )
-            .with_version(&version));
-        }
+        Command::Status => engine.status().map(|()| String::new()),
+        Command::Gc => engine.gc().map(|()| String::new()),
         Command::Version => unreachable!("handled above"),
     };
     outcome.map_err(|e| {
         tracing::error!(command = env.command.as_str(), container = %env.container_id, "{e}");
         e.to_cni_error(&version)
     })
-}
-
-/// STATUS: can an ADD succeed now? Never blocks.
-#[allow(clippy::result_large_err)] // cold path, once per process
-fn status(config: &PlexusConfig) -> Result<(), plexus_engine::EngineError> {
-    match &config.readiness_indicator_file {
-        Some(f) if !f.exists() => Err(plexus_engine::EngineError::Request(CniError::new(
-            codes::PLUGIN_NOT_AVAILABLE,
-            format!(
-                "cluster network not ready: readiness indicator file {} does not exist",
-                f.display()
-            ),
-        ))),
-        _ => Ok(()),
-    }
 }
 
 fn live_kube(

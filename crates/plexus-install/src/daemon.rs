@@ -1,0 +1,194 @@
+//! The loop that waits for the primary and keeps config and credentials current.
+//!
+//! Woken by inotify (config dir, service-account dir, readiness indicator's dir) so a rotated token
+//! or a replaced primary is picked up within milliseconds, and by a slow timer as a safety net for
+//! events a watch can miss (an overflowed queue, a dir replaced wholesale). Each wake-up runs the
+//! same idempotent [`installer::sync`], so a missed or duplicated event costs nothing.
+
+use crate::error::{Error, Result};
+use crate::health;
+use crate::installer::{self, Settings, SyncOutcome, WaitLog};
+use nix::sys::signal::{SigSet, Signal};
+use notify::{RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// How the loop ends.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Init container: return as soon as the config is written.
+    Once { timeout: Option<Duration> },
+    /// Main container: keep everything current until SIGTERM/SIGINT.
+    Forever {
+        recheck: Duration,
+        health_file: Option<PathBuf>,
+        cleanup_on_exit: bool,
+    },
+}
+
+#[derive(Debug)]
+enum Wake {
+    Fs,
+    Stop(Signal),
+}
+
+/// While waiting, poll this often too (the readiness indicator's dir may not exist to be watched).
+const WAIT_POLL: Duration = Duration::from_millis(500);
+/// Events arriving this close together are handled by one sync.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Consecutive failed syncs tolerated in `Forever` mode before giving up (kubelet restarts us).
+const MAX_FAILURES: u32 = 10;
+
+/// Installs the binaries, then syncs according to `mode`.
+pub fn run(s: &Settings, mode: &Mode) -> Result<()> {
+    // Handle SIGTERM/SIGINT on a thread of our own: block them here, before any other thread
+    // exists, so every thread inherits the mask and only `sigwait` sees them.
+    let (tx, rx) = channel();
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()
+        .map_err(|e| Error::io("block signals for", "plexus-install")(e.into()))?;
+    let sig_tx = tx.clone();
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            let _ = sig_tx.send(Wake::Stop(sig));
+        }
+    });
+
+    installer::install_binaries(s)?;
+    let _watcher = watch(s, tx)?;
+    let started = Instant::now();
+    let mut wait_log = WaitLog::default();
+    let mut failures = 0u32;
+    let mut installed = false;
+    loop {
+        let next = match installer::sync(s) {
+            Ok(SyncOutcome::Waiting(reason)) => {
+                failures = 0;
+                wait_log.waiting(&reason);
+                if let Mode::Once { timeout: Some(t) } = mode
+                    && started.elapsed() > *t
+                {
+                    return Err(Error::Timeout(reason));
+                }
+                WAIT_POLL
+            }
+            Ok(SyncOutcome::Current { .. }) => {
+                failures = 0;
+                wait_log.clear();
+                if !installed {
+                    info!("{} is installed and current", s.config_path().display());
+                    installed = true;
+                }
+                match mode {
+                    Mode::Once { .. } => return Ok(()),
+                    Mode::Forever {
+                        recheck,
+                        health_file,
+                        ..
+                    } => {
+                        if let Some(h) = health_file {
+                            health::touch(h)?;
+                        }
+                        *recheck
+                    }
+                }
+            }
+            Err(e) if matches!(mode, Mode::Forever { .. }) && failures < MAX_FAILURES => {
+                failures += 1;
+                error!("sync failed ({failures}/{MAX_FAILURES}), retrying: {e}");
+                Duration::from_secs(1)
+            }
+            Err(e) => return Err(e),
+        };
+        match wait(&rx, next) {
+            None => {}
+            Some(sig) => {
+                info!("received {sig}");
+                if let Mode::Forever {
+                    cleanup_on_exit: true,
+                    ..
+                } = mode
+                {
+                    installer::remove_config(s)?;
+                } else if installed {
+                    info!(
+                        "leaving {} in place so pods keep their networks while plexus-install restarts",
+                        s.config_path().display()
+                    );
+                }
+                return match mode {
+                    Mode::Once { .. } if !installed => Err(Error::Timeout(format!(
+                        "stopped by {sig} before the config was written"
+                    ))),
+                    _ => Ok(()),
+                };
+            }
+        }
+    }
+}
+
+/// Sleeps until an event, a signal (returned) or `timeout`.
+fn wait(rx: &Receiver<Wake>, timeout: Duration) -> Option<Signal> {
+    match rx.recv_timeout(timeout) {
+        Ok(Wake::Stop(sig)) => return Some(sig),
+        Ok(Wake::Fs) => {}
+        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+    }
+    // Coalesce a burst (a rename is several events; a token rotation is a dozen).
+    let until = Instant::now() + DEBOUNCE;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(Wake::Stop(sig)) => return Some(sig),
+            Ok(Wake::Fs) => {}
+            Err(_) => break,
+        }
+    }
+    None
+}
+
+/// Starts inotify watches on the config dir, the service-account dir and the readiness
+/// indicator's dir (those that exist; the timer covers the rest).
+fn watch(s: &Settings, tx: Sender<Wake>) -> Result<notify::RecommendedWatcher> {
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Err(e) = &ev {
+            warn!("file watch error (the periodic re-check covers it): {e}");
+        }
+        let _ = tx.send(Wake::Fs);
+    })
+    .map_err(|source| Error::Watch {
+        path: PathBuf::from("(inotify)"),
+        source,
+    })?;
+    let conf_dir = s.on_host(&s.cni_conf_dir);
+    let mut dirs: Vec<PathBuf> = vec![conf_dir, s.sa_dir.clone()];
+    if let Some(r) = &s.readiness_indicator_file
+        && let Some(parent) = s.on_host(r).parent()
+    {
+        dirs.push(parent.to_path_buf());
+    }
+    for d in dirs {
+        watch_dir(&mut w, &d)?;
+    }
+    Ok(w)
+}
+
+fn watch_dir(w: &mut notify::RecommendedWatcher, dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        warn!(
+            "{} does not exist; relying on periodic re-checks for it",
+            dir.display()
+        );
+        return Ok(());
+    }
+    w.watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|source| Error::Watch {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    info!("watching {}", dir.display());
+    Ok(())
+}

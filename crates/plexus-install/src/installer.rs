@@ -1,0 +1,311 @@
+//! The installer's actions on the host: install binaries, bring config and credentials up to
+//! date, remove everything. Each is idempotent, so the init container, the long-running container
+//! and a restarted pod can all call them without coordinating.
+
+use crate::atomic;
+use crate::cniconf::{self, ConfigInputs, PrimaryState};
+use crate::credentials::{self, CredentialPaths, ServiceAccount};
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Everything the installer needs to know; host paths are as seen *on the host* (they end up in
+/// the generated files) and are accessed under `host_root`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the host's `/` is visible to the installer (`/host` in the DaemonSet, a temp dir in
+    /// tests, `/` when run directly on a node).
+    pub host_root: PathBuf,
+    pub cni_bin_dir: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    /// Host dir for kubeconfig, token and CA.
+    pub plexus_dir: PathBuf,
+    /// Our conflist's file name in `cni_conf_dir`.
+    pub config_name: String,
+    /// Binaries to install (paths inside the installer's image).
+    pub binaries: Vec<PathBuf>,
+    /// The installer's projected service-account dir (token, ca.crt).
+    pub sa_dir: PathBuf,
+    /// API server URL written into the kubeconfig.
+    pub api_server: String,
+    /// Host path; nothing is written until it exists.
+    pub readiness_indicator_file: Option<PathBuf>,
+    /// Plugin options from the user's template file.
+    pub template: Map<String, Value>,
+    /// Plugin options from flags (win over the template).
+    pub options: Map<String, Value>,
+}
+
+impl Settings {
+    /// Where the installer reaches host path `p`.
+    pub fn on_host(&self, p: &Path) -> PathBuf {
+        self.host_root.join(p.strip_prefix("/").unwrap_or(p))
+    }
+
+    /// Host path of our conflist.
+    pub fn config_path(&self) -> PathBuf {
+        self.cni_conf_dir.join(&self.config_name)
+    }
+
+    pub fn credential_paths(&self) -> CredentialPaths {
+        CredentialPaths {
+            dir: self.plexus_dir.clone(),
+            on_disk: self.on_host(&self.plexus_dir),
+        }
+    }
+
+    /// File names the binaries get in the bin dir.
+    pub fn binary_names(&self) -> Vec<String> {
+        self.binaries
+            .iter()
+            .filter_map(|b| b.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// Copies every binary into the host's CNI bin dir atomically (a binary with identical content is
+/// left alone). Each CNI plugin of ours (`plexus*`) is run with `CNI_COMMAND=VERSION` from its
+/// final directory before the rename that makes it live, so a binary the host cannot run (wrong
+/// libc, wrong architecture, truncated) fails the install here, loudly, and never replaces a
+/// working one.
+pub fn install_binaries(s: &Settings) -> Result<()> {
+    if s.binaries.is_empty() {
+        return Ok(());
+    }
+    let bin_dir = s.on_host(&s.cni_bin_dir);
+    if !bin_dir.is_dir() {
+        return Err(Error::Io {
+            action: "find the CNI bin dir",
+            path: bin_dir,
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+    atomic::remove_leftovers(&bin_dir)?;
+    for src in &s.binaries {
+        let name = src.file_name().ok_or_else(|| Error::InvalidSetting {
+            flag: "--binary",
+            reason: format!("{} has no file name", src.display()),
+        })?;
+        let dest = bin_dir.join(name);
+        let host_dest = s.cni_bin_dir.join(name);
+        let data = std::fs::read(src).map_err(Error::io("read binary", src))?;
+        let is_plugin = name.to_string_lossy().starts_with("plexus");
+        if atomic::same_content(&dest, &data) {
+            info!("binary {} is up to date", host_dest.display());
+            if is_plugin {
+                let version = check_version(&dest)?;
+                info!("{} answers VERSION: {version}", host_dest.display());
+            }
+            continue;
+        }
+        // The new copy must start on this host before it replaces the old one: a broken binary
+        // fails the install and leaves the working one in place.
+        atomic::write_checked(&dest, &mut &data[..], 0o755, |tmp| {
+            if is_plugin {
+                let version = check_version(tmp).map_err(|e| match e {
+                    Error::BinaryBroken { detail, .. } => Error::BinaryBroken {
+                        path: host_dest.clone(),
+                        detail,
+                    },
+                    other => other,
+                })?;
+                info!("new {} answers VERSION: {version}", host_dest.display());
+            }
+            Ok(())
+        })?;
+        info!(
+            "installed {} as {} ({} bytes)",
+            src.display(),
+            host_dest.display(),
+            data.len()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `bin` as the runtime would for `VERSION` and returns its answer.
+pub fn check_version(bin: &Path) -> Result<String> {
+    let broken = |detail: String| Error::BinaryBroken {
+        path: bin.to_path_buf(),
+        detail,
+    };
+    let mut child = Command::new(bin)
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| broken(format!("cannot start it: {e}")))?;
+    // A plugin that hangs on VERSION would hang every pod; give it a generous bound.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(broken("no answer to VERSION within 10 s".into()));
+            }
+            Err(e) => return Err(broken(format!("cannot wait for it: {e}"))),
+        }
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    if !status.success() {
+        return Err(broken(format!(
+            "VERSION exited with {status}; stdout {out:?}; stderr {err:?}"
+        )));
+    }
+    match serde_json::from_str::<Value>(&out) {
+        Ok(v) if v.get("supportedVersions").is_some() => Ok(out.trim().to_owned()),
+        _ => Err(broken(format!(
+            "VERSION printed no CNI version answer: {out:?}"
+        ))),
+    }
+}
+
+/// Result of one [`sync`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Nothing written: waiting for the reason given.
+    Waiting(String),
+    /// Config and credentials are current; `changed` is whether anything was written.
+    Current { changed: bool },
+}
+
+/// Brings credentials and our conflist up to date with the primary and the service account.
+/// Writes nothing until the readiness indicator (when configured) and a valid primary exist.
+pub fn sync(s: &Settings) -> Result<SyncOutcome> {
+    if let Some(r) = &s.readiness_indicator_file
+        && !s.on_host(r).exists()
+    {
+        return Ok(SyncOutcome::Waiting(format!(
+            "readiness indicator file {} does not exist yet",
+            r.display()
+        )));
+    }
+    let conf_dir = s.on_host(&s.cni_conf_dir);
+    let (file_name, primary) = match cniconf::find_primary(&conf_dir, &s.config_name)
+        .map_err(Error::io("read CNI config dir", &conf_dir))?
+    {
+        PrimaryState::Absent => {
+            return Ok(SyncOutcome::Waiting(format!(
+                "no primary CNI config (*.conf, *.conflist) in {} yet",
+                s.cni_conf_dir.display()
+            )));
+        }
+        PrimaryState::Invalid { file_name, reason } => {
+            return Ok(SyncOutcome::Waiting(format!(
+                "primary CNI config {} is not usable yet: {reason}",
+                s.cni_conf_dir.join(file_name).display()
+            )));
+        }
+        PrimaryState::Found { file_name, config } => (file_name, config),
+    };
+    let sa = ServiceAccount::read(&s.sa_dir)?;
+    let paths = s.credential_paths();
+    let ch = credentials::sync(&sa, &s.api_server, &paths)?;
+    if ch.token {
+        info!(
+            "wrote token file {}",
+            paths.dir.join(credentials::TOKEN_FILE).display()
+        );
+    }
+    if ch.ca {
+        info!(
+            "wrote CA file {}",
+            paths.dir.join(credentials::CA_FILE).display()
+        );
+    }
+    if ch.kubeconfig {
+        info!(
+            "wrote kubeconfig {} (server {})",
+            paths.kubeconfig().display(),
+            s.api_server
+        );
+    }
+    let primary_path = s.cni_conf_dir.join(&file_name);
+    let kubeconfig = paths.kubeconfig();
+    let conf = cniconf::render(&ConfigInputs {
+        primary_path: &primary_path,
+        primary: &primary,
+        kubeconfig: &kubeconfig,
+        bin_dir: &s.cni_bin_dir,
+        readiness_indicator_file: s.readiness_indicator_file.as_deref(),
+        template: &s.template,
+        options: &s.options,
+    });
+    let bytes = cniconf::to_bytes(&conf);
+    let dest = s.on_host(&s.config_path());
+    let mut changed = ch != credentials::Changes::default();
+    if !atomic::same_content(&dest, &bytes) {
+        atomic::remove_leftovers(&conf_dir)?;
+        atomic::write(&dest, &bytes, 0o644)?;
+        info!(
+            "wrote {} (primary {}, cniVersion {})",
+            s.config_path().display(),
+            primary_path.display(),
+            conf["cniVersion"]
+        );
+        changed = true;
+    }
+    Ok(SyncOutcome::Current { changed })
+}
+
+/// Removes our conflist (for `--cleanup-on-exit`).
+pub fn remove_config(s: &Settings) -> Result<()> {
+    if atomic::remove(&s.on_host(&s.config_path()))? {
+        info!("removed {}", s.config_path().display());
+    }
+    Ok(())
+}
+
+/// Removes everything the installer put on the host: our conflist, the credential files and their
+/// dir, the installed binaries and any temporary leftovers. The plugin's own cache (`cniDir`) is
+/// not the installer's and is left alone.
+pub fn uninstall(s: &Settings) -> Result<()> {
+    remove_config(s)?;
+    atomic::remove_leftovers(&s.on_host(&s.cni_conf_dir))?;
+    for p in credentials::remove(&s.credential_paths())? {
+        info!("removed {}", p.display());
+    }
+    let bin_dir = s.on_host(&s.cni_bin_dir);
+    for name in s.binary_names() {
+        if atomic::remove(&bin_dir.join(&name))? {
+            info!("removed {}", s.cni_bin_dir.join(&name).display());
+        }
+    }
+    atomic::remove_leftovers(&bin_dir)?;
+    Ok(())
+}
+
+/// Logs what is being waited for, once per distinct reason.
+#[derive(Debug, Default)]
+pub struct WaitLog {
+    last: Option<String>,
+}
+
+impl WaitLog {
+    pub fn waiting(&mut self, reason: &str) {
+        if self.last.as_deref() != Some(reason) {
+            warn!("waiting: {reason}");
+            self.last = Some(reason.to_owned());
+        }
+    }
+    pub fn clear(&mut self) {
+        self.last = None;
+    }
+}
