@@ -11,7 +11,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod events;
+
 fn main() -> ExitCode {
+    if let Ok(payload) = std::env::var(events::EVENT_ENV) {
+        return if events::post_from_env(&payload) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let (out, ok) = match read {
@@ -70,11 +75,17 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
     } else {
         None
     };
+    let detached = kube.as_ref().map(|(k, creds)| events::DetachedEvents {
+        kube: k,
+        creds: creds.clone(),
+        // Off the critical path, so the whole API timeout is affordable.
+        timeout: Duration::from_secs(config.api_timeout_secs),
+    });
     let engine = Engine {
         config: &config,
         env: &env,
         exec: &exec,
-        kube: kube.as_ref().map(|k| k as &dyn KubeApi),
+        kube: detached.as_ref().map(|k| k as &dyn KubeApi),
         routes: &IpRoutes,
     };
     let outcome = match env.command {
@@ -94,12 +105,12 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
 fn live_kube(
     config: &PlexusConfig,
     version: &str,
-) -> Result<Option<plexus_kube::LiveKube>, CniError> {
+) -> Result<Option<(plexus_kube::LiveKube, plexus_kube::Credentials)>, CniError> {
     let Some(creds) = plexus_kube::Credentials::detect(config.kubeconfig.as_deref()) else {
         return Ok(None);
     };
     plexus_kube::LiveKube::new(&creds, Duration::from_secs(config.api_timeout_secs))
-        .map(Some)
+        .map(|k| Some((k, creds)))
         .map_err(|e| {
             CniError::new(
                 codes::INVALID_CONFIG,
