@@ -2,143 +2,10 @@
 //! binary, real netns, Debian delegates where they can do the job, and the `cni-recorder` test
 //! plugin where they cannot (STATUS/GC need 1.1.0; exact stdin needs a plugin that tells).
 
-use plexus_e2e::cni::{
-    Call, Node, Outcome, exec_plexus_with_path, ipv4_of, k8s_args, recorded, recorder_cni_path,
-};
-use plexus_e2e::fakeapi::{FakeApiOptions, FakeApiServer};
+use plexus_e2e::bed::{Bed, cid};
+use plexus_e2e::cni::ipv4_of;
 use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-
-const STATUS_KEY: &str = "k8s.v1.cni.cncf.io/network-status";
-
-struct Bed {
-    node: Node,
-    api: FakeApiServer,
-    kubeconfig: PathBuf,
-    cluster_file: PathBuf,
-    cni_path: String,
-    record: PathBuf,
-}
-
-impl Bed {
-    fn new() -> Self {
-        let node = Node::new().expect("node");
-        let api = FakeApiServer::start(FakeApiOptions::default()).expect("fake API server");
-        let kubeconfig = api
-            .write_kubeconfig(&node.root.path().join("kube"))
-            .expect("kubeconfig");
-        let cluster_file = node.write_cluster_file("1.0.0").expect("cluster file");
-        let cni_path = recorder_cni_path(&node.root.path().join("recbin")).expect("recorder");
-        let record = node.root.path().join("record.jsonl");
-        Self {
-            node,
-            api,
-            kubeconfig,
-            cluster_file,
-            cni_path,
-            record,
-        }
-    }
-
-    fn config(&self, extra: Value) -> Value {
-        self.node.plexus_config(
-            self.cluster_file.to_str().unwrap(),
-            Some(&self.kubeconfig),
-            extra,
-        )
-    }
-
-    /// A recorder conf (one plugin) declaring every capability a selection can request.
-    fn recorder_conf(&self, name: &str) -> Value {
-        json!({
-            "cniVersion": "1.1.0",
-            "name": name,
-            "type": "cni-recorder",
-            "recordFile": self.record,
-            "capabilities": {"ips": true, "mac": true, "infinibandGUID": true, "portMappings": true, "bandwidth": true, "deviceID": true}
-        })
-    }
-
-    fn pod(&self, ns: &str, name: &str, annotations: Value) -> String {
-        let pod = self.api.create_pod(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
-            "spec": {"nodeName": "node-1"}
-        }));
-        pod["metadata"]["uid"].as_str().expect("uid").to_owned()
-    }
-
-    fn status_of(&self, ns: &str, name: &str) -> Vec<Value> {
-        let pod = self.api.get_pod(ns, name).expect("pod exists");
-        let text = pod["metadata"]["annotations"][STATUS_KEY]
-            .as_str()
-            .unwrap_or_else(|| panic!("no network-status on {pod}"))
-            .to_owned();
-        serde_json::from_str(&text).expect("network-status is JSON")
-    }
-
-    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
-    fn call(
-        &self,
-        command: &str,
-        cid: &str,
-        netns: Option<&Path>,
-        ns: &str,
-        pod: &str,
-        uid: &str,
-        config: &Value,
-    ) -> Outcome {
-        exec_plexus_with_path(
-            &Call {
-                command,
-                container_id: cid,
-                netns,
-                ifname: "eth0",
-                args: k8s_args(ns, pod, uid, cid),
-                config,
-            },
-            &self.cni_path,
-        )
-        .expect("exec plexus")
-    }
-
-    /// STATUS/GC: no attachment parameters.
-    fn verb(&self, command: &str, config: &Value) -> Outcome {
-        exec_plexus_with_path(
-            &Call {
-                command,
-                container_id: "",
-                netns: None,
-                ifname: "",
-                args: String::new(),
-                config,
-            },
-            &self.cni_path,
-        )
-        .expect("exec plexus")
-    }
-
-    fn records(&self) -> Vec<Value> {
-        recorded(&self.record)
-    }
-
-    /// A recorder cluster conflist file of version 1.1.0 (optionally failing `fail_verb`).
-    fn recorder_cluster(&self, fail: Value) -> PathBuf {
-        let p = self.node.root.path().join("cluster-rec.conflist");
-        let c = json!({
-            "cniVersion": "1.1.0",
-            "name": "rec-cluster",
-            "plugins": [{"type": "cni-recorder", "recordFile": self.record, "address": "10.99.0.5/24", "fail": fail}]
-        });
-        std::fs::write(&p, c.to_string()).unwrap();
-        p
-    }
-}
-
-fn cid(tag: &str) -> String {
-    format!("{tag}-{}", plexus_e2e::netns::unique_name("c"))
-}
 
 fn routes_default(ns: &NetNs) -> Vec<(String, String)> {
     ns.ip_json(&["route", "show", "default"])
@@ -233,8 +100,8 @@ fn gc_removes_a_stale_attachment_releases_its_ip_and_keeps_the_valid_one() {
     let (ns1, ns2) = (NetNs::new("pxg").unwrap(), NetNs::new("pxg").unwrap());
     let (c1, c2) = (cid("gc1"), cid("gc2"));
     let ann = json!({"k8s.v1.cni.cncf.io/networks": "macvlan-gc, rec-gc"});
-    let u1 = bed.pod("blue", "gc1", ann.clone());
-    let u2 = bed.pod("blue", "gc2", ann);
+    let u1 = bed.pod_annotated("blue", "gc1", ann.clone());
+    let u2 = bed.pod_annotated("blue", "gc2", ann);
     bed.call("ADD", &c1, Some(ns1.path()), "blue", "gc1", &u1, &config)
         .assert_ok();
     bed.call("ADD", &c2, Some(ns2.path()), "blue", "gc2", &u2, &config)
@@ -297,7 +164,7 @@ fn default_route_moves_to_net1_and_check_stays_consistent() {
     mv["cniVersion"] = json!("1.0.0");
     bed.api
         .create_nad("blue", "macvlan-dr", Some(&mv.to_string()));
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "dr",
         json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "macvlan-dr", "default-route": ["10.78.41.1"]}]"#}),
@@ -306,7 +173,7 @@ fn default_route_moves_to_net1_and_check_stays_consistent() {
     let c = cid("dr");
     let config = bed.config(json!({"clusterNetwork": file}));
     // Without the request, eth0 has the default route (so the move below is not vacuous).
-    let plain_uid = bed.pod("blue", "plain", json!({}));
+    let plain_uid = bed.pod_annotated("blue", "plain", json!({}));
     let plain_ns = NetNs::new("pxr").unwrap();
     let pc = cid("plain");
     bed.call(
@@ -378,7 +245,7 @@ fn two_default_routes_for_one_family_fail_with_code_7_and_leave_nothing() {
         .create_nad("blue", "ra", Some(&bed.recorder_conf("ra").to_string()));
     bed.api
         .create_nad("blue", "rb", Some(&bed.recorder_conf("rb").to_string()));
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "dr2",
         json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "ra", "default-route": ["10.1.0.1"]}, {"name": "rb", "default-route": ["10.2.0.1"]}]"#}),
@@ -411,7 +278,7 @@ fn default_network_annotation_replaces_the_cluster_network() {
     alt["cniVersion"] = json!("1.0.0");
     bed.api
         .create_nad("kube-system", "alt-cluster", Some(&alt.to_string()));
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "dn",
         json!({"v1.multus-cni.io/default-network": "alt-cluster"}),
@@ -438,7 +305,7 @@ fn default_network_annotation_replaces_the_cluster_network() {
     assert!(bed.node.leases().is_empty());
 
     // Two entries: code 7 naming the annotation.
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "dn2",
         json!({"v1.multus-cni.io/default-network": "a, b"}),
@@ -460,7 +327,7 @@ fn default_network_annotation_replaces_the_cluster_network() {
 #[test]
 fn a_mirror_pod_is_attached_and_its_api_uid_guards_the_patch() {
     let bed = Bed::new();
-    bed.pod(
+    bed.pod_annotated(
         "blue",
         "static",
         json!({"kubernetes.io/config.mirror": "abc", "kubernetes.io/config.source": "file"}),
@@ -544,7 +411,7 @@ fn events_list_the_attachments_or_the_failure() {
                 .to_string(),
         ),
     );
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "ev",
         json!({"k8s.v1.cni.cncf.io/networks": "macvlan-ev"}),
@@ -574,7 +441,7 @@ fn events_list_the_attachments_or_the_failure() {
         .assert_ok();
 
     // A failure: one Warning with the reason.
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "evf",
         json!({"k8s.v1.cni.cncf.io/networks": "missing-nad"}),
@@ -599,7 +466,7 @@ fn events_list_the_attachments_or_the_failure() {
 
     // events: false sends none.
     let before = bed.api.events().len();
-    let uid = bed.pod("blue", "evn", json!({}));
+    let uid = bed.pod_annotated("blue", "evn", json!({}));
     let c = cid("evn");
     let quiet = bed.config(json!({"events": false}));
     bed.call("ADD", &c, Some(ns.path()), "blue", "evn", &uid, &quiet)
@@ -623,7 +490,7 @@ fn runtime_supplied_annotations_mean_no_pod_get() {
         "events": false,
         "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "rec-rt"}}
     }));
-    bed.pod("blue", "rt", json!({}));
+    bed.pod_annotated("blue", "rt", json!({}));
     bed.api.clear_requests();
     bed.call("ADD", &c, Some(ns.path()), "blue", "rt", "", &config)
         .assert_ok();
@@ -650,7 +517,7 @@ fn snapshot_of_a_single_conf_delegate() {
         "rec-conf",
         Some(&json!({"cniVersion": "1.0.0", "type": "cni-recorder", "recordFile": bed.record, "extra": {"kept": [1, 2]}}).to_string()),
     );
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "s1",
         json!({"k8s.v1.cni.cncf.io/networks": "rec-conf"}),
@@ -702,7 +569,7 @@ fn snapshot_of_a_conflist_delegate() {
     });
     bed.api
         .create_nad("blue", "rec-list", Some(&list.to_string()));
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "s2",
         json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "rec-list", "interface": "data0", "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "TCP"}]}]"#}),
@@ -762,7 +629,7 @@ fn snapshot_of_an_attachment_with_every_request_field() {
         "deviceID": "0000:00:01.0",
         "cni-args": {"shared": "pod", "fromPod": true}
     }]);
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "s3",
         json!({"k8s.v1.cni.cncf.io/networks": element.to_string()}),
@@ -801,7 +668,7 @@ fn snapshot_of_an_attachment_with_every_request_field() {
 
 /// Adds pod `name` asking for `element` (JSON form) and returns (uid, netns, container ID).
 fn add_with(bed: &Bed, name: &str, element: Value, config: &Value) -> (String, NetNs, String) {
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         name,
         json!({"k8s.v1.cni.cncf.io/networks": json!([element]).to_string()}),
@@ -951,7 +818,7 @@ fn a_capability_the_nad_cannot_honour_fails_naming_it() {
                 .to_string(),
         ),
     );
-    let uid = bed.pod(
+    let uid = bed.pod_annotated(
         "blue",
         "cap",
         json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "plain-mv", "mac": "02:11:22:33:44:55"}]"#}),
@@ -1018,7 +885,7 @@ fn invalid_values_of_every_field_fail_with_code_7_quoting_them() {
     ];
     for (i, (element, quoted)) in cases.into_iter().enumerate() {
         let name = format!("inv{i}");
-        let uid = bed.pod(
+        let uid = bed.pod_annotated(
             "blue",
             &name,
             json!({"k8s.v1.cni.cncf.io/networks": json!([element]).to_string()}),

@@ -3,121 +3,11 @@
 //! Assertions are on what the kernel shows, on the annotation written, on the API requests made,
 //! and on cleanup (only `lo` left, no host-local lease, no cache entry).
 
-use plexus_e2e::cni::{
-    Call, Node, Outcome, exec_plexus, ipv4_of, k8s_args, link_names, mac_of, ping,
-};
-use plexus_e2e::fakeapi::{FakeApiOptions, FakeApiServer};
+use plexus_e2e::bed::{Bed, cid};
+use plexus_e2e::cni::{Call, exec_plexus, ipv4_of, k8s_args, link_names, mac_of, ping};
+use plexus_e2e::fakeapi::FakeApiOptions;
 use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-
-const STATUS_KEY: &str = "k8s.v1.cni.cncf.io/network-status";
-
-/// A node with a fake API server and a pod-sized helper API.
-struct Bed {
-    node: Node,
-    api: FakeApiServer,
-    kubeconfig: PathBuf,
-    cluster_file: PathBuf,
-}
-
-impl Bed {
-    fn new() -> Self {
-        Self::with_options(FakeApiOptions::default())
-    }
-
-    fn with_options(opts: FakeApiOptions) -> Self {
-        let node = Node::new().expect("node");
-        let api = FakeApiServer::start(opts).expect("fake API server");
-        let kubeconfig = api
-            .write_kubeconfig(&node.root.path().join("kube"))
-            .expect("kubeconfig");
-        let cluster_file = node.write_cluster_file("1.0.0").expect("cluster file");
-        Self {
-            node,
-            api,
-            kubeconfig,
-            cluster_file,
-        }
-    }
-
-    /// The plexus config with the cluster network given as a conflist path.
-    fn config(&self, extra: Value) -> Value {
-        self.node.plexus_config(
-            self.cluster_file.to_str().unwrap(),
-            Some(&self.kubeconfig),
-            extra,
-        )
-    }
-
-    fn nad(&self, ns: &str, name: &str, config: &Value) {
-        self.api.create_nad(ns, name, Some(&config.to_string()));
-    }
-
-    /// Creates a pod (with `networks` as its annotation when given) and returns its UID.
-    fn pod(&self, ns: &str, name: &str, networks: Option<&str>) -> String {
-        let mut meta = json!({"name": name, "namespace": ns});
-        if let Some(n) = networks {
-            meta["annotations"] = json!({"k8s.v1.cni.cncf.io/networks": n});
-        }
-        let pod = self.api.create_pod(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"nodeName": "node-1"}}));
-        pod["metadata"]["uid"].as_str().expect("uid").to_owned()
-    }
-
-    fn status_of(&self, ns: &str, name: &str) -> Vec<Value> {
-        let pod = self.api.get_pod(ns, name).expect("pod exists");
-        let text = pod["metadata"]["annotations"][STATUS_KEY]
-            .as_str()
-            .unwrap_or_else(|| panic!("no network-status on {pod}"))
-            .to_owned();
-        serde_json::from_str(&text).expect("network-status is JSON")
-    }
-
-    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
-    fn call(
-        &self,
-        command: &str,
-        cid: &str,
-        netns: Option<&Path>,
-        ns: &str,
-        pod: &str,
-        uid: &str,
-        config: &Value,
-    ) -> Outcome {
-        exec_plexus(&Call {
-            command,
-            container_id: cid,
-            netns,
-            ifname: "eth0",
-            args: k8s_args(ns, pod, uid, cid),
-            config,
-        })
-        .expect("exec plexus")
-    }
-
-    /// Asserts that nothing of `pod_ns` is left: only `lo`, no lease, no cache entry.
-    fn assert_clean(&self, pod_ns: &NetNs) {
-        assert_eq!(
-            link_names(pod_ns),
-            vec!["lo"],
-            "interfaces left in the pod netns"
-        );
-        assert_eq!(
-            self.node.leases(),
-            Vec::<String>::new(),
-            "host-local leases left"
-        );
-        assert_eq!(
-            self.node.cache_entries(),
-            Vec::<String>::new(),
-            "cache entries left"
-        );
-    }
-}
-
-fn cid(tag: &str) -> String {
-    format!("{tag}-{}", plexus_e2e::netns::unique_name("c"))
-}
 
 #[test]
 fn no_annotation_gets_only_the_cluster_network() {
@@ -404,12 +294,7 @@ fn uid_mismatch_fails_without_touching_the_pod() {
 
 #[test]
 fn del_works_with_the_api_server_down_and_twice() {
-    let Bed {
-        node,
-        api,
-        kubeconfig,
-        cluster_file,
-    } = Bed::new();
+    let Bed { node, api, kubeconfig, cluster_file, .. } = Bed::new();
     api.create_nad(
         "blue",
         "macvlan-a",

@@ -1,0 +1,138 @@
+//! The end-to-end test bed shared by the test files: a [`Node`], a fake API server, the plexus
+//! config pointing at both, and helpers to create pods and NADs, call `plexus` like a runtime
+//! and check that nothing is left behind.
+
+use crate::cni::{Call, Node, Outcome, exec_plexus_with_path, k8s_args, link_names, recorded, recorder_cni_path};
+use crate::fakeapi::{FakeApiOptions, FakeApiServer};
+use crate::netns::NetNs;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// The pod annotation plexus writes.
+pub const STATUS_KEY: &str = "k8s.v1.cni.cncf.io/network-status";
+
+/// A node with a fake API server. `CNI_PATH` holds the Debian plugins and the `cni-recorder`.
+#[derive(Debug)]
+pub struct Bed {
+    pub node: Node,
+    pub api: FakeApiServer,
+    pub kubeconfig: PathBuf,
+    /// The cluster network conflist (bridge + host-local, cniVersion 1.0.0).
+    pub cluster_file: PathBuf,
+    pub cni_path: String,
+    /// Where `cni-recorder` plugins of [`Bed::recorder_conf`] write their calls.
+    pub record: PathBuf,
+}
+
+impl Default for Bed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bed {
+    pub fn new() -> Self {
+        Self::with_options(FakeApiOptions::default())
+    }
+
+    pub fn with_options(opts: FakeApiOptions) -> Self {
+        let node = Node::new().expect("node");
+        let api = FakeApiServer::start(opts).expect("fake API server");
+        let kubeconfig = api.write_kubeconfig(&node.root.path().join("kube")).expect("kubeconfig");
+        let cluster_file = node.write_cluster_file("1.0.0").expect("cluster file");
+        let cni_path = recorder_cni_path(&node.root.path().join("recbin")).expect("recorder");
+        let record = node.root.path().join("record.jsonl");
+        Self { node, api, kubeconfig, cluster_file, cni_path, record }
+    }
+
+    /// The plexus config with the cluster network given as a conflist path, `extra` merged in.
+    pub fn config(&self, extra: Value) -> Value {
+        self.node.plexus_config(self.cluster_file.to_str().expect("utf-8 path"), Some(&self.kubeconfig), extra)
+    }
+
+    pub fn nad(&self, ns: &str, name: &str, config: &Value) {
+        self.api.create_nad(ns, name, Some(&config.to_string()));
+    }
+
+    /// Creates a pod with `networks` (when given) as its selection annotation; returns its UID.
+    pub fn pod(&self, ns: &str, name: &str, networks: Option<&str>) -> String {
+        let annotations = match networks {
+            Some(n) => json!({"k8s.v1.cni.cncf.io/networks": n}),
+            None => json!({}),
+        };
+        self.pod_annotated(ns, name, annotations)
+    }
+
+    /// Creates a pod with these annotations; returns its UID.
+    pub fn pod_annotated(&self, ns: &str, name: &str, annotations: Value) -> String {
+        let pod = self.api.create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "spec": {"nodeName": "node-1"}
+        }));
+        pod["metadata"]["uid"].as_str().expect("uid").to_owned()
+    }
+
+    /// The pod's network-status entries.
+    pub fn status_of(&self, ns: &str, name: &str) -> Vec<Value> {
+        let pod = self.api.get_pod(ns, name).expect("pod exists");
+        let text = pod["metadata"]["annotations"][STATUS_KEY]
+            .as_str()
+            .unwrap_or_else(|| panic!("no network-status on {pod}"))
+            .to_owned();
+        serde_json::from_str(&text).expect("network-status is JSON")
+    }
+
+    /// One CNI call for a pod, with kubelet's `CNI_ARGS` and `CNI_IFNAME=eth0`.
+    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
+    pub fn call(&self, command: &str, cid: &str, netns: Option<&Path>, ns: &str, pod: &str, uid: &str, config: &Value) -> Outcome {
+        let call = Call { command, container_id: cid, netns, ifname: "eth0", args: k8s_args(ns, pod, uid, cid), config };
+        exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
+    }
+
+    /// STATUS/GC/VERSION: no attachment parameters.
+    pub fn verb(&self, command: &str, config: &Value) -> Outcome {
+        let call = Call { command, container_id: "", netns: None, ifname: "", args: String::new(), config };
+        exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
+    }
+
+    /// A recorder conf (one plugin) declaring every capability a selection can request.
+    pub fn recorder_conf(&self, name: &str) -> Value {
+        json!({
+            "cniVersion": "1.1.0",
+            "name": name,
+            "type": "cni-recorder",
+            "recordFile": self.record,
+            "capabilities": {"ips": true, "mac": true, "infinibandGUID": true, "portMappings": true, "bandwidth": true, "deviceID": true}
+        })
+    }
+
+    /// Every call the recorder plugins saw.
+    pub fn records(&self) -> Vec<Value> {
+        recorded(&self.record)
+    }
+
+    /// A recorder cluster conflist file of version 1.1.0 (`fail` scripts failing verbs).
+    pub fn recorder_cluster(&self, fail: Value) -> PathBuf {
+        let p = self.node.root.path().join("cluster-rec.conflist");
+        let c = json!({
+            "cniVersion": "1.1.0",
+            "name": "rec-cluster",
+            "plugins": [{"type": "cni-recorder", "recordFile": self.record, "address": "10.99.0.5/24", "fail": fail}]
+        });
+        std::fs::write(&p, c.to_string()).expect("write cluster conflist");
+        p
+    }
+
+    /// Asserts that nothing of `pod_ns` is left: only `lo`, no lease, no cache entry.
+    pub fn assert_clean(&self, pod_ns: &NetNs) {
+        assert_eq!(link_names(pod_ns), vec!["lo"], "interfaces left in the pod netns");
+        assert_eq!(self.node.leases(), Vec::<String>::new(), "host-local leases left");
+        assert_eq!(self.node.cache_entries(), Vec::<String>::new(), "cache entries left");
+    }
+}
+
+/// A container ID unique across tests and test processes.
+pub fn cid(tag: &str) -> String {
+    format!("{tag}-{}", crate::netns::unique_name("c"))
+}
