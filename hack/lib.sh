@@ -17,6 +17,8 @@ ensure_packages() {
   command -v jq >/dev/null 2>&1 || need+=(jq)
   command -v curl >/dev/null 2>&1 || need+=(curl)
   [ -x /usr/bin/time ] || need+=(time)
+  command -v iptables-save >/dev/null 2>&1 || need+=(iptables)   # portmap delegate and its test
+  command -v nsenter >/dev/null 2>&1 || need+=(util-linux)       # default-route changes in the pod netns
   if [ "${#need[@]}" -gt 0 ]; then
     echo "==> installing ${need[*]}"
     apt-get update -qq

@@ -63,8 +63,15 @@ pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, Eng
     }
     // The cluster network may also carry the runtime's runtimeConfig; the pod's request wins.
     att.runtime_config.extend(rc);
-    if let Some(cni_args) = &sel.cni_args {
-        att.config = merge_cni_args(&att.config, cni_args);
+    // NPWG v1.3 defines no runtimeConfig key for an IPAMClaim; IPAM plugins that support claims
+    // read it from `args.cni`, next to the other per-pod arguments (the pod's cni-args win).
+    let mut cni_args = Map::new();
+    if let Some(claim) = &sel.ipam_claim_reference {
+        cni_args.insert("ipam-claim-reference".into(), json!(claim));
+    }
+    cni_args.extend(sel.cni_args.clone().unwrap_or_default());
+    if !cni_args.is_empty() {
+        att.config = merge_cni_args(&att.config, &cni_args);
     }
     Ok(att)
 }
