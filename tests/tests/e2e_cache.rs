@@ -250,3 +250,95 @@ fn a_full_disk_fails_add_before_any_delegate_and_leaves_no_file() {
     );
     bed.assert_clean(&ns);
 }
+
+/// A delegate whose ADD records that it started (`<dir>/reached`) and then waits for
+/// `<dir>/open` (at most a minute) before answering; its DEL succeeds at once.
+const GATE_PLUGIN: &str = r#"#!/bin/sh
+dir="$(dirname "$0")"
+cat > /dev/null
+if [ "$CNI_COMMAND" = ADD ]; then
+  : > "$dir/reached"
+  i=0
+  while [ ! -e "$dir/open" ]; do
+    i=$((i + 1)); [ "$i" -gt 1200 ] && exit 1
+    sleep 0.05
+  done
+  printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}],"ips":[]}' "$CNI_IFNAME" "$CNI_NETNS"
+fi
+exit 0
+"#;
+
+/// Waits (at most a minute) for `path` to exist.
+fn wait_for(path: &Path) {
+    for _ in 0..1200 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[test]
+fn a_del_arriving_during_a_retried_add_waits_for_it() {
+    use plexus_e2e::cni::{Call, exec_plexus_with_path, k8s_args};
+    use std::os::unix::fs::PermissionsExt;
+    let bed = Bed::new();
+    let bin = bed.node.root.path().join("gatebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("pxgate");
+    std::fs::write(&plugin, GATE_PLUGIN).unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bed.nad(
+        "blue",
+        "gated",
+        &json!({"cniVersion": "1.0.0", "name": "gated", "type": "pxgate"}),
+    );
+    let uid = bed.pod("blue", "race", Some("gated"));
+    let ns = NetNs::new("pxq").unwrap();
+    let c = cid("race");
+    let config = bed.config(json!({}));
+    let cni_path = format!("{}:{}", bed.cni_path, bin.display());
+    let call = |command: &str| {
+        let call = Call {
+            command,
+            container_id: &c,
+            netns: Some(ns.path()),
+            ifname: "eth0",
+            args: k8s_args("blue", "race", &uid, &c),
+            config: &config,
+        };
+        exec_plexus_with_path(&call, &cni_path).expect("exec plexus")
+    };
+    std::fs::write(bin.join("open"), b"").unwrap();
+    call("ADD").assert_ok();
+    std::fs::remove_file(bin.join("open")).unwrap();
+    std::fs::remove_file(bin.join("reached")).unwrap();
+
+    // The runtime retries the ADD (it lost our answer); the retry tears the first attempt down,
+    // adds eth0 again and blocks in the gated delegate. Now the runtime gives up and DELs.
+    std::thread::scope(|s| {
+        let add = s.spawn(|| call("ADD"));
+        wait_for(&bin.join("reached"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let call = &call;
+        let del = s.spawn(move || {
+            let out = call("DEL");
+            let _ = tx.send(());
+            out
+        });
+        let finished_early = rx
+            .recv_timeout(std::time::Duration::from_millis(500))
+            .is_ok();
+        std::fs::write(bin.join("open"), b"").unwrap();
+        add.join().unwrap().assert_ok();
+        del.join().unwrap().assert_ok();
+        assert!(
+            !finished_early,
+            "DEL ran while the retried ADD held the container"
+        );
+    });
+    // The DEL came after the ADD, so nothing of the pod is left.
+    bed.assert_clean(&ns);
+    assert_eq!(bed.cni_files_of(&c), Vec::<String>::new());
+}
