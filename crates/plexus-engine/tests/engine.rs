@@ -1240,3 +1240,30 @@ fn the_phases_compose_and_a_guard_dropped_by_a_panic_still_rolls_back() {
         bed.all_cache_files()
     );
 }
+
+#[test]
+fn del_of_a_corrupt_entry_with_an_unusable_kubeconfig_is_try_again_later() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({"kubeconfig": "/nonexistent/kubeconfig"}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    corrupt(&bed, "ctr1.json");
+    corrupt(&bed, "ctr1.prev");
+    // The binary passes no client when the configured kubeconfig cannot be loaded.
+    let env = bed.env("DEL", "blue", "p");
+    let err = Engine {
+        config: &cfg,
+        env: &env,
+        exec: &bed.exec,
+        kube: None,
+        routes: &bed.routes,
+    }
+    .del()
+    .unwrap_err();
+    assert_eq!(err.code(), 11, "{err}");
+    assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
+    assert!(dels_of(&bed).is_empty());
+    assert_eq!(bed.cache_files(), ["ctr1.json"]);
+}
