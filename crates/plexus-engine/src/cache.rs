@@ -91,6 +91,10 @@ pub struct CachedAttachment {
     /// The final ADD result in the delegate's own version; `None` until the ADD returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// The device the attachment got (NADs with a `resourceName`). The config text above already
+    /// carries it; this record names it and its device-info file, which DEL removes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::device::AssignedDevice>,
 }
 
 /// The cache directory of one node.
@@ -433,6 +437,7 @@ mod tests {
                 is_default: false,
                 cni_args: String::new(),
                 result: None,
+                device: None,
             }],
         }
     }

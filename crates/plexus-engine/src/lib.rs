@@ -10,6 +10,7 @@ pub mod attach;
 pub mod cache;
 pub mod config;
 pub mod delegate;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod exec;
@@ -22,6 +23,7 @@ pub mod testing;
 
 pub use api::{ApiError, EventType, KubeApi, NadInfo, PodEvent, PodInfo};
 pub use config::PlexusConfig;
+pub use device::{DeviceError, DeviceLookup, DeviceMap};
 pub use engine::Engine;
 pub use error::{EngineError, GcFailure};
 pub use exec::{DelegateExec, ProcessExec};

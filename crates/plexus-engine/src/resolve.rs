@@ -59,6 +59,10 @@ pub struct Attachment {
     pub runtime_config: Map<String, Value>,
     /// The selection element that asked for it (`None` for cluster/default networks).
     pub selection: Option<NetworkSelectionElement>,
+    /// The NAD's `k8s.v1.cni.cncf.io/resourceName`: this delegate needs a device of it.
+    pub resource_name: Option<String>,
+    /// The device this attachment got (set by the plan phase, [`crate::device`]).
+    pub device: Option<crate::device::AssignedDevice>,
 }
 
 /// Where a network's config has to come from, before the batched NAD fetch.
@@ -145,6 +149,7 @@ pub fn resolve(
     let fetched = fetch_nads(&planned, kube, &pod_label)?;
     let mut out = Vec::with_capacity(planned.len());
     for (index, p) in planned.into_iter().enumerate() {
+        let mut resource_name = None;
         let (config, network) = match p.source {
             Source::Ready(c, n) => (c, n),
             Source::Nad {
@@ -155,7 +160,14 @@ pub fn resolve(
                 let network = format!("{namespace}/{name}");
                 let nad = fetched.get(&(namespace.clone(), name.clone()));
                 let config = match nad {
-                    Some(Ok(nad)) => nad_config(cfg, nad, &pod_label)?,
+                    Some(Ok(nad)) => {
+                        resource_name = nad
+                            .annotations
+                            .get(crate::device::RESOURCE_NAME_ANNOTATION)
+                            .map(|r| r.trim().to_owned())
+                            .filter(|r| !r.is_empty());
+                        nad_config(cfg, nad, &pod_label)?
+                    }
                     Some(Err(ApiError::NotFound { .. })) | None if fallback_to_file => {
                         find_conf_by_name(&cfg.conf_dir, &name).map_err(|reason| EngineError::NetworkConfig {
                             pod: pod_label.clone(),
@@ -211,6 +223,8 @@ pub fn resolve(
             is_default: p.is_default,
             runtime_config,
             selection: p.selection,
+            resource_name,
+            device: None,
         });
     }
     check_unique_ifnames(&out, &pod_label)?;

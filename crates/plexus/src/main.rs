@@ -15,7 +15,11 @@ mod events;
 
 fn main() -> ExitCode {
     if let Ok(payload) = std::env::var(events::EVENT_ENV) {
-        return if events::post_from_env(&payload) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return if events::post_from_env(&payload) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
@@ -86,12 +90,19 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
         // Off the critical path, so the whole API timeout is affordable.
         timeout: Duration::from_secs(config.api_timeout_secs),
     });
+    // Asked only when a NAD names a resourceName (ADD; DEL only when rebuilding a lost entry).
+    let devices = plexus_kubelet::KubeletDevices::new(
+        &config.pod_resources_socket,
+        &config.device_checkpoint_file,
+        Duration::from_secs(config.kubelet_timeout_secs),
+    );
     let engine = Engine {
         config: &config,
         env: &env,
         exec: &exec,
         kube: detached.as_ref().map(|k| k as &dyn KubeApi),
         routes: &IpRoutes,
+        devices: Some(&devices),
     };
     let outcome = match env.command {
         Command::Add => engine.add().map(|v| v.to_string()),
