@@ -308,3 +308,79 @@ fn more_nads_than_devices_fails_before_any_delegate() {
     assert!(bed.cni_files_of(&c).is_empty());
     assert_eq!(bed.api.count("PATCH", "/pods/short"), 0);
 }
+
+#[test]
+fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
+    const DRA: &str = "dra.example.com/sriov";
+    const DRIVER: &str = "sriov.dra.example.com";
+    let bed = Bed::new();
+    // No kubelet socket and no checkpoint: the devices come from DRA alone.
+    bed.resource_nad("blue", "dra-a", DRA, &bed.vf_conf("dra-a"));
+    bed.resource_nad("blue", "dra-b", DRA, &bed.vf_conf("dra-b"));
+    let attrs = |id: &str| {
+        json!({"k8s.cni.cncf.io/resourceName": {"string": DRA},
+               "k8s.cni.cncf.io/deviceID": {"string": id},
+               "dra.net/numaNode": {"int": 0}})
+    };
+    bed.api
+        .create_object(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+            "metadata": {"name": "node-1-sriov"},
+            "spec": {"driver": DRIVER, "nodeName": "node-1",
+                "pool": {"name": "node-1", "generation": 1, "resourceSliceCount": 1},
+                "devices": [
+                    {"name": "vf-0", "attributes": attrs("0000:81:00.2")},
+                    {"name": "vf-1", "attributes": attrs("0000:81:00.1")},
+                    {"name": "vf-2", "attributes": attrs("0000:81:00.3")}
+                ]}
+        }))
+        .unwrap();
+    // A slice of the same driver on another node is not read.
+    bed.api
+        .create_object(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+            "metadata": {"name": "node-2-sriov"},
+            "spec": {"driver": DRIVER, "nodeName": "node-2",
+                "pool": {"name": "node-1"},
+                "devices": [{"name": "vf-1", "attributes": attrs("0000:99:00.1")}]}
+        }))
+        .unwrap();
+    bed.api
+        .create_object(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "web-nics", "namespace": "blue"},
+            "spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "sriov", "count": 2}}]}},
+            "status": {"allocation": {"devices": {"results": [
+                {"request": "nic", "driver": DRIVER, "pool": "node-1", "device": "vf-2"},
+                {"request": "nic", "driver": DRIVER, "pool": "node-1", "device": "vf-1"}
+            ]}}}
+        }))
+        .unwrap();
+    let pod = bed.api.create_pod(json!({
+        "metadata": {"name": "dra", "namespace": "blue",
+            "annotations": {"k8s.v1.cni.cncf.io/networks": "dra-a, dra-b"}},
+        "spec": {"nodeName": "node-1", "resourceClaims": [{"name": "nics", "resourceClaimName": "web-nics"}]},
+        "status": {"resourceClaimStatuses": [{"name": "nics", "resourceClaimName": "web-nics"}]}
+    }));
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    let ns = NetNs::new("pxs").unwrap();
+    let c = cid("dra");
+    let config = bed.device_config(json!({}));
+    bed.api.clear_requests();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "dra", &uid, &config)
+        .assert_ok();
+    assert_eq!(
+        devices_seen(&bed),
+        vec![
+            seen("ADD", "net1", "0000:81:00.1"),
+            seen("ADD", "net2", "0000:81:00.3"),
+        ]
+    );
+    // The documented budget: one claim GET, one slice LIST per driver, one extra pod GET.
+    assert_eq!(bed.api.count("GET", "/resourceclaims/web-nics"), 1);
+    assert_eq!(bed.api.count("GET", "/resourceslices"), 1);
+    assert_eq!(bed.api.count("GET", "/pods/dra"), 2);
+    bed.call("DEL", &c, Some(ns.path()), "blue", "dra", &uid, &config)
+        .assert_ok();
+    bed.assert_clean(&ns);
+}

@@ -61,6 +61,56 @@ pub trait DeviceLookup: Send + Sync {
     fn devices(&self, pod: &PodRef, wanted: &[String]) -> Result<DeviceMap, DeviceError>;
 }
 
+/// Two sources in order: `primary` (the kubelet's device plugins) answers; `fallback` (DRA) is
+/// asked only for the wanted resources the primary's answer lacks, so pods whose resources come
+/// from device plugins pay nothing for DRA. When the primary failed and the fallback does not
+/// supply every wanted resource either, the primary's error is returned: it is the one that
+/// explains a device-plugin resource.
+#[derive(Clone, Copy)]
+pub struct Fallback<'a> {
+    pub primary: &'a dyn DeviceLookup,
+    pub fallback: Option<&'a dyn DeviceLookup>,
+}
+
+impl std::fmt::Debug for Fallback<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fallback")
+            .field("fallback", &self.fallback.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceLookup for Fallback<'_> {
+    fn devices(&self, pod: &PodRef, wanted: &[String]) -> Result<DeviceMap, DeviceError> {
+        let first = self.primary.devices(pod, wanted);
+        let mut map = first.clone().unwrap_or_default();
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|r| map.get(*r).is_none_or(Vec::is_empty))
+            .cloned()
+            .collect();
+        let Some(fallback) = self.fallback.filter(|_| !missing.is_empty()) else {
+            return first;
+        };
+        let more = match (fallback.devices(pod, &missing), &first) {
+            (Ok(m), _) => m,
+            (Err(e), Err(_)) => {
+                tracing::debug!(pod = %pod, "fallback device source failed too: {e}");
+                return first;
+            }
+            (Err(e), Ok(_)) => return Err(e),
+        };
+        for (resource, ids) in more {
+            map.entry(resource).or_default().extend(ids);
+        }
+        let still_missing = missing.iter().any(|r| map.get(r).is_none_or(Vec::is_empty));
+        match first {
+            Err(e) if still_missing => Err(e),
+            _ => Ok(map),
+        }
+    }
+}
+
 /// The device one attachment got; recorded in the cache entry so that DEL and CHECK hand the
 /// delegate the same device without asking the kubelet (which may have released it already).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,6 +485,41 @@ mod tests {
             a.runtime_config["CNIDeviceInfoFile"],
             "/run/devinfo/cni/blue-a-cid_net1"
         );
+    }
+
+    #[test]
+    fn the_fallback_is_asked_only_for_what_the_primary_lacks() {
+        use crate::testing::FakeDevices;
+        let pod = PodRef {
+            namespace: "blue".into(),
+            name: "p".into(),
+            uid: "u".into(),
+        };
+        let (kubelet, dra) = (FakeDevices::default(), FakeDevices::default());
+        kubelet.allocate("blue/p", "dp/vf", &["0000:01:00.1"]);
+        dra.allocate("blue/p", "dra/nic", &["0000:02:00.1"]);
+        let both = Fallback {
+            primary: &kubelet,
+            fallback: Some(&dra),
+        };
+        let wanted = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Everything from the device plugins: DRA is not asked.
+        let m = both.devices(&pod, &wanted(&["dp/vf"])).unwrap();
+        assert_eq!(m["dp/vf"], ["0000:01:00.1"]);
+        assert!(dra.log().is_empty());
+        // A DRA resource: asked for that one only.
+        let m = both.devices(&pod, &wanted(&["dp/vf", "dra/nic"])).unwrap();
+        assert_eq!(m["dra/nic"], ["0000:02:00.1"]);
+        assert_eq!(dra.log(), ["blue/p wanted=dra/nic"]);
+        // No kubelet at all: DRA alone serves a DRA-only pod...
+        *kubelet.fail.lock().unwrap() = Some(DeviceError::Unavailable("no kubelet".into()));
+        let m = both.devices(&pod, &wanted(&["dra/nic"])).unwrap();
+        assert_eq!(m["dra/nic"], ["0000:02:00.1"]);
+        // ...but a device-plugin resource then gets the kubelet's error.
+        let e = both
+            .devices(&pod, &wanted(&["dp/vf", "dra/nic"]))
+            .unwrap_err();
+        assert_eq!(e, DeviceError::Unavailable("no kubelet".into()));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! off so that these counts hold on the wire and so that a sick API server fails the call fast; the
 //! container runtime retries the whole ADD (CNI error code 11), which is the right level for it.
 
+pub mod dra;
+
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -96,6 +96,12 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
         &config.device_checkpoint_file,
         Duration::from_secs(config.kubelet_timeout_secs),
     );
+    // DRA claims are read through the API only for resources the kubelet's device plugins lack.
+    let dra = kube.as_ref().map(|(k, _)| plexus_kube::dra::DraDevices(k));
+    let devices = plexus_engine::device::Fallback {
+        primary: &devices,
+        fallback: dra.as_ref().map(|d| d as &dyn plexus_engine::DeviceLookup),
+    };
     let engine = Engine {
         config: &config,
         env: &env,
