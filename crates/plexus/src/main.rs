@@ -86,7 +86,7 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
         ),
     }
     let kube = if env.command == Command::Add {
-        live_kube(&config, &version)?
+        live_kube(&config, &version, budget.work_deadline())?
     } else {
         None
     };
@@ -111,6 +111,9 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
         Command::Gc => engine.gc().map(|()| String::new()),
         Command::Version => unreachable!("handled above"),
     };
+    if let Some(retries) = kube.as_ref().map(|(k, _)| k.retries()).filter(|n| *n > 0) {
+        tracing::info!(command = env.command.as_str(), container = %env.container_id, retries, "API requests were retried");
+    }
     outcome.map_err(|e| {
         tracing::error!(command = env.command.as_str(), container = %env.container_id, "{e}");
         e.to_cni_error(&version)
@@ -120,12 +123,13 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
 fn live_kube(
     config: &PlexusConfig,
     version: &str,
+    deadline: Instant,
 ) -> Result<Option<(plexus_kube::LiveKube, plexus_kube::Credentials)>, CniError> {
     let Some(creds) = plexus_kube::Credentials::detect(config.kubeconfig.as_deref()) else {
         return Ok(None);
     };
     plexus_kube::LiveKube::new(&creds, Duration::from_secs(config.api_timeout_secs))
-        .map(|k| Some((k, creds)))
+        .map(|k| Some((k.with_deadline(deadline), creds)))
         .map_err(|e| {
             CniError::new(
                 codes::INVALID_CONFIG,
