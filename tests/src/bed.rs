@@ -2,7 +2,7 @@
 //! config pointing at both, and helpers to create pods and NADs, call `plexus` like a runtime
 //! and check that nothing is left behind.
 
-use crate::cni::{Call, Node, Outcome, exec_plexus_with_path, k8s_args, link_names, recorded, recorder_cni_path};
+use crate::cni::{Call, Node, Outcome, exec_plexus_with_path, k8s_args, link_names, recorded, recorder_cni_path, spawn_plexus_with_path};
 use crate::fakeapi::{FakeApiOptions, FakeApiServer};
 use crate::netns::NetNs;
 use serde_json::{Value, json};
@@ -114,11 +114,20 @@ impl Bed {
 
     /// A recorder cluster conflist file of version 1.1.0 (`fail` scripts failing verbs).
     pub fn recorder_cluster(&self, fail: Value) -> PathBuf {
+        self.recorder_cluster_with(json!({"fail": fail}))
+    }
+
+    /// A recorder cluster conflist file of version 1.1.0 with `extra` keys in its plugin.
+    pub fn recorder_cluster_with(&self, extra: Value) -> PathBuf {
         let p = self.node.root.path().join("cluster-rec.conflist");
+        let mut plugin = json!({"type": "cni-recorder", "recordFile": self.record, "address": "10.99.0.5/24"});
+        if let (Some(c), Some(e)) = (plugin.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
         let c = json!({
             "cniVersion": "1.1.0",
             "name": "rec-cluster",
-            "plugins": [{"type": "cni-recorder", "recordFile": self.record, "address": "10.99.0.5/24", "fail": fail}]
+            "plugins": [plugin]
         });
         std::fs::write(&p, c.to_string()).expect("write cluster conflist");
         p
@@ -129,6 +138,110 @@ impl Bed {
         assert_eq!(link_names(pod_ns), vec!["lo"], "interfaces left in the pod netns");
         assert_eq!(self.node.leases(), Vec::<String>::new(), "host-local leases left");
         assert_eq!(self.node.cache_entries(), Vec::<String>::new(), "cache entries left");
+    }
+}
+
+/// One pod sandbox as the runtime sees it: the pod in the API server, its netns and its
+/// container ID.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub ns: NetNs,
+    pub cid: String,
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+}
+
+impl Bed {
+    /// Creates pod `namespace/pod` (with `networks` as its selection annotation, when given), a
+    /// netns and a container ID for its sandbox.
+    pub fn sandbox(&self, namespace: &str, pod: &str, networks: Option<&str>) -> Sandbox {
+        let uid = self.pod(namespace, pod, networks);
+        let ns = NetNs::new("pxf").expect("netns");
+        Sandbox { ns, cid: cid(pod), namespace: namespace.to_owned(), pod: pod.to_owned(), uid }
+    }
+
+    fn sandbox_call<'a>(&self, command: &'a str, sb: &'a Sandbox, netns: Option<&'a Path>, config: &'a Value) -> Call<'a> {
+        Call { command, container_id: &sb.cid, netns, ifname: "eth0", args: k8s_args(&sb.namespace, &sb.pod, &sb.uid, &sb.cid), config }
+    }
+
+    /// ADD of the sandbox, as the runtime's RunPodSandbox does it.
+    pub fn add(&self, sb: &Sandbox, config: &Value) -> Outcome {
+        exec_plexus_with_path(&self.sandbox_call("ADD", sb, Some(sb.ns.path()), config), &self.cni_path).expect("exec plexus")
+    }
+
+    /// Starts the ADD of the sandbox and returns at once (to SIGKILL plexus mid-call).
+    pub fn spawn_add(&self, sb: &Sandbox, config: &Value) -> std::process::Child {
+        spawn_plexus_with_path(&self.sandbox_call("ADD", sb, Some(sb.ns.path()), config), &self.cni_path).expect("spawn plexus")
+    }
+
+    /// containerd's two DELs of a sandbox (StopPodSandbox with the netns, RemovePodSandbox
+    /// without); both must succeed.
+    pub fn teardown(&self, sb: &Sandbox, config: &Value) {
+        for netns in [Some(sb.ns.path()), None] {
+            exec_plexus_with_path(&self.sandbox_call("DEL", sb, netns, config), &self.cni_path).expect("exec plexus").assert_ok();
+        }
+    }
+
+    /// Creates NAD `ns/name` running the `cni-recorder` with `extra` keys (`sleep`, `background`,
+    /// `fail`, ... see the recorder's docs).
+    pub fn recorder_nad(&self, ns: &str, name: &str, extra: Value) {
+        let mut conf = self.recorder_conf(name);
+        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        self.nad(ns, name, &conf);
+    }
+
+    /// Every file in the cache directory (entries, lock files, temporary files).
+    pub fn cache_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.node.cni_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Asserts that no trace of a failed ADD is left: only `lo` in the netns, no lease, and no
+    /// file at all in the cache directory (no entry, no lock, no temporary file).
+    pub fn assert_no_trace(&self, sb: &Sandbox) {
+        self.assert_clean(&sb.ns);
+        assert_eq!(self.cache_files(), Vec::<String>::new(), "files left in cniDir");
+    }
+
+    /// The recorder's records of `command` for network `name`.
+    pub fn records_of(&self, command: &str, name: &str) -> Vec<Value> {
+        self.records().into_iter().filter(|r| r["command"] == command && r["stdin"]["name"] == name).collect()
+    }
+}
+
+/// Whether any live (not zombie) process is in process group `pgid`. A killed delegate whose
+/// parent died stays a zombie until init reaps it, and a zombie runs nothing.
+pub fn group_alive(pgid: u64) -> bool {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { return false };
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after its ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+    })
+}
+
+/// Polls `cond` every 50 ms for up to `limit`; true once it holds. For waiting on effects of
+/// another process (never for asserting how long something took).
+pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -85,6 +85,17 @@ pub fn exec_plexus(call: &Call<'_>) -> Result<Outcome> {
 
 /// [`exec_plexus`] with `CNI_PATH` set to `cni_path` (e.g. `/usr/lib/cni:<recorder dir>`).
 pub fn exec_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<Outcome> {
+    let out = spawn_plexus_with_path(call, cni_path)?.wait_with_output()?;
+    Ok(Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Starts `plexus` as [`exec_plexus_with_path`] does, with the config written to its stdin, and
+/// returns without waiting (to kill it mid-call as a runtime whose deadline passed does).
+pub fn spawn_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<std::process::Child> {
     let mut cmd = Command::new(plexus_bin());
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -105,12 +116,7 @@ pub fn exec_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<Outcome>
         .take()
         .context("stdin")?
         .write_all(call.config.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    Ok(Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    Ok(child)
 }
 
 /// Makes `dir` hold a `cni-recorder` symlink to the workspace's recorder plugin and returns the
