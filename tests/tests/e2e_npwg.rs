@@ -298,7 +298,8 @@ fn default_network_annotation_replaces_the_cluster_network() {
     );
     let status = bed.status_of("blue", "dn");
     assert_eq!(status.len(), 1);
-    assert_eq!(status[0]["name"], "alt-cluster");
+    // Multus names the override `<multusNamespace>/<name>`.
+    assert_eq!(status[0]["name"], "kube-system/alt-cluster");
     assert_eq!(status[0]["default"], true);
     bed.call("DEL", &c, Some(ns.path()), "blue", "dn", &uid, &config)
         .assert_ok();

@@ -154,10 +154,14 @@ pub fn resolve(
             } => {
                 let network = format!("{namespace}/{name}");
                 let nad = fetched.get(&(namespace.clone(), name.clone()));
-                let config = match nad {
-                    Some(Ok(nad)) => nad_config(cfg, nad, &pod_label)?,
+                match nad {
+                    // Named `<ns>/<name>` in network-status, the cluster network too (Multus
+                    // writes `kube-system/<name>` for a NAD-backed cluster or default network).
+                    Some(Ok(nad)) => (nad_config(cfg, nad, &pod_label)?, network),
+                    // A config file found by name is named by its plain network name, as Multus
+                    // names every delegate loaded from a file.
                     Some(Err(ApiError::NotFound { .. })) | None if fallback_to_file => {
-                        find_conf_by_name(&cfg.conf_dir, &name).map_err(|reason| EngineError::NetworkConfig {
+                        let config = find_conf_by_name(&cfg.conf_dir, &name).map_err(|reason| EngineError::NetworkConfig {
                             pod: pod_label.clone(),
                             network: network.clone(),
                             reason,
@@ -168,7 +172,8 @@ pub fn resolve(
                                 "no network-attachment-definition {network} and no config named {name:?} in {}",
                                 cfg.conf_dir.display()
                             ),
-                        })?
+                        })?;
+                        (config, name)
                     }
                     Some(Err(ApiError::NotFound { .. })) | None => {
                         return Err(EngineError::NetworkNotFound {
@@ -184,14 +189,7 @@ pub fn resolve(
                             source: e.clone(),
                         });
                     }
-                };
-                // The status names a NAD-backed cluster network by its config name, as Multus does.
-                let network = if p.is_default && !config.name.is_empty() {
-                    config.name.clone()
-                } else {
-                    network
-                };
-                (config, network)
+                }
             }
         };
         let ifname = match (&p.selection, p.is_default) {
@@ -412,8 +410,9 @@ pub fn local_config(
     r: &ClusterNetwork,
 ) -> Result<Option<(NetworkConfig, String)>, String> {
     match r {
-        ClusterNetwork::Name(name) => Ok(find_conf_by_name(&cfg.conf_dir, name)?
-            .map(|c| (c, format!("{}/{name}", cfg.multus_namespace)))),
+        ClusterNetwork::Name(name) => {
+            Ok(find_conf_by_name(&cfg.conf_dir, name)?.map(|c| (c, name.clone())))
+        }
         other => match plan_ref(cfg, other, "STATUS/GC") {
             Ok(Source::Ready(c, name)) => Ok(Some((c, name))),
             Ok(Source::Nad { .. }) => Ok(None),
