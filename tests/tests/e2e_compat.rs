@@ -3,7 +3,7 @@
 //! fake API server.
 
 use plexus_e2e::bed::{Bed, STATUS_KEY, cid};
-use plexus_e2e::cni::ipv4_of;
+use plexus_e2e::cni::{ipv4_of, mac_of};
 use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
 
@@ -88,5 +88,129 @@ fn network_status_names_and_dns_match_multus() {
     assert_eq!(names(&status), vec!["kube-system/calico-conf", "always"]);
     bed.call("DEL", &c, Some(ns.path()), "blue", "ovr", &uid, &config)
         .assert_ok();
+    bed.assert_clean(&ns);
+}
+
+/// The NAD of Multus's `examples/macvlan-pod.yml` on this node's macvlan master.
+fn multus_macvlan_conf(bed: &Bed) -> Value {
+    json!({
+        "cniVersion": "0.3.1",
+        "plugins": [
+            {
+                "type": "macvlan",
+                "capabilities": {"ips": true},
+                "master": bed.node.macvlan_master,
+                "mode": "bridge",
+                "ipam": {"type": "static", "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.1.1"}]}
+            },
+            {"capabilities": {"mac": true}, "type": "tuning"}
+        ]
+    })
+}
+
+/// The annotation of Multus's `examples/macvlan-pod.yml`, verbatim: `gateway` is a pre-NPWG key.
+const MULTUS_MACVLAN_POD: &str = r#"[
+            { "name": "macvlan-conf",
+              "ips": [ "10.1.1.101/24" ],
+              "mac": "c2:b0:57:49:47:f1",
+              "gateway": [ "10.1.1.1" ]
+            }]"#;
+
+#[test]
+fn multus_example_with_a_gateway_key_attaches_with_a_warning() {
+    let bed = Bed::new();
+    bed.nad("blue", "macvlan-conf", &multus_macvlan_conf(&bed));
+    let uid = bed.pod("blue", "samplepod", Some(MULTUS_MACVLAN_POD));
+    let ns = NetNs::new("pxk").unwrap();
+    let c = cid("gw");
+    let config = bed.config(json!({"events": true}));
+    let out = bed.call(
+        "ADD",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "samplepod",
+        &uid,
+        &config,
+    );
+    out.assert_ok();
+    assert_eq!(ipv4_of(&ns, "net1"), vec!["10.1.1.101/24"]);
+    assert_eq!(mac_of(&ns, "net1").as_deref(), Some("c2:b0:57:49:47:f1"));
+    let warning = r#"k8s.v1.cni.cncf.io/networks: network selection element 1 ("blue/macvlan-conf"): unknown key "gateway" ignored"#;
+    assert!(out.stderr.contains(warning), "{}", out.stderr);
+    let events = bed.wait_for_events(2);
+    let warn = events
+        .iter()
+        .find(|e| e["type"] == "Warning")
+        .unwrap_or_else(|| panic!("no Warning event in {events:?}"));
+    assert_eq!(warn["reason"], "IgnoredSelectionKeys");
+    assert_eq!(warn["involvedObject"]["name"], "samplepod");
+    let msg = warn["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(warning) && msg.contains("strictSelection"),
+        "{msg}"
+    );
+    assert!(events.iter().any(|e| e["type"] == "Normal"), "{events:?}");
+    bed.call(
+        "DEL",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "samplepod",
+        &uid,
+        &config,
+    )
+    .assert_ok();
+    bed.assert_clean(&ns);
+}
+
+#[test]
+fn strict_selection_rejects_unknown_keys_and_wrong_types_always_fail() {
+    let bed = Bed::new();
+    bed.nad("blue", "macvlan-conf", &multus_macvlan_conf(&bed));
+    let ns = NetNs::new("pxk").unwrap();
+    let strict = bed.config(json!({"strictSelection": true}));
+    let uid = bed.pod("blue", "strict", Some(MULTUS_MACVLAN_POD));
+    let msg = bed
+        .call(
+            "ADD",
+            &cid("st"),
+            Some(ns.path()),
+            "blue",
+            "strict",
+            &uid,
+            &strict,
+        )
+        .assert_error(7);
+    assert!(
+        msg.contains("blue/strict")
+            && msg.contains("blue/macvlan-conf")
+            && msg.contains(r#"unknown key "gateway""#),
+        "{msg}"
+    );
+    bed.assert_clean(&ns);
+
+    // A known key with the wrong type is an error in the default (lenient) mode too.
+    let lenient = bed.config(json!({}));
+    let uid = bed.pod(
+        "blue",
+        "badmac",
+        Some(r#"[{"name": "macvlan-conf", "mac": 5}]"#),
+    );
+    let msg = bed
+        .call(
+            "ADD",
+            &cid("bm"),
+            Some(ns.path()),
+            "blue",
+            "badmac",
+            &uid,
+            &lenient,
+        )
+        .assert_error(7);
+    assert!(
+        msg.contains("blue/badmac") && msg.contains(r#""mac" must be a string, found 5"#),
+        "{msg}"
+    );
     bed.assert_clean(&ns);
 }

@@ -387,19 +387,6 @@ fn a_missing_pod_is_retried_briefly_then_code_11_with_no_fabricated_result() {
     assert!(bed.node.cache_entries().is_empty());
 }
 
-/// The server's events once there are at least `n` (panics after 10 s).
-fn wait_for_events(api: &plexus_e2e::fakeapi::FakeApiServer, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let events = api.events();
-        if events.len() >= n || std::time::Instant::now() > deadline {
-            assert!(events.len() >= n, "expected {n} events, got {events:?}");
-            return events;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn events_list_the_attachments_or_the_failure() {
     let bed = Bed::new();
@@ -423,7 +410,7 @@ fn events_list_the_attachments_or_the_failure() {
     bed.call("ADD", &c, Some(ns.path()), "blue", "ev", &uid, &config)
         .assert_ok();
     // Events are posted by a detached process after the result is returned: wait for them.
-    let events = wait_for_events(&bed.api, 1);
+    let events = bed.wait_for_events(1);
     assert_eq!(events.len(), 1, "{events:?}");
     let ev = &events[0];
     assert_eq!(ev["type"], "Normal");
@@ -457,7 +444,7 @@ fn events_list_the_attachments_or_the_failure() {
         &config,
     );
     let err = out.assert_error(103);
-    let events = wait_for_events(&bed.api, 2);
+    let events = bed.wait_for_events(2);
     let warn = events
         .iter()
         .find(|e| e["type"] == "Warning")

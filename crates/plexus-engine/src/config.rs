@@ -59,6 +59,9 @@ pub struct PlexusConfig {
     pub runtime_config: Map<String, Value>,
     /// `events`: post a Kubernetes Event per ADD (Normal on success, Warning on failure).
     pub events: bool,
+    /// `strictSelection`: reject unknown keys in selection elements (NPWG's reading) instead of
+    /// ignoring them with a warning (Multus's behaviour, the default).
+    pub strict_selection: bool,
     /// GC only: `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) the runtime sent.
     pub valid_attachments: Vec<ValidAttachment>,
 }
@@ -181,6 +184,7 @@ impl PlexusConfig {
                 Some(v) => return Err(ConfigError::new("runtimeConfig", v, "must be an object")),
             },
             events: boolean(m, "events")?.unwrap_or(true),
+            strict_selection: boolean(m, "strictSelection")?.unwrap_or(false),
             valid_attachments: valid_attachments(m)?,
         })
     }
@@ -344,6 +348,18 @@ mod tests {
         assert_eq!(c.conf_dir, PathBuf::from(DEFAULT_CONF_DIR));
         assert!(!c.namespace_isolation);
         assert!(c.log_to_stderr);
+        assert!(
+            !c.strict_selection,
+            "unknown selection keys are ignored, as Multus does"
+        );
+    }
+
+    #[test]
+    fn strict_selection_switch() {
+        let c = parse(json!({"clusterNetwork": "a", "strictSelection": true})).unwrap();
+        assert!(c.strict_selection);
+        let e = parse(json!({"clusterNetwork": "a", "strictSelection": 1})).unwrap_err();
+        assert_eq!(e.key, "strictSelection");
     }
 
     #[test]

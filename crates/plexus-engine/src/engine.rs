@@ -6,6 +6,7 @@ use crate::config::PlexusConfig;
 use crate::delegate::{Chain, ChainError, Invocation};
 use crate::error::EngineError;
 use crate::exec::DelegateExec;
+use crate::request;
 use crate::resolve::{Attachment, PodRef, local_config, resolve};
 use crate::routes::{self, NetnsRoutes, RouteMove};
 use plexus_cni::{CniArgs, CniEnv, CniError, CniResult, CniVersion, NetworkConfig};
@@ -150,19 +151,38 @@ impl Engine<'_> {
         }
         let label = self.pod_label(pod);
         let (annotations, api_uid) = self.pod_annotations(pod)?;
-        let selections =
-            match (pod, annotations.get(NETWORKS_ANNOTATION)) {
-                (Some(p), Some(text)) => plexus_netattach::parse_networks(text, &p.namespace)
-                    .map_err(|source| EngineError::Annotation {
-                        pod: label.clone(),
-                        source,
-                    })?,
-                _ => Vec::new(),
-            };
+        let mut ignored = Vec::new();
+        let selections = match (pod, annotations.get(NETWORKS_ANNOTATION)) {
+            (Some(p), Some(text)) => {
+                let (elements, skipped) =
+                    request::parse_annotation(self.config, NETWORKS_ANNOTATION, text, &p.namespace)
+                        .map_err(|source| EngineError::Annotation {
+                            pod: label.clone(),
+                            source,
+                        })?;
+                ignored.extend(skipped);
+                elements
+            }
+            _ => Vec::new(),
+        };
         let cluster_override = match annotations.get(DEFAULT_NETWORK_ANNOTATION) {
-            Some(text) if pod.is_some() => Some(self.default_network(text, &label)?),
+            Some(text) if pod.is_some() => {
+                Some(self.default_network(text, &label, &mut ignored)?)
+            }
             _ => None,
         };
+        if let (Some(p), false) = (pod, ignored.is_empty()) {
+            ignored.iter().for_each(|w| tracing::warn!(pod = %p, "{w}"));
+            let uid = api_uid.as_deref().unwrap_or(&p.uid);
+            let message = request::ignored_keys_message(&ignored);
+            self.event(
+                p,
+                uid,
+                EventType::Warning,
+                request::IGNORED_KEYS_REASON,
+                message,
+            );
+        }
         let attachments = resolve(
             self.config,
             self.env,
@@ -173,7 +193,7 @@ impl Engine<'_> {
         )?;
         let attachments = attachments
             .into_iter()
-            .map(|a| crate::request::apply_selection(a, &label))
+            .map(|a| request::apply_selection(a, &label))
             .collect::<Result<Vec<_>, _>>()?;
         // Conflicting explicit gateways fail here, before anything runs.
         routes::plan(&attachments, None).map_err(|reason| EngineError::DefaultRoute {
@@ -302,13 +322,20 @@ impl Engine<'_> {
         &self,
         text: &str,
         label: &str,
+        ignored: &mut Vec<String>,
     ) -> Result<plexus_netattach::NetworkSelectionElement, EngineError> {
         let bad = |reason: String| EngineError::DefaultNetwork {
             pod: label.to_owned(),
             reason,
         };
-        let mut v = plexus_netattach::parse_networks(text, &self.config.multus_namespace)
-            .map_err(|e| bad(e.to_string()))?;
+        let (mut v, skipped) = request::parse_annotation(
+            self.config,
+            DEFAULT_NETWORK_ANNOTATION,
+            text,
+            &self.config.multus_namespace,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        ignored.extend(skipped);
         match v.len() {
             1 => Ok(v.remove(0)),
             n => Err(bad(format!(

@@ -2,10 +2,46 @@
 //! `cni-args`. A request that no plugin of the delegate can honour fails the attachment (NPWG
 //! §4.1.2.1.3–10) instead of being dropped silently.
 
+use crate::config::PlexusConfig;
 use crate::error::EngineError;
 use crate::resolve::Attachment;
 use plexus_cni::NetworkConfig;
+use plexus_netattach::{NetworkSelectionElement, SelectionError, UnknownKeys};
 use serde_json::{Map, Value, json};
+
+/// Reason of the Warning event that names selection keys Plexus skipped.
+pub const IGNORED_KEYS_REASON: &str = "IgnoredSelectionKeys";
+
+/// Parses the selection annotation `annotation` (its key, for messages) with the unknown-key
+/// policy of `strictSelection`. Returns the elements and one warning per skipped key, naming the
+/// annotation, the element and the key.
+pub fn parse_annotation(
+    cfg: &PlexusConfig,
+    annotation: &str,
+    text: &str,
+    namespace: &str,
+) -> Result<(Vec<NetworkSelectionElement>, Vec<String>), SelectionError> {
+    let unknown = if cfg.strict_selection {
+        UnknownKeys::Reject
+    } else {
+        UnknownKeys::Ignore
+    };
+    let parsed = plexus_netattach::parse_selection(text, namespace, unknown)?;
+    let warnings = parsed
+        .ignored
+        .iter()
+        .map(|i| format!("{annotation}: {i}"))
+        .collect();
+    Ok((parsed.elements, warnings))
+}
+
+/// The Warning event text for skipped keys: what was skipped, why, and how to refuse instead.
+pub fn ignored_keys_message(warnings: &[String]) -> String {
+    format!(
+        "{} (Multus ignores unknown selection keys; set \"strictSelection\": true to reject them)",
+        warnings.join("; ")
+    )
+}
 
 /// Fills `runtime_config` from the selection and merges `cni-args` into every plugin's
 /// `args.cni` (the pod's values win over the NAD's).
