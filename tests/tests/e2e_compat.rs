@@ -214,3 +214,126 @@ fn strict_selection_rejects_unknown_keys_and_wrong_types_always_fail() {
     );
     bed.assert_clean(&ns);
 }
+
+fn default_routes(ns: &NetNs) -> Vec<(String, String)> {
+    ns.ip_json(&["route", "show", "default"])
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (s("dev"), s("gateway"))
+        })
+        .collect()
+}
+
+/// Multus's e2e `default-route1`: a static-IPAM macvlan NAD that declares no capability, and pods
+/// asking for `ips` (one also for the default route). The addresses reach `static` via `IP=`.
+#[test]
+fn ips_for_a_nad_without_the_capability_reach_static_ipam_through_cni_args() {
+    let bed = Bed::new();
+    let nad = json!({
+        "cniVersion": "0.4.0",
+        "plugins": [{
+            "type": "macvlan",
+            "master": bed.node.macvlan_master,
+            "mode": "bridge",
+            "ipam": {"type": "static"}
+        }]
+    });
+    bed.nad("blue", "default-route-config", &nad);
+    let config = bed.config(json!({}));
+    let ann1 = r#"[
+            { "name": "default-route-config",
+              "ips": [ "10.1.1.21/24" ] ,
+              "default-route": [ "10.1.1.254" ] }
+    ]"#;
+    let ann2 = r#"[
+            { "name": "default-route-config",
+              "ips": [ "10.1.1.22/24" ] }
+    ]"#;
+    let (ns1, ns2) = (NetNs::new("pxp").unwrap(), NetNs::new("pxp").unwrap());
+    let (c1, c2) = (cid("dr1"), cid("dr2"));
+    let u1 = bed.pod("blue", "default-route-worker1", Some(ann1));
+    let u2 = bed.pod("blue", "default-route-worker2", Some(ann2));
+    bed.call(
+        "ADD",
+        &c1,
+        Some(ns1.path()),
+        "blue",
+        "default-route-worker1",
+        &u1,
+        &config,
+    )
+    .assert_ok();
+    bed.call(
+        "ADD",
+        &c2,
+        Some(ns2.path()),
+        "blue",
+        "default-route-worker2",
+        &u2,
+        &config,
+    )
+    .assert_ok();
+    assert_eq!(ipv4_of(&ns1, "net1"), vec!["10.1.1.21/24"]);
+    assert_eq!(ipv4_of(&ns2, "net1"), vec!["10.1.1.22/24"]);
+    assert_eq!(
+        default_routes(&ns1),
+        vec![("net1".to_owned(), "10.1.1.254".to_owned())]
+    );
+    assert!(default_routes(&ns2).is_empty());
+    let status = bed.status_of("blue", "default-route-worker1");
+    assert_eq!(status[1]["ips"], json!(["10.1.1.21"]));
+    assert_eq!(status[1]["gateway"], json!(["10.1.1.254"]));
+    bed.call(
+        "DEL",
+        &c1,
+        Some(ns1.path()),
+        "blue",
+        "default-route-worker1",
+        &u1,
+        &config,
+    )
+    .assert_ok();
+    bed.call(
+        "DEL",
+        &c2,
+        Some(ns2.path()),
+        "blue",
+        "default-route-worker2",
+        &u2,
+        &config,
+    )
+    .assert_ok();
+    bed.assert_clean(&ns1);
+    bed.assert_clean(&ns2);
+}
+
+/// `mac` for a NAD without the `mac` capability reaches the delegate as `MAC=` (the macvlan and
+/// tuning plugins read it there).
+#[test]
+fn mac_for_a_nad_without_the_capability_reaches_the_delegate_through_cni_args() {
+    let bed = Bed::new();
+    bed.nad(
+        "blue",
+        "plain-mac",
+        &bed.node.macvlan_config("plain-mac", "10.78.31.0/24"),
+    );
+    let uid = bed.pod(
+        "blue",
+        "mac",
+        Some(r#"[{"name": "plain-mac", "mac": "c2:b0:57:49:47:f2"}]"#),
+    );
+    let ns = NetNs::new("pxm").unwrap();
+    let c = cid("mac");
+    let config = bed.config(json!({}));
+    bed.call("ADD", &c, Some(ns.path()), "blue", "mac", &uid, &config)
+        .assert_ok();
+    assert_eq!(mac_of(&ns, "net1").as_deref(), Some("c2:b0:57:49:47:f2"));
+    bed.call("DEL", &c, Some(ns.path()), "blue", "mac", &uid, &config)
+        .assert_ok();
+    bed.assert_clean(&ns);
+}

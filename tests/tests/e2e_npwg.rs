@@ -809,7 +809,7 @@ fn a_capability_the_nad_cannot_honour_fails_naming_it() {
     let uid = bed.pod_annotated(
         "blue",
         "cap",
-        json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "plain-mv", "mac": "02:11:22:33:44:55"}]"#}),
+        json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "plain-mv", "bandwidth": {"ingressRate": 100000, "ingressBurst": 100000}}]"#}),
     );
     let ns = NetNs::new("pxc").unwrap();
     let msg = bed
@@ -824,7 +824,7 @@ fn a_capability_the_nad_cannot_honour_fails_naming_it() {
         )
         .assert_error(7);
     assert!(
-        msg.contains("blue/cap") && msg.contains("blue/plain-mv") && msg.contains("\"mac\""),
+        msg.contains("blue/cap") && msg.contains("blue/plain-mv") && msg.contains("\"bandwidth\""),
         "{msg}"
     );
     assert_eq!(plexus_e2e::cni::link_names(&ns), vec!["lo"]);

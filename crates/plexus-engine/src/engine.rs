@@ -217,11 +217,11 @@ impl Engine<'_> {
             .write(&entry)
             .map_err(|source| self.cache_err("write", source))?;
 
-        let inv = self.invocation(&args);
         let mut results: Vec<Value> = Vec::with_capacity(attachments.len());
         for (i, att) in attachments.iter().enumerate() {
             let chain = chain_of(att)?;
-            match chain.add(&inv) {
+            let att_args = entry.attachments[i].cni_args.clone();
+            match chain.add(&self.invocation(&att_args)) {
                 Ok(result) => {
                     entry.attachments[i].result = Some(result.clone());
                     results.push(result);
@@ -474,7 +474,7 @@ impl Engine<'_> {
                     config: a.config.to_value().to_string(),
                     runtime_config: a.runtime_config.clone(),
                     is_default: a.is_default,
-                    cni_args: args.to_owned(),
+                    cni_args: request::delegate_args(args, a),
                     result: None,
                 })
                 .collect(),

@@ -1,6 +1,8 @@
 //! What a selection element asks of its delegate: capability arguments (`runtimeConfig`) and
 //! `cni-args`. A request that no plugin of the delegate can honour fails the attachment (NPWG
-//! §4.1.2.1.3–10) instead of being dropped silently.
+//! §4.1.2.1.3–10) instead of being dropped silently — except `ips` and `mac`, which reach a
+//! delegate that does not declare them through `CNI_ARGS` (`IP=`, `MAC=`), as Multus passes them:
+//! the static IPAM plugin, host-local, tuning, macvlan and sriov read them there.
 
 use crate::config::PlexusConfig;
 use crate::error::EngineError;
@@ -83,6 +85,19 @@ pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, Eng
         rc.insert("deviceID".into(), json!(dev));
     }
     let caps = att.config.capabilities();
+    for (key, arg) in [("ips", "IP"), ("mac", "MAC")] {
+        if caps.contains(key) {
+            continue;
+        }
+        match rc.remove(key) {
+            Some(Value::Array(ips)) => {
+                let ips: Vec<&str> = ips.iter().filter_map(Value::as_str).collect();
+                att.cni_args.push((arg.to_owned(), ips.join(",")));
+            }
+            Some(Value::String(mac)) => att.cni_args.push((arg.to_owned(), mac)),
+            _ => {}
+        }
+    }
     if let Some(missing) = rc.keys().find(|k| !caps.contains(*k)) {
         return Err(EngineError::NetworkConfig {
             pod: pod.to_owned(),
@@ -110,6 +125,19 @@ pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, Eng
         att.config = merge_cni_args(&att.config, &cni_args);
     }
     Ok(att)
+}
+
+/// `CNI_ARGS` for the delegates of `att`: `base` (the runtime's, with `IgnoreUnknown`) with the
+/// attachment's own pairs set over it.
+pub fn delegate_args(base: &str, att: &Attachment) -> String {
+    if att.cni_args.is_empty() {
+        return base.to_owned();
+    }
+    let mut args = plexus_cni::CniArgs::parse(base).unwrap_or_default();
+    for (k, v) in &att.cni_args {
+        args.set(k, v.clone());
+    }
+    args.to_env_string()
 }
 
 /// A copy of `config` whose every plugin has `args.cni` ⊇ `cni_args`.

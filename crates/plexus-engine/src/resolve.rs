@@ -59,6 +59,9 @@ pub struct Attachment {
     pub runtime_config: Map<String, Value>,
     /// The selection element that asked for it (`None` for cluster/default networks).
     pub selection: Option<NetworkSelectionElement>,
+    /// `CNI_ARGS` pairs for this attachment only, set over the runtime's (`IP=`/`MAC=` for an
+    /// `ips`/`mac` request that no plugin declares as a capability; see `request`).
+    pub cni_args: Vec<(String, String)>,
 }
 
 /// Where a network's config has to come from, before the batched NAD fetch.
@@ -209,6 +212,7 @@ pub fn resolve(
             is_default: p.is_default,
             runtime_config,
             selection: p.selection,
+            cni_args: Vec::new(),
         });
     }
     check_unique_ifnames(&out, &pod_label)?;

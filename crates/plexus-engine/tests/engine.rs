@@ -643,7 +643,7 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
         {"type": "macvlan", "master": "eth1"},
         {"type": "tuning", "capabilities": {"mac": true}}
     ]});
-    let ann = r#"[{"name": "c", "mac": "02:11:22:33:44:55", "cni-args": {"foo": "bar"}}, {"name": "plain", "ips": ["10.1.1.1/24"]}]"#;
+    let ann = r#"[{"name": "c", "mac": "02:11:22:33:44:55", "cni-args": {"foo": "bar"}}, {"name": "plain", "portMappings": [{"hostPort": 8080, "containerPort": 80}]}]"#;
     let kube = FakeKube::default()
         .with_pod("blue", "p", Some(ann))
         .with_nad("blue", "c", chain.clone())
@@ -652,7 +652,7 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
     let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
     assert_eq!(err.code(), 7);
     assert!(
-        err.to_string().contains("\"ips\"") && err.to_string().contains("blue/plain"),
+        err.to_string().contains("\"portMappings\"") && err.to_string().contains("blue/plain"),
         "{err}"
     );
     assert!(
@@ -679,6 +679,48 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
     );
     assert_eq!(calls[1].stdin["args"]["cni"]["foo"], "bar");
     assert_eq!(calls[2].stdin["args"]["cni"]["foo"], "bar");
+    // Declared: runtimeConfig only, not CNI_ARGS.
+    assert!(!calls[1].args.contains("MAC="), "{}", calls[1].args);
+}
+
+#[test]
+fn ips_and_mac_without_the_capability_reach_the_delegate_in_cni_args() {
+    let bed = Bed::new();
+    let ann = r#"[{"name": "plain", "ips": ["10.1.1.21/24", "fd00::21/64"], "mac": "02:11:22:33:44:55"}, {"name": "other"}]"#;
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some(ann))
+        .with_nad("blue", "plain", macvlan("plain"))
+        .with_nad("blue", "other", macvlan("other"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let calls = bed.exec.calls();
+    assert!(
+        calls[1]
+            .args
+            .ends_with(";IP=10.1.1.21/24,fd00::21/64;MAC=02:11:22:33:44:55")
+            && calls[1].args.contains("K8S_POD_NAME=p"),
+        "{}",
+        calls[1].args
+    );
+    assert!(calls[1].stdin.get("runtimeConfig").is_none());
+    // Only the attachment that asked gets them; the cluster network and the others do not.
+    assert!(
+        !calls[0].args.contains("IP=") && !calls[2].args.contains("IP="),
+        "{calls:?}"
+    );
+    // DEL hands the delegate the same CNI_ARGS as its ADD (from the cache).
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    let calls = bed.exec.calls();
+    let del = calls
+        .iter()
+        .find(|c| c.command == Command::Del && c.ifname == "net1")
+        .unwrap();
+    assert!(
+        del.args
+            .ends_with(";IP=10.1.1.21/24,fd00::21/64;MAC=02:11:22:33:44:55"),
+        "{}",
+        del.args
+    );
 }
 
 #[test]
