@@ -337,3 +337,98 @@ fn mac_for_a_nad_without_the_capability_reaches_the_delegate_through_cni_args() 
         .assert_ok();
     bed.assert_clean(&ns);
 }
+
+fn sysctl(ns: &NetNs, key: &str) -> String {
+    ns.exec(&["sysctl", "-n", key]).unwrap().trim().to_owned()
+}
+
+/// Multus's e2e `subdirectory-chaining`: a `tuning` conf in the subdirectory named after the
+/// cluster network (next to its conflist) runs after the conflist's own plugins.
+#[test]
+fn a_conflist_cluster_network_runs_the_plugins_of_its_subdirectory() {
+    let bed = Bed::new();
+    let subdir = bed.cluster_file.parent().unwrap().join("cluster");
+    std::fs::create_dir_all(&subdir).unwrap();
+    let tuning = |name: &str, sysctl: Value| json!({"cniVersion": "1.0.0", "name": name, "type": "tuning", "sysctl": sysctl});
+    std::fs::write(
+        subdir.join("sysctltwiddle.conf"),
+        tuning(
+            "sysctltwiddle",
+            json!({"net.ipv4.conf.IFNAME.arp_filter": "1"}),
+        )
+        .to_string(),
+    )
+    .unwrap();
+    // Lexical order: 10-a before 20-b (the last write wins), and `.json` files are not plugins.
+    std::fs::write(
+        subdir.join("10-a.conf"),
+        tuning("a", json!({"net.ipv4.conf.eth0.arp_ignore": "1"})).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        subdir.join("20-b.conf"),
+        tuning("b", json!({"net.ipv4.conf.eth0.arp_ignore": "2"})).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        subdir.join("30-c.json"),
+        tuning("c", json!({"net.ipv4.conf.eth0.arp_ignore": "3"})).to_string(),
+    )
+    .unwrap();
+    let uid = bed.pod("blue", "sysctl-modified", None);
+    let ns = NetNs::new("pxt").unwrap();
+    let c = cid("sub");
+    let config = bed.config(json!({}));
+    bed.call(
+        "ADD",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "sysctl-modified",
+        &uid,
+        &config,
+    )
+    .assert_ok();
+    assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_filter"), "1");
+    assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_ignore"), "2");
+    assert!(ipv4_of(&ns, "eth0")[0].starts_with("10.77."));
+    bed.call(
+        "DEL",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "sysctl-modified",
+        &uid,
+        &config,
+    )
+    .assert_ok();
+    bed.assert_clean(&ns);
+
+    // `loadOnlyInlinedPlugins` keeps the subdirectory out.
+    let mut inline_only = bed.node.cluster_conflist("1.0.0");
+    inline_only["loadOnlyInlinedPlugins"] = json!(true);
+    std::fs::write(&bed.cluster_file, inline_only.to_string()).unwrap();
+    let c = cid("inl");
+    bed.call(
+        "ADD",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "sysctl-modified",
+        &uid,
+        &config,
+    )
+    .assert_ok();
+    assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_filter"), "0");
+    bed.call(
+        "DEL",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "sysctl-modified",
+        &uid,
+        &config,
+    )
+    .assert_ok();
+    bed.assert_clean(&ns);
+}

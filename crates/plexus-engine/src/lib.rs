@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod chaining;
 pub mod config;
 pub mod delegate;
 pub mod engine;

@@ -250,7 +250,9 @@ fn plan_ref(cfg: &PlexusConfig, r: &ClusterNetwork, pod: &str) -> Result<Source,
             } else {
                 p.clone()
             };
-            let c = load_conf_file(&file).map_err(|e| bad(file.display().to_string(), e))?;
+            // A conflist named by path also runs its subdirectory's plugins (libcni's rule).
+            let c = crate::chaining::load_with_subdirectory(&file)
+                .map_err(|e| bad(file.display().to_string(), e))?;
             let name = if c.name.is_empty() {
                 file.display().to_string()
             } else {
