@@ -432,3 +432,116 @@ fn a_conflist_cluster_network_runs_the_plugins_of_its_subdirectory() {
     .assert_ok();
     bed.assert_clean(&ns);
 }
+
+/// Multus's e2e `subdirectory-chaining-passthru`: `auxiliaryCNIChainName` names a directory next
+/// to the cluster network's config whose `tuning` conf sets a sysctl of the pod's interface. Multus
+/// runs it on `net<N>`, which does not exist; Plexus runs it on the cluster network's interface,
+/// after every attachment, and tears it down on DEL.
+#[test]
+fn the_auxiliary_chain_runs_for_every_pod_on_the_cluster_interface() {
+    let bed = Bed::new();
+    let chain_dir = bed.cluster_file.parent().unwrap().join("vendor-cni-chain");
+    std::fs::create_dir_all(&chain_dir).unwrap();
+    let sysctls =
+        json!({"net.ipv4.conf.eth0.arp_filter": "1", "net.ipv4.conf.IFNAME.arp_ignore": "2"});
+    std::fs::write(
+        chain_dir.join("sysctltwiddle.conf"),
+        json!({"cniVersion": "1.0.0", "name": "sysctltwiddle", "type": "tuning", "sysctl": sysctls})
+            .to_string(),
+    )
+    .unwrap();
+    bed.nad(
+        "blue",
+        "macvlan-x",
+        &bed.node.macvlan_config("macvlan-x", "10.78.32.0/24"),
+    );
+    let config = bed.config(json!({"auxiliaryCNIChainName": "vendor-cni-chain"}));
+    let ns = NetNs::new("pxa").unwrap();
+    for (pod, networks) in [("sysctl-modified", None), ("with-net1", Some("macvlan-x"))] {
+        let uid = bed.pod("blue", pod, networks);
+        let c = cid("aux");
+        let out = bed.call("ADD", &c, Some(ns.path()), "blue", pod, &uid, &config);
+        out.assert_ok();
+        assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_filter"), "1", "{pod}");
+        assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_ignore"), "2", "{pod}");
+        if networks.is_some() {
+            assert_eq!(sysctl(&ns, "net.ipv4.conf.net1.arp_ignore"), "0");
+        }
+        // The runtime gets the cluster network's result; the chain has no status entry.
+        assert!(
+            out.json()["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.77.")
+        );
+        let expected = if networks.is_some() {
+            vec!["cluster", "blue/macvlan-x"]
+        } else {
+            vec!["cluster"]
+        };
+        assert_eq!(names(&bed.status_of("blue", pod)), expected);
+        // (No CHECK here: tuning 1.1.1's CHECK does not substitute IFNAME in sysctl keys.)
+        bed.call("DEL", &c, Some(ns.path()), "blue", pod, &uid, &config)
+            .assert_ok();
+        bed.assert_clean(&ns);
+    }
+
+    // An empty chain directory adds nothing, as in Multus.
+    std::fs::remove_file(chain_dir.join("sysctltwiddle.conf")).unwrap();
+    let uid = bed.pod("blue", "no-chain", None);
+    let c = cid("aux0");
+    bed.call(
+        "ADD",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "no-chain",
+        &uid,
+        &config,
+    )
+    .assert_ok();
+    assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_filter"), "0");
+    bed.call(
+        "DEL",
+        &c,
+        Some(ns.path()),
+        "blue",
+        "no-chain",
+        &uid,
+        &config,
+    )
+    .assert_ok();
+    bed.assert_clean(&ns);
+}
+
+#[test]
+fn the_auxiliary_chain_is_refused_when_the_cluster_network_has_no_directory() {
+    let bed = Bed::new();
+    bed.nad(
+        "kube-system",
+        "hx-cluster",
+        &cluster_nad_config(&bed, "hx-cluster"),
+    );
+    let config = bed.config(
+        json!({"clusterNetwork": "hx-cluster", "auxiliaryCNIChainName": "vendor-cni-chain"}),
+    );
+    let uid = bed.pod("blue", "refused", None);
+    let ns = NetNs::new("pxa").unwrap();
+    let msg = bed
+        .call(
+            "ADD",
+            &cid("ref"),
+            Some(ns.path()),
+            "blue",
+            "refused",
+            &uid,
+            &config,
+        )
+        .assert_error(7);
+    assert!(
+        msg.contains("auxiliaryCNIChainName")
+            && msg.contains("clusterNetwork must be a file or directory path"),
+        "{msg}"
+    );
+    bed.assert_clean(&ns);
+}

@@ -11,9 +11,64 @@
 //! The configs are read at ADD and cached with the attachment, so DEL undoes exactly what ran even
 //! when the directory changed in between.
 
+use crate::config::{ClusterNetwork, ConfigError, PlexusConfig};
+use crate::error::EngineError;
+use crate::resolve::Attachment;
 use plexus_cni::{CniVersion, NetworkConfig};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+
+/// The auxiliary chain's attachment for a pod whose cluster network is `cluster`, when
+/// `auxiliaryCNIChainName` is set and its directory holds plugin configs. The directory sits next
+/// to the configured `clusterNetwork` file (inside it when `clusterNetwork` names a directory),
+/// even when the pod's `default-network` annotation replaced the cluster network, as in Multus.
+/// A cluster network given by name or inline has no directory: the key is refused (code 7).
+pub fn auxiliary_attachment(
+    cfg: &PlexusConfig,
+    cluster: &Attachment,
+    pod: &str,
+) -> Result<Option<Attachment>, EngineError> {
+    let Some(chain) = &cfg.auxiliary_chain_name else {
+        return Ok(None);
+    };
+    let ClusterNetwork::Path(path) = &cfg.cluster_network else {
+        return Err(EngineError::Config(ConfigError {
+            key: "auxiliaryCNIChainName".into(),
+            value: Value::String(chain.clone()).to_string(),
+            reason: "the auxiliary chain is found next to the clusterNetwork config file, so \
+                     clusterNetwork must be a file or directory path, not a network name or \
+                     an inline delegate"
+                .into(),
+        }));
+    };
+    let bad = |reason: String| EngineError::NetworkConfig {
+        pod: pod.to_owned(),
+        network: chain.clone(),
+        reason,
+    };
+    let version = cluster
+        .config
+        .effective_version()
+        .map_err(|e| bad(e.to_string()))?;
+    let dir = if path.is_dir() {
+        path.as_path()
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
+    let Some(config) = auxiliary_chain(chain, dir, version).map_err(bad)? else {
+        return Ok(None);
+    };
+    Ok(Some(Attachment {
+        network: chain.clone(),
+        ifname: cluster.ifname.clone(),
+        config,
+        is_default: false,
+        runtime_config: Map::new(),
+        selection: None,
+        cni_args: Vec::new(),
+        auxiliary: true,
+    }))
+}
 
 /// The plugin configs of `dir`: every `*.conf` file (libcni reads only this extension here), in
 /// lexical order. A missing directory has none. A file that is not a plugin config object with a
@@ -98,9 +153,8 @@ fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/')
 }
 
-/// The auxiliary chain named `chain` for a cluster network loaded from `cluster_file`: a conflist
-/// named `chain` whose plugins are the `*.conf` files of `<dir of cluster_file>/<chain>/`, at the
-/// cluster network's version. `None` when the directory holds no plugin config (as Multus, which
+/// The auxiliary chain named `chain`: a conflist named `chain` whose plugins are the `*.conf`
+/// files of `<dir>/<chain>/`, at the cluster network's version. `None` when the directory holds no plugin config (as Multus, which
 /// adds the chain only when there is something to run).
 ///
 /// Multus runs this chain with a leading `passthru` plugin (an empty prevResult) on an interface
@@ -110,10 +164,10 @@ fn is_plain_name(name: &str) -> bool {
 /// plugin sees exactly what it would see at the end of the cluster network's own chain.
 pub fn auxiliary_chain(
     chain: &str,
-    cluster_file: &Path,
+    dir: &Path,
     version: CniVersion,
 ) -> Result<Option<NetworkConfig>, String> {
-    let dir = cluster_file.parent().unwrap_or(Path::new(".")).join(chain);
+    let dir = dir.join(chain);
     let plugins = plugin_confs_in(&dir)?;
     if plugins.is_empty() {
         tracing::debug!(dir = %dir.display(), "auxiliary chain: no plugin configs, nothing to run");
@@ -218,9 +272,9 @@ mod tests {
     #[test]
     fn the_auxiliary_chain_takes_the_cluster_version_and_needs_a_plugin() {
         let d = tempfile::tempdir().unwrap();
-        let cluster = d.path().join("10-cluster.conflist");
+        let cluster = d.path();
         assert!(
-            auxiliary_chain("vendor", &cluster, CniVersion::V1_0_0)
+            auxiliary_chain("vendor", cluster, CniVersion::V1_0_0)
                 .unwrap()
                 .is_none()
         );
@@ -228,7 +282,7 @@ mod tests {
             &d.path().join("vendor/10-t.conf"),
             &json!({"cniVersion": "0.3.1", "name": "sysctltwiddle", "type": "tuning"}),
         );
-        let c = auxiliary_chain("vendor", &cluster, CniVersion::V1_0_0)
+        let c = auxiliary_chain("vendor", cluster, CniVersion::V1_0_0)
             .unwrap()
             .unwrap();
         assert_eq!(c.name, "vendor");

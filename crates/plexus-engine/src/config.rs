@@ -62,6 +62,9 @@ pub struct PlexusConfig {
     /// `strictSelection`: reject unknown keys in selection elements (NPWG's reading) instead of
     /// ignoring them with a warning (Multus's behaviour, the default).
     pub strict_selection: bool,
+    /// `auxiliaryCNIChainName`: the directory, next to the `clusterNetwork` file, whose plugin
+    /// configs run as an extra chain for every pod (see `chaining`).
+    pub auxiliary_chain_name: Option<String>,
     /// GC only: `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) the runtime sent.
     pub valid_attachments: Vec<ValidAttachment>,
 }
@@ -185,6 +188,7 @@ impl PlexusConfig {
             },
             events: boolean(m, "events")?.unwrap_or(true),
             strict_selection: boolean(m, "strictSelection")?.unwrap_or(false),
+            auxiliary_chain_name: auxiliary_chain_name(m)?,
             valid_attachments: valid_attachments(m)?,
         })
     }
@@ -213,6 +217,16 @@ fn valid_attachments(m: &Map<String, Value>) -> Result<Vec<ValidAttachment>, Con
             format!("must be a list of {{\"containerID\", \"ifname\"}} objects: {e}"),
         )
     })
+}
+
+fn auxiliary_chain_name(m: &Map<String, Value>) -> Result<Option<String>, ConfigError> {
+    const KEY: &str = "auxiliaryCNIChainName";
+    let Some(name) = string(m, KEY)?.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    crate::chaining::check_chain_name(&name)
+        .map_err(|reason| ConfigError::new(KEY, &Value::String(name.clone()), reason))?;
+    Ok(Some(name))
 }
 
 fn network_ref(key: &str, v: &Value) -> Result<ClusterNetwork, ConfigError> {
@@ -352,6 +366,24 @@ mod tests {
             !c.strict_selection,
             "unknown selection keys are ignored, as Multus does"
         );
+    }
+
+    #[test]
+    fn auxiliary_chain_name_is_a_plain_directory_name() {
+        let c = parse(json!({"clusterNetwork": "/a/b.conflist"})).unwrap();
+        assert_eq!(c.auxiliary_chain_name, None);
+        let c = parse(
+            json!({"clusterNetwork": "/a/b.conflist", "auxiliaryCNIChainName": "vendor-cni-chain"}),
+        )
+        .unwrap();
+        assert_eq!(c.auxiliary_chain_name.as_deref(), Some("vendor-cni-chain"));
+        let c =
+            parse(json!({"clusterNetwork": "/a/b.conflist", "auxiliaryCNIChainName": ""})).unwrap();
+        assert_eq!(c.auxiliary_chain_name, None);
+        let e = parse(json!({"clusterNetwork": "a", "auxiliaryCNIChainName": "../x"})).unwrap_err();
+        assert_eq!(e.key, "auxiliaryCNIChainName");
+        let e = parse(json!({"clusterNetwork": "a", "auxiliaryCNIChainName": 3})).unwrap_err();
+        assert_eq!(e.key, "auxiliaryCNIChainName");
     }
 
     #[test]

@@ -221,7 +221,8 @@ impl Engine<'_> {
         for (i, att) in attachments.iter().enumerate() {
             let chain = chain_of(att)?;
             let att_args = entry.attachments[i].cni_args.clone();
-            match chain.add(&self.invocation(&att_args)) {
+            let prev = att.auxiliary.then(|| results[0].clone());
+            match chain.add_after(&self.invocation(&att_args), prev) {
                 Ok(result) => {
                     entry.attachments[i].result = Some(result.clone());
                     results.push(result);
@@ -781,6 +782,9 @@ impl Engine<'_> {
     ) -> Result<String, EngineError> {
         let mut statuses = Vec::new();
         for (i, (att, value)) in atts.iter().zip(results).enumerate() {
+            if att.auxiliary {
+                continue;
+            }
             let version = cluster_version(att)?;
             let result = CniResult::from_value(value, version).unwrap_or_default();
             statuses.extend(statuses_from_result(
@@ -809,6 +813,7 @@ fn is_mirror_pod(annotations: &BTreeMap<String, String>) -> bool {
 fn summary(atts: &[Attachment], results: &[Value]) -> String {
     atts.iter()
         .zip(results)
+        .filter(|(att, _)| !att.auxiliary)
         .map(|(att, value)| {
             let ips: Vec<String> = cluster_version(att)
                 .ok()

@@ -62,6 +62,9 @@ pub struct Attachment {
     /// `CNI_ARGS` pairs for this attachment only, set over the runtime's (`IP=`/`MAC=` for an
     /// `ips`/`mac` request that no plugin declares as a capability; see `request`).
     pub cni_args: Vec<(String, String)>,
+    /// The auxiliary chain (`auxiliaryCNIChainName`): runs last, on the cluster network's
+    /// interface with the cluster network's result as prevResult, and has no network-status entry.
+    pub auxiliary: bool,
 }
 
 /// Where a network's config has to come from, before the batched NAD fetch.
@@ -213,9 +216,14 @@ pub fn resolve(
             runtime_config,
             selection: p.selection,
             cni_args: Vec::new(),
+            auxiliary: false,
         });
     }
     check_unique_ifnames(&out, &pod_label)?;
+    // Shares the cluster network's interface on purpose, so it is added after the name check.
+    if let Some(aux) = crate::chaining::auxiliary_attachment(cfg, &out[0], &pod_label)? {
+        out.push(aux);
+    }
     Ok(out)
 }
 

@@ -314,6 +314,7 @@ mod tests {
             runtime_config: Default::default(),
             selection,
             cni_args: Vec::new(),
+            auxiliary: false,
         }
     }
 

@@ -1098,3 +1098,63 @@ fn an_ipam_claim_reference_reaches_the_delegate_in_args_cni() {
         "the cluster network is not affected"
     );
 }
+
+#[test]
+fn the_auxiliary_chain_continues_the_cluster_result_on_its_interface_last() {
+    let bed = Bed::new();
+    let net_d = bed.dir.path().join("net.d");
+    std::fs::create_dir_all(net_d.join("aux")).unwrap();
+    let cluster_file = net_d.join("10-c.conflist");
+    std::fs::write(
+        &cluster_file,
+        json!({"cniVersion": "1.0.0", "name": "c", "plugins": [{"type": "clusterplug"}]})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        net_d.join("aux/20-b.conf"),
+        json!({"type": "bplug"}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        net_d.join("aux/10-a.conf"),
+        json!({"type": "aplug"}).to_string(),
+    )
+    .unwrap();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({"clusterNetwork": cluster_file, "auxiliaryCNIChainName": "aux"}));
+    let result = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    assert_eq!(
+        bed.exec.trace(),
+        vec![
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "ADD aplug eth0",
+            "ADD bplug eth0"
+        ]
+    );
+    let calls = bed.exec.calls();
+    // The chain starts from the cluster network's result, at its version, under its own name.
+    let cluster_result: Value = serde_json::from_value(result.clone()).unwrap();
+    assert_eq!(calls[2].stdin["prevResult"], cluster_result);
+    assert_eq!(calls[2].stdin["name"], "aux");
+    assert_eq!(calls[2].stdin["cniVersion"], "1.0.0");
+    // No network-status entry of its own.
+    let status: Vec<Value> = serde_json::from_str(&kube.patches.lock().unwrap()[0]).unwrap();
+    let names: Vec<&str> = status.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["c", "blue/a"]);
+    // DEL undoes the chain first.
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    let trace = bed.exec.trace();
+    assert_eq!(
+        trace[4..],
+        [
+            "DEL bplug eth0",
+            "DEL aplug eth0",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0"
+        ]
+    );
+}
