@@ -59,6 +59,12 @@ pub struct PlexusConfig {
     pub runtime_config: Map<String, Value>,
     /// `events`: post a Kubernetes Event per ADD (Normal on success, Warning on failure).
     pub events: bool,
+    /// `strictSelection`: reject unknown keys in selection elements (NPWG's reading) instead of
+    /// ignoring them with a warning (Multus's behaviour, the default).
+    pub strict_selection: bool,
+    /// `auxiliaryCNIChainName`: the directory, next to the `clusterNetwork` file, whose plugin
+    /// configs run as an extra chain for every pod (see `chaining`).
+    pub auxiliary_chain_name: Option<String>,
     /// GC only: `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) the runtime
     /// sent; `None` when it sent neither key, which is not the same as an empty list.
     pub valid_attachments: Option<Vec<ValidAttachment>>,
@@ -182,6 +188,8 @@ impl PlexusConfig {
                 Some(v) => return Err(ConfigError::new("runtimeConfig", v, "must be an object")),
             },
             events: boolean(m, "events")?.unwrap_or(true),
+            strict_selection: boolean(m, "strictSelection")?.unwrap_or(false),
+            auxiliary_chain_name: auxiliary_chain_name(m)?,
             valid_attachments: valid_attachments(m)?,
         })
     }
@@ -208,6 +216,16 @@ fn valid_attachments(m: &Map<String, Value>) -> Result<Option<Vec<ValidAttachmen
             format!("must be a list of {{\"containerID\", \"ifname\"}} objects: {e}"),
         )
     })
+}
+
+fn auxiliary_chain_name(m: &Map<String, Value>) -> Result<Option<String>, ConfigError> {
+    const KEY: &str = "auxiliaryCNIChainName";
+    let Some(name) = string(m, KEY)?.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    crate::chaining::check_chain_name(&name)
+        .map_err(|reason| ConfigError::new(KEY, &Value::String(name.clone()), reason))?;
+    Ok(Some(name))
 }
 
 fn network_ref(key: &str, v: &Value) -> Result<ClusterNetwork, ConfigError> {
@@ -343,6 +361,36 @@ mod tests {
         assert_eq!(c.conf_dir, PathBuf::from(DEFAULT_CONF_DIR));
         assert!(!c.namespace_isolation);
         assert!(c.log_to_stderr);
+        assert!(
+            !c.strict_selection,
+            "unknown selection keys are ignored, as Multus does"
+        );
+    }
+
+    #[test]
+    fn auxiliary_chain_name_is_a_plain_directory_name() {
+        let c = parse(json!({"clusterNetwork": "/a/b.conflist"})).unwrap();
+        assert_eq!(c.auxiliary_chain_name, None);
+        let c = parse(
+            json!({"clusterNetwork": "/a/b.conflist", "auxiliaryCNIChainName": "vendor-cni-chain"}),
+        )
+        .unwrap();
+        assert_eq!(c.auxiliary_chain_name.as_deref(), Some("vendor-cni-chain"));
+        let c =
+            parse(json!({"clusterNetwork": "/a/b.conflist", "auxiliaryCNIChainName": ""})).unwrap();
+        assert_eq!(c.auxiliary_chain_name, None);
+        let e = parse(json!({"clusterNetwork": "a", "auxiliaryCNIChainName": "../x"})).unwrap_err();
+        assert_eq!(e.key, "auxiliaryCNIChainName");
+        let e = parse(json!({"clusterNetwork": "a", "auxiliaryCNIChainName": 3})).unwrap_err();
+        assert_eq!(e.key, "auxiliaryCNIChainName");
+    }
+
+    #[test]
+    fn strict_selection_switch() {
+        let c = parse(json!({"clusterNetwork": "a", "strictSelection": true})).unwrap();
+        assert!(c.strict_selection);
+        let e = parse(json!({"clusterNetwork": "a", "strictSelection": 1})).unwrap_err();
+        assert_eq!(e.key, "strictSelection");
     }
 
     #[test]

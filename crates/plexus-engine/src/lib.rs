@@ -8,6 +8,7 @@
 pub mod api;
 pub mod attach;
 pub mod cache;
+pub mod chaining;
 pub mod config;
 pub mod delegate;
 pub mod engine;

@@ -61,6 +61,9 @@ pub struct Plan {
     pub attachments: Vec<Attachment>,
     /// `CNI_ARGS` for delegates: the runtime's, with `IgnoreUnknown`.
     pub delegate_args: String,
+    /// Selection keys that were ignored (Multus's leniency), one message each, for the log and
+    /// the pod's Warning event.
+    pub ignored: Vec<String>,
 }
 
 impl Plan {
@@ -86,7 +89,7 @@ impl Plan {
                     config: a.config.to_value().to_string(),
                     runtime_config: a.runtime_config.clone(),
                     is_default: a.is_default,
-                    cni_args: self.delegate_args.clone(),
+                    cni_args: crate::request::delegate_args(&self.delegate_args, a),
                     result: None,
                 })
                 .collect(),
@@ -102,19 +105,26 @@ pub fn plan(engine: &Engine<'_>, purpose: Purpose) -> Result<Plan, EngineError> 
         .map(|p| p.to_string())
         .unwrap_or_else(|| format!("container {}", engine.env.container_id));
     let (annotations, api_uid) = pod_annotations(engine, pod.as_ref(), purpose)?;
+    let mut ignored = Vec::new();
     let selections = match (&pod, annotations.get(NETWORKS_ANNOTATION)) {
         (Some(p), Some(text)) => {
-            plexus_netattach::parse_networks(text, &p.namespace).map_err(|source| {
-                EngineError::Annotation {
-                    pod: label.clone(),
-                    source,
-                }
-            })?
+            let (elements, skipped) = crate::request::parse_annotation(
+                engine.config,
+                NETWORKS_ANNOTATION,
+                text,
+                &p.namespace,
+            )
+            .map_err(|source| EngineError::Annotation {
+                pod: label.clone(),
+                source,
+            })?;
+            ignored.extend(skipped);
+            elements
         }
         _ => Vec::new(),
     };
     let cluster_override = match annotations.get(DEFAULT_NETWORK_ANNOTATION) {
-        Some(text) if pod.is_some() => Some(default_network(engine, text, &label)?),
+        Some(text) if pod.is_some() => Some(default_network(engine, text, &label, &mut ignored)?),
         _ => None,
     };
     let attachments = resolve(
@@ -145,6 +155,7 @@ pub fn plan(engine: &Engine<'_>, purpose: Purpose) -> Result<Plan, EngineError> 
         status_uid,
         attachments,
         delegate_args: args.to_env_string(),
+        ignored,
     })
 }
 
@@ -155,13 +166,20 @@ fn default_network(
     engine: &Engine<'_>,
     text: &str,
     label: &str,
+    ignored: &mut Vec<String>,
 ) -> Result<plexus_netattach::NetworkSelectionElement, EngineError> {
     let bad = |reason: String| EngineError::DefaultNetwork {
         pod: label.to_owned(),
         reason,
     };
-    let mut v = plexus_netattach::parse_networks(text, &engine.config.multus_namespace)
-        .map_err(|e| bad(e.to_string()))?;
+    let (mut v, skipped) = crate::request::parse_annotation(
+        engine.config,
+        DEFAULT_NETWORK_ANNOTATION,
+        text,
+        &engine.config.multus_namespace,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    ignored.extend(skipped);
     match v.len() {
         1 => Ok(v.remove(0)),
         n => Err(bad(format!(
