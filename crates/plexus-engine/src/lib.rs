@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod config_keys;
 pub mod delegate;
 pub mod engine;
 pub mod error;

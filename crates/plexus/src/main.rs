@@ -2,8 +2,7 @@
 //! config on stdin; it prints exactly one JSON document on stdout (a result or a CNI error) and
 //! logs only to stderr or the configured log file.
 
-use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, codes};
-use plexus_engine::config::LogLevel;
+use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, build, codes};
 use plexus_engine::{Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
@@ -11,11 +10,27 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cli;
 mod events;
+mod logfile;
+mod logging;
 
 fn main() -> ExitCode {
     if let Ok(payload) = std::env::var(events::EVENT_ENV) {
-        return if events::post_from_env(&payload) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return if events::post_from_env(&payload) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    if let Some(rotated) = std::env::var_os(logfile::COMPRESS_ENV) {
+        return match logfile::compress(std::path::Path::new(&rotated)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    if let Some(code) = cli::handle(std::env::args_os().skip(1)) {
+        return code;
     }
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
@@ -64,8 +79,36 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
         .to_owned();
     let config = PlexusConfig::from_map(&conf)
         .map_err(|e| CniError::new(codes::INVALID_CONFIG, e.to_string()).with_version(&version))?;
-    init_logging(&config);
-    tracing::debug!(command = env.command.as_str(), container = %env.container_id, "invoked");
+    let problems = logging::init(&logging::LogSetup {
+        level: config.log_level,
+        file: config.log_file.as_deref(),
+        options: &config.log_options,
+        to_stderr: config.log_to_stderr,
+    });
+    // Every line of this call carries the build and the call, so that lines from concurrent
+    // calls in one log file can be told apart and matched to a binary.
+    let span = tracing::error_span!(
+        "plexus",
+        version = build::VERSION,
+        commit = build::COMMIT,
+        command = env.command.as_str(),
+        container = %env.container_id,
+    );
+    let _entered = span.enter();
+    let pod = match (
+        env.args.get("K8S_POD_NAMESPACE"),
+        env.args.get("K8S_POD_NAME"),
+    ) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        _ => "-".to_owned(),
+    };
+    tracing::info!(%pod, "invoked");
+    for p in problems {
+        tracing::warn!("{p}");
+    }
+    for note in &config.key_notes {
+        tracing::warn!("{note}");
+    }
 
     let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
     search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
@@ -130,39 +173,7 @@ fn version_reply(stdin: &[u8]) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| "1.1.0".to_owned());
-    serde_json::json!({"cniVersion": requested, "supportedVersions": SUPPORTED_VERSIONS})
+    // `plexus` is an extra field: runtimes read only the two the spec defines.
+    serde_json::json!({"cniVersion": requested, "supportedVersions": SUPPORTED_VERSIONS, "plexus": build::json()})
         .to_string()
-}
-
-fn init_logging(config: &PlexusConfig) {
-    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
-    let level = match config.log_level {
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error => tracing::Level::ERROR,
-        LogLevel::Off => return,
-    };
-    let file = config.log_file.as_ref().and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map(std::sync::Arc::new)
-            .ok()
-    });
-    let writer = match (file, config.log_to_stderr) {
-        (Some(f), true) => BoxMakeWriter::new(
-            f.with_max_level(level)
-                .and(std::io::stderr.with_max_level(level)),
-        ),
-        (Some(f), false) => BoxMakeWriter::new(f.with_max_level(level)),
-        (None, true) => BoxMakeWriter::new(std::io::stderr.with_max_level(level)),
-        (None, false) => return,
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .with_max_level(level)
-        .try_init();
 }
