@@ -40,6 +40,33 @@ pub enum LogLevel {
     Trace,
 }
 
+impl LogLevel {
+    /// Parses a `logLevel` value (case-insensitive; empty means the default, `warn`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "trace" => Self::Trace,
+            "debug" => Self::Debug,
+            "verbose" | "info" => Self::Info,
+            "warn" | "warning" | "" => Self::Warn,
+            "error" => Self::Error,
+            "panic" | "off" | "none" => Self::Off,
+            _ => return None,
+        })
+    }
+
+    /// The canonical name, which [`LogLevel::parse`] reads back.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Off => "panic",
+            Self::Error => "error",
+            Self::Warn => "warning",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
 /// Multus's `logOptions`: size-based rotation of `logFile` (lumberjack's semantics). Applies only
 /// when `logFile` is set; the defaults are Multus's, which rotates with them even without the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,26 +349,23 @@ fn log_level(m: &Map<String, Value>) -> Result<LogLevel, ConfigError> {
     let Some(s) = string(m, "logLevel")? else {
         return Ok(LogLevel::Warn);
     };
-    Ok(match s.to_ascii_lowercase().as_str() {
-        "trace" => LogLevel::Trace,
-        "debug" => LogLevel::Debug,
-        "verbose" | "info" => LogLevel::Info,
-        "warn" | "warning" | "" => LogLevel::Warn,
-        "error" => LogLevel::Error,
-        "panic" | "off" | "none" => LogLevel::Off,
-        _ => {
-            return Err(ConfigError::new(
-                "logLevel",
-                &Value::String(s),
-                "must be one of trace, debug, verbose, info, warning, error, panic",
-            ));
-        }
+    LogLevel::parse(&s).ok_or_else(|| {
+        ConfigError::new(
+            "logLevel",
+            &Value::String(s),
+            "must be one of trace, debug, verbose, info, warning, error, panic",
+        )
     })
 }
 
 fn log_options(m: &Map<String, Value>) -> Result<LogOptions, ConfigError> {
+    log_options_from(m.get("logOptions"))
+}
+
+/// Parses the value of `logOptions` (absent or `null`: the defaults).
+pub fn log_options_from(value: Option<&Value>) -> Result<LogOptions, ConfigError> {
     let mut o = LogOptions::default();
-    let opts = match m.get("logOptions") {
+    let opts = match value {
         None | Some(Value::Null) => return Ok(o),
         Some(Value::Object(opts)) => opts,
         Some(v) => {
@@ -483,6 +507,16 @@ mod tests {
             parse(json!({"clusterNetwork": "a"})).unwrap().log_level,
             LogLevel::Warn
         );
+        for l in [
+            LogLevel::Off,
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ] {
+            assert_eq!(LogLevel::parse(l.as_str()), Some(l));
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod request;
 pub mod resolve;
 pub mod routes;
+pub mod static_pod;
 
 pub use api::{ApiError, EventType, KubeApi, NadInfo, PodEvent, PodInfo};
 pub use config::PlexusConfig;

@@ -89,9 +89,9 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
     // calls in one log file can be told apart and matched to a binary.
     let span = tracing::error_span!(
         "plexus",
-        version = build::VERSION,
-        commit = build::COMMIT,
-        command = env.command.as_str(),
+        version = %build::VERSION,
+        commit = %build::COMMIT,
+        command = %env.command.as_str(),
         container = %env.container_id,
     );
     let _entered = span.enter();
@@ -114,7 +114,7 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
     search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
     let exec = ProcessExec::new(search);
     let kube = if env.command == Command::Add {
-        live_kube(&config, &version)?
+        live_kube(&config, &env, &version)?
     } else {
         None
     };
@@ -123,6 +123,9 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
         creds: creds.clone(),
         // Off the critical path, so the whole API timeout is affordable.
         timeout: Duration::from_secs(config.api_timeout_secs),
+        log_file: config.log_file.as_deref(),
+        log_level: config.log_level,
+        log_options: config.log_options,
     });
     let engine = Engine {
         config: &config,
@@ -147,20 +150,40 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
 
 fn live_kube(
     config: &PlexusConfig,
+    env: &CniEnv,
     version: &str,
 ) -> Result<Option<(plexus_kube::LiveKube, plexus_kube::Credentials)>, CniError> {
     let Some(creds) = plexus_kube::Credentials::detect(config.kubeconfig.as_deref()) else {
         return Ok(None);
     };
+    let pod = match (
+        env.args.get("K8S_POD_NAMESPACE"),
+        env.args.get("K8S_POD_NAME"),
+    ) {
+        (Some(ns), Some(name)) => format!("pod {ns}/{name}: "),
+        _ => String::new(),
+    };
+    let fail = |msg: String| {
+        CniError::new(codes::INVALID_CONFIG, format!("{pod}{msg}")).with_version(version)
+    };
+    // Checked here so that the message names the file once and says where it comes from; kube's
+    // own message repeats the path in Rust debug quoting.
+    if let plexus_kube::Credentials::Kubeconfig(path) = &creds
+        && let Err(e) = std::fs::File::open(path)
+    {
+        let what = if e.kind() == std::io::ErrorKind::NotFound {
+            "does not exist".to_owned()
+        } else {
+            format!("cannot be read: {e}")
+        };
+        return Err(fail(format!(
+            "kubeconfig {path:?} (plexus config key \"kubeconfig\") {what}; plexus-install writes it \
+             when the plexus DaemonSet's pod starts on this node: check that pod and its logs"
+        )));
+    }
     plexus_kube::LiveKube::new(&creds, Duration::from_secs(config.api_timeout_secs))
         .map(|k| Some((k, creds)))
-        .map_err(|e| {
-            CniError::new(
-                codes::INVALID_CONFIG,
-                format!("cannot use Kubernetes credentials: {e}"),
-            )
-            .with_version(version)
-        })
+        .map_err(|e| fail(format!("cannot use Kubernetes credentials: {e}")))
 }
 
 /// `{"cniVersion": <the request's>, "supportedVersions": [...]}` (spec §5 "Version").
