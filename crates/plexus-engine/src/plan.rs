@@ -23,10 +23,7 @@ pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations"
 /// The pod annotation that replaces the cluster network for one pod (Multus's key).
 pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
 
-/// Set by the kubelet on the API object of a static pod (its "mirror pod"), whose UID differs
-/// from the one the kubelet gives the runtime.
-pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
+pub use crate::static_pod::MIRROR_ANNOTATION;
 
 /// A pod that is not in the API server yet (an informer lag in the API server's watch cache, or
 /// a pod created an instant ago) is retried this often, this far apart, before the ADD fails with
@@ -204,7 +201,12 @@ fn pod_annotations(
             .iter()
             .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
             .collect();
-        return Ok((annotations, None));
+        // A static pod's status patch needs its mirror's UID, which only the API server knows.
+        let mirror_uid = match purpose {
+            Purpose::Add => crate::static_pod::mirror_uid(engine.kube, pod, &annotations)?,
+            _ => None,
+        };
+        return Ok((annotations, mirror_uid));
     }
     let Some(kube) = engine.kube else {
         if let (Purpose::Teardown, Some(path)) = (purpose, &engine.config.kubeconfig) {
@@ -226,7 +228,7 @@ fn pod_annotations(
         return Ok((BTreeMap::new(), None));
     };
     if !pod.uid.is_empty() && !info.uid.is_empty() && info.uid != pod.uid {
-        if is_mirror_pod(&info.annotations) {
+        if crate::static_pod::is_mirror(&info.annotations) {
             tracing::info!(pod = %pod, runtime_uid = %pod.uid, api_uid = %info.uid, "static pod: using the mirror pod's UID");
             return Ok((info.annotations, Some(info.uid)));
         }
@@ -276,13 +278,4 @@ fn get_pod(
             }
         }
     }
-}
-
-/// The static pod test: Multus skips the UID check when `kubernetes.io/config.source` is not
-/// `api`; the kubelet also marks the API object with `kubernetes.io/config.mirror`.
-fn is_mirror_pod(annotations: &BTreeMap<String, String>) -> bool {
-    annotations.contains_key(MIRROR_ANNOTATION)
-        || annotations
-            .get(CONFIG_SOURCE_ANNOTATION)
-            .is_some_and(|s| s != "api")
 }
