@@ -148,6 +148,7 @@ pub const KEYS: &[KeyInfo] = &[
     // Plexus
     honoured("apiTimeoutSeconds", Origin::Plexus),
     honoured("events", Origin::Plexus),
+    honoured("strictSelection", Origin::Plexus),
 ];
 
 /// The table entry of `key` (exact, case-sensitive match).
