@@ -1,0 +1,330 @@
+//! The fault suite (issue #8): the real `plexus`, real delegates and the fake API server. For
+//! every step of an ADD — waiting on the API, the first delegate, each delegate, between
+//! delegates, the status write — `plexus` is SIGKILLed there or the step fails; then containerd's
+//! two DELs run and nothing may be left: no link in the pod netns, no host-local lease, no bridge
+//! port, no file in `cniDir` (entry, lock, `.tmp-*`) and no delegate process. Then concurrency
+//! (two ADDs of one container, DEL racing ADD) and API faults during the ADD.
+//!
+//! The pod, its networks and the `cni-gate` kill points are described in `plexus_e2e::faults`.
+
+use plexus_e2e::bed::container_processes;
+use plexus_e2e::faults::{Action, AddEnd, Fault, GatedNode, Step, run};
+use std::time::{Duration, Instant};
+
+/// Holds the ADD at `step`, applies `action`, runs containerd's DELs, asserts nothing is left.
+fn stop_then_dels(step: Step, action: Action) {
+    let node = GatedNode::new();
+    let pod = node.pod("kill");
+    pod.arm(step, action);
+    let running = pod.spawn_add();
+    let end = pod
+        .stop_at(running, step, action)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prev = match (&end, action) {
+        (AddEnd::Killed, Action::Kill) => None,
+        (AddEnd::Failed(out), Action::Fail) => {
+            // A failed step is a CNI error naming the pod, and the ADD rolled itself back.
+            let msg = out.json()["msg"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                msg.contains(&pod.name),
+                "error does not name the pod: {out:#?}"
+            );
+            None
+        }
+        (other, _) => panic!("{step:?}/{action:?}: unexpected end of the ADD: {other:#?}"),
+    };
+    let dels = pod.containerd_dels(prev);
+    for d in &dels {
+        d.assert_ok();
+    }
+    pod.assert_no_leaks();
+}
+
+macro_rules! step_tests {
+    ($($kill:ident, $fail:ident => $step:expr;)*) => {$(
+        #[test]
+        fn $kill() {
+            stop_then_dels($step, Action::Kill);
+        }
+        #[test]
+        fn $fail() {
+            stop_then_dels($step, Action::Fail);
+        }
+    )*};
+}
+
+step_tests! {
+    kill_waiting_on_the_pod_get, fail_on_the_pod_get => Step::PodGet;
+    kill_after_the_cache_write, fail_first_delegate_before_it_made_anything => Step::ClusterStart;
+    kill_during_the_cluster_delegate, fail_cluster_delegate_after_eth0 => Step::ClusterEnd;
+    kill_during_the_macvlan_delegate, fail_macvlan_delegate_after_net1 => Step::MacvlanEnd;
+    kill_between_delegates, fail_at_the_start_of_the_last_delegate => Step::Between;
+    kill_during_the_last_delegate, fail_last_delegate_after_net2 => Step::BridgeEnd;
+    kill_during_the_status_write, fail_the_status_write => Step::StatusWrite;
+}
+
+/// A complete ADD, then containerd's DELs: the baseline every fault is compared to.
+#[test]
+fn unfaulted_add_then_containerd_dels_leave_nothing() {
+    let node = GatedNode::new();
+    let pod = node.pod("base");
+    let out = pod.spawn_add().wait();
+    out.assert_ok();
+    assert_eq!(
+        node.bed.status_of(plexus_e2e::faults::NS, &pod.name).len(),
+        3
+    );
+    for d in pod.containerd_dels(Some(&out.json())) {
+        d.assert_ok();
+    }
+    pod.assert_no_leaks();
+}
+
+/// A killed ADD is retried by the kubelet (a new sandbox, so a new container ID in real life;
+/// the same one when the runtime itself retries): the retry must succeed and the DELs of both
+/// leave nothing.
+#[test]
+fn a_retried_add_after_a_kill_succeeds_and_leaves_nothing() {
+    let node = GatedNode::new();
+    let pod = node.pod("retry");
+    node.arm("m1");
+    let mut first = pod.spawn_add();
+    assert!(
+        node.wait_gate("m1", &pod.cid, &mut first).is_some(),
+        "ADD never reached m1"
+    );
+    first.kill();
+    node.release("m1", false);
+    let out = pod.spawn_add().wait();
+    out.assert_ok();
+    assert_eq!(
+        node.bed.status_of(plexus_e2e::faults::NS, &pod.name).len(),
+        3
+    );
+    for d in pod.containerd_dels(Some(&out.json())) {
+        d.assert_ok();
+    }
+    pod.assert_no_leaks();
+}
+
+/// Waits up to `wait` for `running` to exit by itself (a DEL that should be blocked).
+fn exits_within(running: &mut plexus_e2e::bed::Running, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if running.finished() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Two ADDs of one container at once (a runtime that retries while the first still runs): the
+/// second waits for the first, and the end state is one consistent set of interfaces whose
+/// leases are all accounted for; the DELs then leave nothing.
+#[test]
+fn two_adds_of_one_container_at_once() {
+    let node = GatedNode::new();
+    let pod = node.pod("twoadd");
+    node.arm("c1");
+    let mut a = pod.spawn_add();
+    assert!(
+        node.wait_gate("c1", &pod.cid, &mut a).is_some(),
+        "first ADD never reached c1"
+    );
+    let mut b = pod.spawn_add();
+    // Give the second ADD every chance to barge in while the first holds the container.
+    let b_early = exits_within(&mut b, Duration::from_millis(500));
+    node.release("c1", false);
+    let (a, b) = (a.wait(), b.wait());
+    assert!(
+        a.code == 0 || b.code == 0,
+        "neither ADD succeeded: {a:#?} {b:#?}"
+    );
+    assert!(
+        !(b_early && b.code == 0),
+        "the second ADD succeeded while the first still held the container: {b:#?}"
+    );
+    let mut names = plexus_e2e::cni::link_names(&pod.netns);
+    names.sort();
+    assert_eq!(
+        names,
+        ["eth0", "lo", "net1", "net2"],
+        "interfaces after two ADDs"
+    );
+    assert_eq!(
+        node.bed.node.leases().len(),
+        3,
+        "one lease per network, none orphaned"
+    );
+    // The runtime keeps the last successful result.
+    let last = if b.code == 0 { &b } else { &a };
+    let eth0 = plexus_e2e::cni::ipv4_of(&pod.netns, "eth0");
+    let returned = last.json()["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        eth0,
+        vec![returned],
+        "eth0 does not hold the address the last ADD returned"
+    );
+    for d in pod.containerd_dels(Some(&last.json())) {
+        d.assert_ok();
+    }
+    pod.assert_no_leaks();
+}
+
+/// A DEL arriving while an ADD of the same container is in a delegate waits for it, then
+/// removes everything: a DEL that returned 0 must never be followed by the ADD leaving an entry
+/// or interfaces behind.
+#[test]
+fn del_racing_add_waits_and_leaves_nothing() {
+    let node = GatedNode::new();
+    let pod = node.pod("race");
+    node.arm("m1");
+    let mut add = pod.spawn_add();
+    assert!(
+        node.wait_gate("m1", &pod.cid, &mut add).is_some(),
+        "ADD never reached m1"
+    );
+    let mut del = pod.spawn_del();
+    let del_early = exits_within(&mut del, Duration::from_millis(500));
+    node.release("m1", false);
+    let add = add.wait();
+    let del = del.wait();
+    del.assert_ok();
+    // Nothing else runs: the runtime believes the pod is gone.
+    let leaks = pod.leaks();
+    assert!(
+        leaks.is_empty(),
+        "DEL returned 0 (before the ADD ended: {del_early}), then the ADD (code {}) left:\n  {}",
+        add.code,
+        leaks.join("\n  ")
+    );
+}
+
+/// Defect 3 of issue #8: a retried ADD (the container has an entry) tears the previous attempt
+/// down first; that must not give up the container's lock, or a DEL arriving during the rest of
+/// the ADD runs in parallel, returns 0, and the ADD then writes its entry and leaks.
+#[test]
+fn del_during_a_retried_add_waits_for_it() {
+    let node = GatedNode::new();
+    let pod = node.pod("relock");
+    node.arm("c1");
+    let mut first = pod.spawn_add();
+    assert!(
+        node.wait_gate("c1", &pod.cid, &mut first).is_some(),
+        "ADD never reached c1"
+    );
+    first.kill();
+    node.release("c1", false);
+    node.arm("b0");
+    let mut retry = pod.spawn_add();
+    assert!(
+        node.wait_gate("b0", &pod.cid, &mut retry).is_some(),
+        "retried ADD never reached b0"
+    );
+    let mut del = pod.spawn_del();
+    let del_early = exits_within(&mut del, Duration::from_millis(500));
+    node.release("b0", false);
+    let retry = retry.wait();
+    let del = del.wait();
+    del.assert_ok();
+    let leaks = pod.leaks();
+    assert!(
+        leaks.is_empty(),
+        "DEL returned 0 (before the retried ADD ended: {del_early}), then the ADD (code {}) left:\n  {}",
+        retry.code,
+        leaks.join("\n  ")
+    );
+}
+
+/// A killed ADD leaves its delegate to a runtime that no longer waits: no delegate process may
+/// outlive the `plexus` that started it (they are killed with it).
+#[test]
+fn no_delegate_outlives_a_killed_plexus() {
+    let node = GatedNode::new();
+    let pod = node.pod("orphan");
+    node.arm("b1");
+    let mut add = pod.spawn_add();
+    let gate = node
+        .wait_gate("b1", &pod.cid, &mut add)
+        .expect("ADD never reached b1");
+    add.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !container_processes(&pod.cid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        container_processes(&pod.cid),
+        Vec::<String>::new(),
+        "delegate (cni-gate pid {gate}) still running after plexus was killed"
+    );
+}
+
+/// Asserts a run of `fault` left nothing and, for a transient fault, that the ADD succeeded
+/// with the full network-status.
+fn api_fault(fault: Fault, transient: bool) {
+    let r = run(&fault);
+    assert!(
+        r.leaks.is_empty(),
+        "{fault:?} leaked:\n  {}",
+        r.leaks.join("\n  ")
+    );
+    if transient {
+        assert!(
+            r.add.is_ok(),
+            "{fault:?}: a transient API fault failed the ADD: {:#?}",
+            r.add
+        );
+        let status = r.network_status.unwrap_or_default();
+        assert_eq!(
+            status.len(),
+            3,
+            "{fault:?}: network-status incomplete: {status:#?}"
+        );
+    }
+}
+
+#[test]
+fn api_500s_on_the_pod_get_are_retried() {
+    api_fault(
+        Fault::ApiStatus(vec![("GET", "/pods/", 500), ("GET", "/pods/", 500)]),
+        true,
+    );
+}
+
+#[test]
+fn api_429_on_the_pod_get_is_retried() {
+    api_fault(Fault::ApiStatus(vec![("GET", "/pods/", 429)]), true);
+}
+
+#[test]
+fn api_500_on_a_nad_get_is_retried() {
+    api_fault(
+        Fault::ApiStatus(vec![("GET", "/network-attachment-definitions/", 500)]),
+        true,
+    );
+}
+
+#[test]
+fn api_500_on_the_status_patch_is_retried() {
+    api_fault(Fault::ApiStatus(vec![("PATCH", "/status", 500)]), true);
+}
+
+#[test]
+fn api_seconds_of_latency_leave_nothing() {
+    api_fault(Fault::ApiLatency(Duration::from_secs(2)), true);
+}
+
+#[test]
+fn api_permanent_errors_fail_the_add_and_leave_nothing() {
+    for f in [
+        vec![("GET", "/pods/", 410)],
+        vec![("GET", "/network-attachment-definitions/", 403)],
+        vec![("PATCH", "/status", 409)],
+    ] {
+        api_fault(Fault::ApiStatus(f), false);
+    }
+}
