@@ -27,6 +27,9 @@ struct Args {
     /// Upper bound of the random kill moment, in ms (about one unfaulted ADD).
     #[arg(long, default_value_t = 600)]
     kill_window_ms: u64,
+    /// Also write the counts and every leak as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 /// SplitMix64: enough randomness to pick faults, reproducible from the printed seed.
@@ -82,7 +85,7 @@ fn pick(rng: &mut Rng, kill_window: u64) -> Fault {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 struct Counts {
     runs: usize,
     ok: usize,
@@ -156,6 +159,19 @@ fn main() -> std::process::ExitCode {
         total.leaky,
         started.elapsed().as_secs_f64()
     );
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "seed": seed,
+            "wallSeconds": started.elapsed().as_secs_f64(),
+            "total": total,
+            "byKind": by_kind,
+            "leaks": leaks,
+        });
+        if let Err(e) = std::fs::write(path, doc.to_string()) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     if leaks.is_empty() {
         std::process::ExitCode::SUCCESS
     } else {
