@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod delegate;
@@ -17,6 +18,7 @@ pub mod resolve;
 pub mod routes;
 
 pub use api::{ApiError, EventType, KubeApi, NadInfo, PodEvent, PodInfo};
+pub use budget::Budget;
 pub use config::PlexusConfig;
 pub use engine::Engine;
 pub use error::EngineError;

@@ -4,23 +4,31 @@
 
 use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, codes};
 use plexus_engine::config::LogLevel;
-use plexus_engine::{Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
+use plexus_engine::exec::{Watchdog, watchdog};
+use plexus_engine::{Budget, Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 mod events;
 
 fn main() -> ExitCode {
+    // The runtime's clock for this call started when it execed us.
+    let started = Instant::now();
+    if std::env::var_os(watchdog::WATCHDOG_ENV).is_some() {
+        watchdog::serve_stdin();
+        return ExitCode::SUCCESS;
+    }
     if let Ok(payload) = std::env::var(events::EVENT_ENV) {
         return if events::post_from_env(&payload) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let (out, ok) = match read {
-        Ok(_) => run(&stdin),
+        Ok(_) => run(&stdin, started),
         Err(e) => (
             CniError::new(codes::IO_FAILURE, format!("cannot read stdin: {e}")).to_json(),
             false,
@@ -39,14 +47,14 @@ fn main() -> ExitCode {
 }
 
 /// Returns the text for stdout and whether the command succeeded.
-fn run(stdin: &[u8]) -> (String, bool) {
-    match dispatch(stdin) {
+fn run(stdin: &[u8], started: Instant) -> (String, bool) {
+    match dispatch(stdin, started) {
         Ok(out) => (out, true),
         Err(e) => (e.to_json(), false),
     }
 }
 
-fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
+fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
     let env = CniEnv::from_lookup(|k| std::env::var(k).ok())?;
     if env.command == Command::Version {
         return Ok(version_reply(stdin));
@@ -69,7 +77,14 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
 
     let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
     search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
-    let exec = ProcessExec::new(search);
+    let budget = Budget::starting_at(started, Duration::from_secs(config.call_timeout_secs));
+    let mut exec = ProcessExec::new(search).with_budget(budget);
+    match Watchdog::for_current_exe() {
+        Ok(w) => exec = exec.with_watchdog(Arc::new(w)),
+        Err(e) => tracing::warn!(
+            "no delegate watchdog (cannot find our own binary: {e}); delegates will outlive a killed plexus"
+        ),
+    }
     let kube = if env.command == Command::Add {
         live_kube(&config, &version)?
     } else {
