@@ -141,6 +141,8 @@ pub struct RunReport {
     /// Everything left behind after the DELs, plus DELs that did not succeed (empty: clean).
     pub leaks: Vec<String>,
     pub elapsed: Duration,
+    /// From the ADD's start to its end (exit or kill).
+    pub add_elapsed: Duration,
 }
 
 /// A [`Bed`] with the gated cluster network and the two NADs (`mv`: macvlan, `br`: bridge).
@@ -456,6 +458,7 @@ pub fn run(fault: &Fault) -> RunReport {
     let pod = node.pod("soak");
     let api = &node.bed.api;
     let mut leaks = Vec::new();
+    let add_started = Instant::now();
     let add = match fault {
         Fault::At(step, action) => {
             pod.arm(*step, *action);
@@ -494,6 +497,7 @@ pub fn run(fault: &Fault) -> RunReport {
             end
         }
     };
+    let add_elapsed = add_started.elapsed();
     let network_status = api
         .get_pod(NS, &pod.name)
         .and_then(|p| {
@@ -521,6 +525,7 @@ pub fn run(fault: &Fault) -> RunReport {
         network_status,
         leaks,
         elapsed: started.elapsed(),
+        add_elapsed,
     }
 }
 

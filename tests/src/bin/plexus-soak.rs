@@ -25,7 +25,7 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Upper bound of the random kill moment, in ms (about one unfaulted ADD).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 400)]
     kill_window_ms: u64,
     /// Also write the counts and every leak as JSON to this file.
     #[arg(long)]
@@ -107,9 +107,14 @@ fn main() -> std::process::ExitCode {
     let mut total = Counts::default();
     let mut by_kind: BTreeMap<String, Counts> = BTreeMap::new();
     let mut leaks: Vec<String> = Vec::new();
+    // Durations of the ADDs that succeeded, to size `--kill-window-ms`.
+    let mut ok_ms: Vec<u128> = Vec::new();
     for i in 0..args.runs {
         let fault = pick(&mut rng, args.kill_window_ms);
         let report = run(&fault);
+        if report.add.is_ok() {
+            ok_ms.push(report.add_elapsed.as_millis());
+        }
         let kind = by_kind.entry(fault.kind()).or_default();
         for c in [&mut total, kind] {
             c.runs += 1;
@@ -159,10 +164,16 @@ fn main() -> std::process::ExitCode {
         total.leaky,
         started.elapsed().as_secs_f64()
     );
+    ok_ms.sort_unstable();
+    let median_ok_ms = ok_ms.get(ok_ms.len() / 2).copied();
+    if let Some(m) = median_ok_ms {
+        println!("median successful ADD (faults included): {m} ms");
+    }
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "seed": seed,
             "wallSeconds": started.elapsed().as_secs_f64(),
+            "medianOkAddMs": median_ok_ms,
             "total": total,
             "byKind": by_kind,
             "leaks": leaks,
