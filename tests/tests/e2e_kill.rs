@@ -328,3 +328,75 @@ fn api_permanent_errors_fail_the_add_and_leave_nothing() {
         api_fault(Fault::ApiStatus(f), false);
     }
 }
+
+/// A small tmpfs mounted on a directory for the test's lifetime (unmounted on drop).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_owned())
+    }
+
+    /// Fills the filesystem until writes fail with ENOSPC; returns the filler's path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let p = self.0.join("filler");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+        p
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The disk holding `cniDir` fills up during an ADD (the cache update after the first delegate
+/// fails with ENOSPC): the ADD fails and rolls back, no `.tmp-*` stays, and once space is back
+/// containerd's DELs leave nothing.
+#[test]
+fn a_full_cni_dir_fails_the_add_and_leaves_nothing() {
+    let node = GatedNode::new();
+    let tmpfs = Tmpfs::mount(&node.bed.node.cni_dir, "1m");
+    let pod = node.pod("enospc");
+    node.arm("c1");
+    let mut add = pod.spawn_add();
+    assert!(
+        node.wait_gate("c1", &pod.cid, &mut add).is_some(),
+        "ADD never reached c1"
+    );
+    let filler = tmpfs.fill();
+    node.release("c1", false);
+    let out = add.wait();
+    assert_ne!(out.code, 0, "ADD succeeded on a full cniDir: {out:#?}");
+    let msg = out.json()["msg"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        msg.contains("No space left"),
+        "the error does not say why: {out:#?}"
+    );
+    std::fs::remove_file(filler).unwrap();
+    for d in pod.containerd_dels(None) {
+        d.assert_ok();
+    }
+    pod.assert_no_leaks();
+}
