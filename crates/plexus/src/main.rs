@@ -86,10 +86,10 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
         ),
     }
     let kube = match env.command {
-        Command::Add => live_kube(&config, &version)?,
+        Command::Add => live_kube(&config, &version, budget.work_deadline())?,
         // DEL reads only the cache, unless the entry is corrupt and must be rebuilt from the pod;
         // unusable credentials must not fail a DEL that does not need them.
-        Command::Del => live_kube(&config, &version).unwrap_or_else(|e| {
+        Command::Del => live_kube(&config, &version, budget.work_deadline()).unwrap_or_else(|e| {
             tracing::warn!("no Kubernetes API for DEL: {}", e.msg);
             None
         }),
@@ -116,6 +116,9 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
         Command::Gc => engine.gc().map(|()| String::new()),
         Command::Version => unreachable!("handled above"),
     };
+    if let Some(retries) = kube.as_ref().map(|(k, _)| k.retries()).filter(|n| *n > 0) {
+        tracing::info!(command = env.command.as_str(), container = %env.container_id, retries, "API requests were retried");
+    }
     outcome.map_err(|e| {
         tracing::error!(command = env.command.as_str(), container = %env.container_id, "{e}");
         e.to_cni_error(&version)
@@ -125,12 +128,13 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
 fn live_kube(
     config: &PlexusConfig,
     version: &str,
+    deadline: Instant,
 ) -> Result<Option<(plexus_kube::LiveKube, plexus_kube::Credentials)>, CniError> {
     let Some(creds) = plexus_kube::Credentials::detect(config.kubeconfig.as_deref()) else {
         return Ok(None);
     };
     plexus_kube::LiveKube::new(&creds, Duration::from_secs(config.api_timeout_secs))
-        .map(|k| Some((k, creds)))
+        .map(|k| Some((k.with_deadline(deadline), creds)))
         .map_err(|e| {
             CniError::new(
                 codes::INVALID_CONFIG,
