@@ -258,17 +258,23 @@ impl Engine<'_> {
     /// CHECK every cached attachment with its cached result.
     pub fn check(&self) -> Result<(), EngineError> {
         let cache = self.cache();
-        let _lock = cache
+        let lock = cache
             .lock(&self.env.container_id)
             .map_err(|source| self.cache_err("lock", source))?;
         let container = self.env.container_id.clone();
-        let entry = cache
+        let Some(entry) = cache
             .read(&container)
             .map_err(|source| self.cache_err("read", source))?
-            .ok_or_else(|| EngineError::Check {
-                container: container.clone(),
+        else {
+            // The lock file this CHECK created must not outlive it.
+            if let Err(e) = lock.unlink() {
+                tracing::warn!(container = %container, "could not remove the lock file: {e}");
+            }
+            return Err(EngineError::Check {
+                container,
                 reason: "no ADD is recorded for this container".into(),
-            })?;
+            });
+        };
         for att in &entry.attachments {
             let config = NetworkConfig::from_slice(att.config.as_bytes()).map_err(|e| {
                 EngineError::Check {

@@ -189,6 +189,18 @@ fn pod_annotations(
         return Ok((annotations, None));
     }
     let Some(kube) = engine.kube else {
+        if let (Purpose::Teardown, Some(path)) = (purpose, &engine.config.kubeconfig) {
+            // A kubeconfig is configured but gave no client: guessing "no annotations" would
+            // leak every annotation network, so this is "try again later".
+            return Err(EngineError::Api {
+                pod: pod.to_string(),
+                what: "get pod".into(),
+                source: ApiError::Unreachable(format!(
+                    "the kubeconfig {} gave no usable client",
+                    path.display()
+                )),
+            });
+        }
         tracing::warn!(pod = %pod, "no Kubernetes API configured: planning only the cluster and default networks");
         return Ok((BTreeMap::new(), None));
     };

@@ -857,6 +857,16 @@ fn check_uses_the_cached_results_and_skips_old_versions() {
     bed.exec.fail_on("macvlan", Command::Check);
     let err = bed.run(&cfg, "CHECK", &kube, |e| e.check()).unwrap_err();
     assert!(err.to_string().contains("blue/a (net1)"), "{err}");
+
+    // CHECK of a container without an entry fails and leaves no lock file behind.
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    let err = bed.run(&cfg, "CHECK", &kube, |e| e.check()).unwrap_err();
+    assert!(err.to_string().contains("no ADD is recorded"), "{err}");
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
 }
 
 // ---- NPWG v1.3 / CNI 1.1.0 behaviour (issue 3) ----
@@ -1187,4 +1197,73 @@ fn an_ipam_claim_reference_reaches_the_delegate_in_args_cni() {
         calls[0].stdin.get("args").is_none(),
         "the cluster network is not affected"
     );
+}
+
+#[test]
+fn the_phases_compose_and_a_guard_dropped_by_a_panic_still_rolls_back() {
+    use plexus_engine::attach::Attach;
+    use plexus_engine::plan::{Purpose, plan};
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    let outcome = bed.run(&cfg, "ADD", &kube, |e| {
+        let plan = plan(e, Purpose::Add).unwrap();
+        assert_eq!(plan.label, "blue/p");
+        assert_eq!(plan.attachments.len(), 2);
+        assert!(bed.all_cache_files().is_empty(), "planning writes nothing");
+        assert!(bed.exec.trace().is_empty(), "planning runs nothing");
+        let attach = Attach::begin(e, &plan).unwrap();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            attach.run(|a| {
+                a.add_delegates(&plan)?;
+                panic!("a bug in a later step");
+                #[allow(unreachable_code)]
+                Ok(())
+            })
+        }))
+    });
+    assert!(outcome.is_err(), "the step panicked");
+    assert_eq!(
+        bed.exec.trace(),
+        [
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0"
+        ]
+    );
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
+}
+
+#[test]
+fn del_of_a_corrupt_entry_with_an_unusable_kubeconfig_is_try_again_later() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({"kubeconfig": "/nonexistent/kubeconfig"}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    corrupt(&bed, "ctr1.json");
+    corrupt(&bed, "ctr1.prev");
+    // The binary passes no client when the configured kubeconfig cannot be loaded.
+    let env = bed.env("DEL", "blue", "p");
+    let err = Engine {
+        config: &cfg,
+        env: &env,
+        exec: &bed.exec,
+        kube: None,
+        routes: &bed.routes,
+    }
+    .del()
+    .unwrap_err();
+    assert_eq!(err.code(), 11, "{err}");
+    assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
+    assert!(dels_of(&bed).is_empty());
+    assert_eq!(bed.cache_files(), ["ctr1.json"]);
 }
