@@ -400,3 +400,32 @@ fn a_full_cni_dir_fails_the_add_and_leaves_nothing() {
     }
     pod.assert_no_leaks();
 }
+
+/// A SIGKILL between the temp file's creation and its rename (the cache write after a delegate)
+/// leaves `.tmp-<id>.<random>`; the soak hits it with kills at random moments. The container's
+/// DELs hold its lock and must sweep it: waiting for GC's grace period leaves a file per killed
+/// pod in `cniDir` meanwhile. The kill is made at a gate and the half-written file planted, since
+/// the window between create and rename is microseconds wide.
+#[test]
+fn a_temp_file_left_by_a_killed_cache_write_is_removed_by_del() {
+    let node = GatedNode::new();
+    let pod = node.pod("tmpkill");
+    node.arm("m1");
+    let mut add = pod.spawn_add();
+    assert!(
+        node.wait_gate("m1", &pod.cid, &mut add).is_some(),
+        "ADD never reached m1"
+    );
+    add.kill();
+    let entry = std::fs::read(node.bed.node.cni_dir.join(format!("{}.json", pod.cid))).unwrap();
+    let torn = node
+        .bed
+        .node
+        .cni_dir
+        .join(format!(".tmp-{}.Kq3xZb", pod.cid));
+    std::fs::write(&torn, &entry[..entry.len() / 2]).unwrap();
+    for d in pod.containerd_dels(None) {
+        d.assert_ok();
+    }
+    pod.assert_no_leaks();
+}
