@@ -16,6 +16,7 @@
 
 use crate::bed::{Bed, Running, kill_container_processes};
 use crate::cni::Outcome;
+use crate::fakeapi::Fault as ApiFault;
 use crate::netns::NetNs;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -81,16 +82,90 @@ pub enum Action {
 }
 
 /// One fault of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// Stop the ADD at a precise step.
     At(Step, Action),
     /// SIGKILL `plexus` this long after it started, wherever it is.
     KillAfter(Duration),
-    /// API responses queued before the ADD: `(method, path part, status)` once each.
-    ApiStatus(Vec<(&'static str, &'static str, u16)>),
+    /// Scripted API faults installed before the ADD, under a label for the counts.
+    Api(&'static str, Vec<ApiFault>),
     /// Every API response delayed this long.
     ApiLatency(Duration),
+}
+
+/// Faults of the API server a pod's ADD must ride out: each is retried within the call's budget,
+/// so the ADD succeeds with the full network-status.
+pub fn transient_api_faults() -> Vec<Fault> {
+    let nads = "/network-attachment-definitions/";
+    vec![
+        Fault::Api(
+            "500 twice on the pod GET",
+            vec![ApiFault::on("GET", "/pods/").status(500).times(2)],
+        ),
+        Fault::Api(
+            "429 + Retry-After on the pod GET",
+            vec![ApiFault::on("GET", "/pods/").too_many_requests(1)],
+        ),
+        Fault::Api(
+            "504 on the pod GET",
+            vec![ApiFault::on("GET", "/pods/").status(504)],
+        ),
+        Fault::Api(
+            "500 on a NAD GET",
+            vec![ApiFault::on("GET", nads).status(500)],
+        ),
+        Fault::Api(
+            "dropped connection on a NAD GET",
+            vec![ApiFault::on("GET", nads).drop_connection()],
+        ),
+        Fault::Api(
+            "dropped connection on the pod GET",
+            vec![ApiFault::on("GET", "/pods/").drop_connection()],
+        ),
+        Fault::Api(
+            "500 on the status PATCH",
+            vec![ApiFault::on("PATCH", "/status").status(500)],
+        ),
+        Fault::Api(
+            "dropped connection on the status PATCH",
+            vec![ApiFault::on("PATCH", "/status").drop_connection()],
+        ),
+        Fault::Api(
+            "2 s latency on the NAD GETs",
+            vec![
+                ApiFault::on("GET", nads)
+                    .delay(Duration::from_secs(2))
+                    .times(2),
+            ],
+        ),
+        Fault::Api(
+            "flapping 503 (1 down, 1 up)",
+            vec![ApiFault::on("*", "/").status(503).flapping(1, 1)],
+        ),
+        Fault::Api(
+            "flapping dropped connections",
+            vec![ApiFault::on("*", "/").drop_connection().flapping(1, 2)],
+        ),
+    ]
+}
+
+/// Answers that no retry can fix: the ADD fails (and must leave nothing).
+pub fn permanent_api_faults() -> Vec<Fault> {
+    vec![
+        Fault::Api(
+            "410 on the pod GET",
+            vec![ApiFault::on("GET", "/pods/").status(410)],
+        ),
+        Fault::Api(
+            "403 on a NAD GET",
+            vec![ApiFault::on("GET", "/network-attachment-definitions/").status(403)],
+        ),
+        Fault::Api(
+            "409 on the status PATCH",
+            vec![ApiFault::on("PATCH", "/status").status(409)],
+        ),
+    ]
 }
 
 impl Fault {
@@ -100,13 +175,7 @@ impl Fault {
             Fault::At(step, Action::Kill) => format!("kill at {step:?}"),
             Fault::At(step, Action::Fail) => format!("fail at {step:?}"),
             Fault::KillAfter(_) => "kill at a random moment".into(),
-            Fault::ApiStatus(v) => {
-                let parts: Vec<String> = v
-                    .iter()
-                    .map(|(m, p, s)| format!("{s} on {m} {p}"))
-                    .collect();
-                format!("API {}", parts.join(", "))
-            }
+            Fault::Api(label, _) => format!("API {label}"),
             // One kind for every delay, so the counts add up per kind.
             Fault::ApiLatency(_) => "API latency".into(),
         }
@@ -139,6 +208,8 @@ pub struct RunReport {
     pub dels: [Outcome; 2],
     /// The pod's network-status after the ADD (`None`: not written).
     pub network_status: Option<Vec<Value>>,
+    /// The API server's log of the run (faulted answers included; 0: a dropped connection).
+    pub requests: Vec<crate::fakeapi::RequestRecord>,
     /// Everything left behind after the DELs, plus DELs that did not succeed (empty: clean).
     pub leaks: Vec<String>,
     pub elapsed: Duration,
@@ -485,11 +556,13 @@ pub fn run(fault: &Fault) -> RunReport {
                 AddEnd::Killed
             }
         }
-        Fault::ApiStatus(faults) => {
-            for (m, p, s) in faults {
-                api.set_fail_next(m, p, *s);
+        Fault::Api(_, faults) => {
+            for f in faults {
+                api.inject(f.clone());
             }
-            end_of(pod.spawn_add().wait())
+            let end = end_of(pod.spawn_add().wait());
+            api.clear_faults();
+            end
         }
         Fault::ApiLatency(d) => {
             api.set_latency(*d);
@@ -524,6 +597,7 @@ pub fn run(fault: &Fault) -> RunReport {
         add,
         dels,
         network_status,
+        requests: api.requests(),
         leaks,
         elapsed: started.elapsed(),
         add_elapsed,

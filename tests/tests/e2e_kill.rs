@@ -267,6 +267,15 @@ fn no_delegate_outlives_a_killed_plexus() {
 /// with the full network-status.
 fn api_fault(fault: Fault, transient: bool) {
     let r = run(&fault);
+    if let Fault::Api(label, _) = &fault
+        && !label.contains("latency")
+    {
+        assert!(
+            r.requests.iter().any(|q| q.status == 0 || q.status >= 400),
+            "{label}: the fault never hit a request: {:#?}",
+            r.requests
+        );
+    }
     assert!(
         r.leaks.is_empty(),
         "{fault:?} leaked:\n  {}",
@@ -287,46 +296,42 @@ fn api_fault(fault: Fault, transient: bool) {
     }
 }
 
-#[test]
-fn api_500s_on_the_pod_get_are_retried() {
-    api_fault(
-        Fault::ApiStatus(vec![("GET", "/pods/", 500), ("GET", "/pods/", 500)]),
-        true,
+/// Each transient fault on its own node, run in parallel threads to keep the suite short.
+fn api_faults(faults: Vec<Fault>, transient: bool) {
+    let handles: Vec<_> = faults
+        .into_iter()
+        .map(|f| std::thread::spawn(move || api_fault(f, transient)))
+        .collect();
+    let failures: Vec<String> = handles
+        .into_iter()
+        .filter_map(|h| h.join().err())
+        .map(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "panic".into())
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} API faults failed:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }
 
 #[test]
-fn api_429_on_the_pod_get_is_retried() {
-    api_fault(Fault::ApiStatus(vec![("GET", "/pods/", 429)]), true);
+fn transient_api_faults_are_ridden_out_and_leave_nothing() {
+    api_faults(plexus_e2e::faults::transient_api_faults(), true);
 }
 
 #[test]
-fn api_500_on_a_nad_get_is_retried() {
-    api_fault(
-        Fault::ApiStatus(vec![("GET", "/network-attachment-definitions/", 500)]),
-        true,
-    );
+fn permanent_api_errors_fail_the_add_and_leave_nothing() {
+    api_faults(plexus_e2e::faults::permanent_api_faults(), false);
 }
 
 #[test]
-fn api_500_on_the_status_patch_is_retried() {
-    api_fault(Fault::ApiStatus(vec![("PATCH", "/status", 500)]), true);
-}
-
-#[test]
-fn api_seconds_of_latency_leave_nothing() {
+fn api_latency_of_seconds_on_every_request_leaves_nothing() {
     api_fault(Fault::ApiLatency(Duration::from_secs(2)), true);
-}
-
-#[test]
-fn api_permanent_errors_fail_the_add_and_leave_nothing() {
-    for f in [
-        vec![("GET", "/pods/", 410)],
-        vec![("GET", "/network-attachment-definitions/", 403)],
-        vec![("PATCH", "/status", 409)],
-    ] {
-        api_fault(Fault::ApiStatus(f), false);
-    }
 }
 
 /// A small tmpfs mounted on a directory for the test's lifetime (unmounted on drop).

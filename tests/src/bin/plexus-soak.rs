@@ -11,7 +11,9 @@
 #![allow(clippy::print_stdout)]
 
 use clap::Parser;
-use plexus_e2e::faults::{Action, AddEnd, Fault, Step, run};
+use plexus_e2e::faults::{
+    Action, AddEnd, Fault, Step, permanent_api_faults, run, transient_api_faults,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -49,21 +51,6 @@ impl Rng {
     }
 }
 
-/// API faults a run can inject before the ADD (each answered once, in order).
-fn api_faults() -> Vec<Vec<(&'static str, &'static str, u16)>> {
-    vec![
-        vec![("GET", "/pods/", 500)],
-        vec![("GET", "/pods/", 500), ("GET", "/pods/", 500)],
-        vec![("GET", "/pods/", 429)],
-        vec![("GET", "/pods/", 410)],
-        vec![("GET", "/network-attachment-definitions/", 500)],
-        vec![("GET", "/network-attachment-definitions/", 503)],
-        vec![("PATCH", "/status", 500)],
-        vec![("PATCH", "/status", 409)],
-        vec![("PATCH", "/status", 429)],
-    ]
-}
-
 fn pick(rng: &mut Rng, kill_window: u64) -> Fault {
     match rng.below(4) {
         0 => {
@@ -74,8 +61,9 @@ fn pick(rng: &mut Rng, kill_window: u64) -> Fault {
         2 => match rng.below(3) {
             0 => Fault::ApiLatency(Duration::from_millis(100 + rng.below(1500))),
             _ => {
-                let all = api_faults();
-                Fault::ApiStatus(all[rng.below(all.len() as u64) as usize].clone())
+                let mut all = transient_api_faults();
+                all.extend(permanent_api_faults());
+                all.swap_remove(rng.below(all.len() as u64) as usize)
             }
         },
         _ => {
