@@ -4,4 +4,5 @@
 pub mod bed;
 pub mod cni;
 pub mod fakeapi;
+pub mod faults;
 pub mod netns;

@@ -149,6 +149,7 @@ pub const KEYS: &[KeyInfo] = &[
     honoured("apiTimeoutSeconds", Origin::Plexus),
     honoured("events", Origin::Plexus),
     honoured("strictSelection", Origin::Plexus),
+    honoured("callTimeoutSeconds", Origin::Plexus),
 ];
 
 /// The table entry of `key` (exact, case-sensitive match).
