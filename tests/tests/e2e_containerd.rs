@@ -141,6 +141,10 @@ fn failing_nad_is_rolled_back_and_nothing_is_left() {
     bed.assert_nothing_left(&[]);
 
     // The kubelet retries; after the NAD is fixed the same pod starts.
+    bed.bed
+        .api
+        .delete_nad("blue", "broken-c")
+        .expect("NAD exists");
     bed.bed.nad(
         "blue",
         "broken-c",

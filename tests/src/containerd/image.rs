@@ -239,6 +239,49 @@ mod tests {
         assert_eq!(e.header().mode().unwrap(), 0o755);
     }
 
+    /// The pause process as a PID namespace's init, where the kernel drops signals that have no
+    /// handler: SIGTERM and SIGINT must still end it, with status 0.
+    #[test]
+    fn pause_exits_on_sigterm_and_sigint_as_pid_1() {
+        crate::netns::require_root();
+        let bin = static_pause_binary().unwrap();
+        for sig in [
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGINT,
+        ] {
+            let mut unshare = Command::new("unshare")
+                .args(["--pid", "--fork", "--kill-child"])
+                .arg(&bin)
+                .spawn()
+                .unwrap();
+            let children = format!("/proc/{0}/task/{0}/children", unshare.id());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let pause = loop {
+                let text = std::fs::read_to_string(&children).unwrap_or_default();
+                if let Some(pid) = text.split_whitespace().next() {
+                    break nix::unistd::Pid::from_raw(pid.parse().unwrap());
+                }
+                assert!(std::time::Instant::now() < deadline, "pause did not start");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            };
+            // Sent until it exits: one sent before pause blocked it is dropped by the kernel (an
+            // init without a handler), and so is every one if pause does not block them.
+            let status = loop {
+                nix::sys::signal::kill(pause, sig).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if let Some(status) = unshare.try_wait().unwrap() {
+                    break status;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = unshare.kill();
+                    let _ = unshare.wait();
+                    panic!("pause as PID 1 ignored {sig}");
+                }
+            };
+            assert_eq!(status.code(), Some(0), "pause after {sig}: {status}");
+        }
+    }
+
     #[test]
     fn dynamic_binaries_are_refused() {
         // This test executable is an ordinary (dynamically linked) build.
