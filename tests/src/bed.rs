@@ -124,6 +124,20 @@ impl Bed {
         p
     }
 
+    /// Every file in `cniDir` that belongs to container `cid`: entry, previous generation, lock,
+    /// temp files.
+    pub fn cni_files_of(&self, cid: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.node.cni_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(cid))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Asserts that nothing of `pod_ns` is left: only `lo`, no lease, no cache entry.
     pub fn assert_clean(&self, pod_ns: &NetNs) {
         assert_eq!(link_names(pod_ns), vec!["lo"], "interfaces left in the pod netns");

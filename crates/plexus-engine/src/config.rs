@@ -59,8 +59,9 @@ pub struct PlexusConfig {
     pub runtime_config: Map<String, Value>,
     /// `events`: post a Kubernetes Event per ADD (Normal on success, Warning on failure).
     pub events: bool,
-    /// GC only: `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) the runtime sent.
-    pub valid_attachments: Vec<ValidAttachment>,
+    /// GC only: `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) the runtime
+    /// sent; `None` when it sent neither key, which is not the same as an empty list.
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
 
 /// One `{containerID, ifname}` element of `cni.dev/valid-attachments` (CNI 1.1.0 GC).
@@ -193,16 +194,14 @@ impl PlexusConfig {
     }
 }
 
-fn valid_attachments(m: &Map<String, Value>) -> Result<Vec<ValidAttachment>, ConfigError> {
-    let (key, v) = match (m.get(VALID_ATTACHMENTS_KEY), m.get(LEGACY_ATTACHMENTS_KEY)) {
-        (Some(v), _) => (VALID_ATTACHMENTS_KEY, v),
-        (None, Some(v)) => (LEGACY_ATTACHMENTS_KEY, v),
-        (None, None) => return Ok(Vec::new()),
+/// An absent key (or `null`) is `None`: "every attachment is stale" must be said with `[]`.
+fn valid_attachments(m: &Map<String, Value>) -> Result<Option<Vec<ValidAttachment>>, ConfigError> {
+    let present = |key| m.get(key).filter(|v| !v.is_null()).map(|v| (key, v));
+    let Some((key, v)) = present(VALID_ATTACHMENTS_KEY).or_else(|| present(LEGACY_ATTACHMENTS_KEY))
+    else {
+        return Ok(None);
     };
-    if v.is_null() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_value(v.clone()).map_err(|e| {
+    serde_json::from_value(v.clone()).map(Some).map_err(|e| {
         ConfigError::new(
             key,
             v,
@@ -365,19 +364,21 @@ mod tests {
     fn events_and_gc_attachments() {
         let c = parse(json!({"clusterNetwork": "a"})).unwrap();
         assert!(c.events);
-        assert!(c.valid_attachments.is_empty());
+        assert_eq!(c.valid_attachments, None, "no key is not an empty list");
+        let c = parse(json!({"clusterNetwork": "a", "cni.dev/valid-attachments": null})).unwrap();
+        assert_eq!(c.valid_attachments, None);
         let c = parse(json!({"clusterNetwork": "a", "events": false, "cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]})).unwrap();
         assert!(!c.events);
         assert_eq!(
             c.valid_attachments,
-            vec![ValidAttachment {
+            Some(vec![ValidAttachment {
                 container_id: "c1".into(),
                 ifname: "eth0".into()
-            }]
+            }])
         );
         // The current key wins over the legacy one.
         let c = parse(json!({"clusterNetwork": "a", "cni.dev/valid-attachments": [], "cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]})).unwrap();
-        assert!(c.valid_attachments.is_empty());
+        assert_eq!(c.valid_attachments, Some(vec![]));
         let e = parse(json!({"clusterNetwork": "a", "cni.dev/valid-attachments": [{"id": 1}]}))
             .unwrap_err();
         assert_eq!(e.key, "cni.dev/valid-attachments");

@@ -124,8 +124,8 @@ impl Chain<'_> {
     }
 
     /// DEL every plugin in reverse, continuing past failures (a failed `tuning` DEL must not keep
-    /// `bridge` from releasing the IP). Returns one message per failed plugin.
-    pub fn del(&self, inv: &Invocation<'_>, result: Option<&Value>) -> Vec<String> {
+    /// `bridge` from releasing the IP). Returns one error per failed plugin.
+    pub fn del(&self, inv: &Invocation<'_>, result: Option<&Value>) -> Vec<ExecError> {
         // DEL carries prevResult only from 0.4.0 on; older plugins reject unknown input shapes.
         let prev = result.filter(|_| self.version.supports_check());
         let types = self.config.plugin_types();
@@ -136,7 +136,7 @@ impl Chain<'_> {
                 .exec
                 .exec(&self.request(inv, plugin, Command::Del, &stdin))
             {
-                errors.push(e.to_string());
+                errors.push(e);
             }
         }
         errors

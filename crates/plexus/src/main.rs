@@ -70,10 +70,15 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
     let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
     search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
     let exec = ProcessExec::new(search);
-    let kube = if env.command == Command::Add {
-        live_kube(&config, &version)?
-    } else {
-        None
+    let kube = match env.command {
+        Command::Add => live_kube(&config, &version)?,
+        // DEL reads only the cache, unless the entry is corrupt and must be rebuilt from the pod;
+        // unusable credentials must not fail a DEL that does not need them.
+        Command::Del => live_kube(&config, &version).unwrap_or_else(|e| {
+            tracing::warn!("no Kubernetes API for DEL: {}", e.msg);
+            None
+        }),
+        _ => None,
     };
     let detached = kube.as_ref().map(|(k, creds)| events::DetachedEvents {
         kube: k,
