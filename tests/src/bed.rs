@@ -138,6 +138,20 @@ impl Bed {
         v
     }
 
+    /// The fake API server's events once there are at least `n` (Events are posted by a detached
+    /// process after the CNI result is returned); panics after 10 s.
+    pub fn wait_for_events(&self, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events = self.api.events();
+            if events.len() >= n || std::time::Instant::now() > deadline {
+                assert!(events.len() >= n, "expected {n} events, got {events:?}");
+                return events;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Asserts that nothing of `pod_ns` is left: only `lo`, no lease, no cache entry.
     pub fn assert_clean(&self, pod_ns: &NetNs) {
         assert_eq!(link_names(pod_ns), vec!["lo"], "interfaces left in the pod netns");

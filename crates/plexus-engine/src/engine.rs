@@ -10,6 +10,7 @@ use crate::delegate::Chain;
 use crate::error::{EngineError, GcFailure};
 use crate::exec::DelegateExec;
 use crate::plan::{Plan, Purpose, plan};
+use crate::request;
 use crate::resolve::{Attachment, PodRef, local_config};
 use crate::routes::{self, NetnsRoutes, RouteMove};
 use crate::teardown::{Strictness, teardown};
@@ -128,6 +129,17 @@ impl Engine<'_> {
             return Err(EngineError::NotReady(f.display().to_string()));
         }
         let plan = plan(self, Purpose::Add)?;
+        if let (Some(p), false) = (&plan.pod, plan.ignored.is_empty()) {
+            plan.ignored.iter().for_each(|w| tracing::warn!(pod = %p, "{w}"));
+            let message = request::ignored_keys_message(&plan.ignored);
+            self.event(
+                p,
+                &plan.status_uid,
+                EventType::Warning,
+                request::IGNORED_KEYS_REASON,
+                message,
+            );
+        }
         Attach::begin(self, &plan)?.run(|attach| {
             let mut results = attach.add_delegates(&plan)?;
             // Now that results are known, empty `default-route` lists resolve to their own
@@ -491,6 +503,10 @@ impl Engine<'_> {
     ) -> Result<String, EngineError> {
         let mut statuses = Vec::new();
         for (i, (att, value)) in atts.iter().zip(results).enumerate() {
+            // The auxiliary chain adds no interface of its own (Multus writes no entry for it).
+            if att.auxiliary {
+                continue;
+            }
             let version = cluster_version(att)?;
             let result = CniResult::from_value(value, version).unwrap_or_default();
             statuses.extend(statuses_from_result(
@@ -510,6 +526,7 @@ impl Engine<'_> {
 fn summary(atts: &[Attachment], results: &[Value]) -> String {
     atts.iter()
         .zip(results)
+        .filter(|(att, _)| !att.auxiliary)
         .map(|(att, value)| {
             let ips: Vec<String> = cluster_version(att)
                 .ok()

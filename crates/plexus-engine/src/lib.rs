@@ -8,7 +8,9 @@
 pub mod api;
 pub mod attach;
 pub mod cache;
+pub mod chaining;
 pub mod config;
+pub mod config_keys;
 pub mod delegate;
 pub mod engine;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod plan;
 pub mod request;
 pub mod resolve;
 pub mod routes;
+pub mod static_pod;
 pub mod teardown;
 pub mod testing;
 
