@@ -85,16 +85,23 @@ pub fn exec_plexus(call: &Call<'_>) -> Result<Outcome> {
 
 /// [`exec_plexus`] with `CNI_PATH` set to `cni_path` (e.g. `/usr/lib/cni:<recorder dir>`).
 pub fn exec_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<Outcome> {
-    let out = spawn_plexus_with_path(call, cni_path)?.wait_with_output()?;
-    Ok(Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    let child = spawn_plexus_with_path(call, cni_path)?;
+    let out = child.wait_with_output()?;
+    Ok(Outcome::from(out))
 }
 
-/// Starts `plexus` as [`exec_plexus_with_path`] does, with the config written to its stdin, and
-/// returns without waiting (to kill it mid-call as a runtime whose deadline passed does).
+impl From<std::process::Output> for Outcome {
+    fn from(out: std::process::Output) -> Self {
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Starts `plexus` like [`exec_plexus_with_path`] (stdin written and closed) without waiting, so
+/// that a test can kill it mid-command the way a runtime's timeout does.
 pub fn spawn_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<std::process::Child> {
     let mut cmd = Command::new(plexus_bin());
     cmd.env_clear()

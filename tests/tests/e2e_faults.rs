@@ -55,7 +55,7 @@ fn add_survives(fault: Fault) -> (Bed, Sandbox) {
     bed.add(&sb, &config).assert_ok();
     assert_full_status(&bed, &sb);
     bed.teardown(&sb, &config);
-    bed.assert_clean(&sb.ns);
+    bed.assert_no_leaks(&sb.ns, &sb.cid);
     (bed, sb)
 }
 
@@ -113,7 +113,7 @@ fn a_nad_get_that_times_out_is_retried() {
     bed.add(&sb, &config).assert_ok();
     assert_full_status(&bed, &sb);
     bed.teardown(&sb, &config);
-    bed.assert_clean(&sb.ns);
+    bed.assert_no_leaks(&sb.ns, &sb.cid);
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn persistent_500s_answer_try_again_later_within_the_budget() {
         "retried, and every answer was a 500: {gets:?}"
     );
     assert_eq!(bed.api.count("PATCH", ""), 0);
-    bed.assert_no_trace(&sb);
+    bed.assert_no_leaks(&sb.ns, &sb.cid);
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn an_api_server_slower_than_the_budget_answers_try_again_later() {
         "{msg}"
     );
     assert!(t.elapsed() < Duration::from_secs(5) + HANG_GUARD);
-    bed.assert_no_trace(&sb);
+    bed.assert_no_leaks(&sb.ns, &sb.cid);
 }
 
 #[test]
@@ -192,7 +192,7 @@ fn a_conflict_on_the_status_patch_is_not_retried() {
     let out = bed.add(&sb, &bed.config(json!({})));
     out.assert_error(104);
     assert_eq!(bed.api.statuses("PATCH", "/pods/p/status"), [409]);
-    bed.assert_no_trace(&sb);
+    bed.assert_no_leaks(&sb.ns, &sb.cid);
 }
 
 #[test]
@@ -219,7 +219,7 @@ fn a_hanging_delegate_fails_the_add_within_the_budget_and_leaves_nothing() {
     let pid = adds[0]["pid"].as_u64().expect("pid recorded");
     assert!(!group_alive(pid), "the hanging delegate still runs");
     assert_eq!(bed.records_of("DEL", "hang").len(), 1, "rolled back");
-    bed.assert_no_trace(&sb);
+    bed.assert_no_leaks(&sb.ns, &sb.cid);
 }
 
 #[test]
@@ -237,7 +237,7 @@ fn a_delegate_leaving_a_child_on_its_stdout_does_not_block() {
     assert!(child.is_some(), "the recorder started its child: {add}");
     assert!(!group_alive(pid), "the leftover child was not killed");
     bed.teardown(&sb, &config);
-    bed.assert_clean(&sb.ns);
+    bed.assert_no_leaks(&sb.ns, &sb.cid);
 }
 
 #[test]
@@ -266,7 +266,7 @@ fn sigkill_of_plexus_takes_its_delegates_with_it() {
     bed.recorder_nad("blue", "hang", json!({"sleep": {"ADD": 3600}}));
     let sb = bed.sandbox("blue", "p", Some("macvlan-a, hang"));
     let config = bed.config(json!({}));
-    let mut plexus = bed.spawn_add(&sb, &config);
+    let plexus = bed.spawn_add(&sb, &config);
     assert!(
         wait_for(HANG_GUARD, || !bed.records_of("ADD", "hang").is_empty()),
         "the hanging delegate never started"
@@ -277,13 +277,12 @@ fn sigkill_of_plexus_takes_its_delegates_with_it() {
         "the delegate runs while plexus waits for it"
     );
     // What the runtime does when the kubelet's deadline passes.
-    plexus.kill().unwrap();
-    plexus.wait().unwrap();
+    plexus.kill();
     assert!(
         wait_for(Duration::from_secs(10), || !group_alive(pid)),
         "the delegate's process group outlived plexus"
     );
     // The runtime's DELs then clean up what the killed ADD made.
     bed.teardown(&sb, &config);
-    bed.assert_clean(&sb.ns);
+    bed.assert_no_leaks(&sb.ns, &sb.cid);
 }

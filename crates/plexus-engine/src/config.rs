@@ -562,19 +562,6 @@ mod tests {
     }
 
     #[test]
-    fn call_timeout_default_and_range() {
-        let c = parse(json!({"clusterNetwork": "a"})).unwrap();
-        assert_eq!(c.call_timeout_secs, 100);
-        let c = parse(json!({"clusterNetwork": "a", "callTimeoutSeconds": 30})).unwrap();
-        assert_eq!(c.call_timeout_secs, 30);
-        for bad in [json!(0), json!(601), json!(-5), json!(2.5), json!("30")] {
-            let e = parse(json!({"clusterNetwork": "a", "callTimeoutSeconds": bad})).unwrap_err();
-            assert_eq!(e.key, "callTimeoutSeconds", "{bad}");
-            assert!(e.to_string().contains("1 to 600"), "{e}");
-        }
-    }
-
-    #[test]
     fn log_levels_follow_multus_order() {
         let level = |l: &str| {
             parse(json!({"clusterNetwork": "a", "logLevel": l}))
@@ -645,6 +632,19 @@ mod tests {
         let c = parse(json!({"clusterNetwork": "a", "retryDeleteOnError": true})).unwrap();
         assert_eq!(c.key_notes.len(), 1);
         assert_eq!(c.key_notes[0].key, "retryDeleteOnError");
+    }
+
+    #[test]
+    fn call_timeout_default_and_range() {
+        let c = parse(json!({"clusterNetwork": "a"})).unwrap();
+        assert_eq!(c.call_timeout_secs, 100);
+        let c = parse(json!({"clusterNetwork": "a", "callTimeoutSeconds": 30})).unwrap();
+        assert_eq!(c.call_timeout_secs, 30);
+        for bad in [json!(0), json!(601), json!(-5), json!(2.5), json!("30")] {
+            let e = parse(json!({"clusterNetwork": "a", "callTimeoutSeconds": bad})).unwrap_err();
+            assert_eq!(e.key, "callTimeoutSeconds", "{bad}");
+            assert!(e.to_string().contains("1 to 600"), "{e}");
+        }
     }
 
     #[test]

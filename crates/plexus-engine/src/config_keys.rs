@@ -149,6 +149,8 @@ pub const KEYS: &[KeyInfo] = &[
     honoured("apiTimeoutSeconds", Origin::Plexus),
     honoured("callTimeoutSeconds", Origin::Plexus),
     honoured("events", Origin::Plexus),
+    honoured("strictSelection", Origin::Plexus),
+    honoured("callTimeoutSeconds", Origin::Plexus),
 ];
 
 /// The table entry of `key` (exact, case-sensitive match).

@@ -124,11 +124,11 @@ pub struct LiveKube {
     rt: Runtime,
     client: Client,
     timeout: Duration,
+    /// The API server's URL, for error messages.
+    server: String,
     deadline: Option<Instant>,
     policy: RetryPolicy,
     retries: AtomicU32,
-    /// The API server's URL, for error messages.
-    server: String,
 }
 
 impl fmt::Debug for LiveKube {
@@ -186,11 +186,21 @@ impl LiveKube {
             rt,
             client,
             timeout,
+            server,
             deadline: None,
             policy: RetryPolicy::default(),
             retries: AtomicU32::new(0),
-            server,
         })
+    }
+
+    /// The API server's URL (as configured, e.g. `https://10.96.0.1:443/`).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The per-attempt timeout this client was built with.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Every call, retries included, must be over by `deadline` (the call budget's
@@ -217,16 +227,6 @@ impl LiveKube {
             attempt_timeout: self.timeout,
             deadline: self.deadline.map(tokio::time::Instant::from_std),
         }
-    }
-
-    /// The API server's URL (as configured, e.g. `https://10.96.0.1:443/`).
-    pub fn server(&self) -> &str {
-        &self.server
-    }
-
-    /// The per-request timeout this client was built with.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// Sends one request and returns the body of a 2xx answer; anything else becomes a

@@ -128,14 +128,11 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
             "no delegate watchdog (cannot find our own binary: {e}); delegates will outlive a killed plexus"
         ),
     }
-    // API requests may have to be followed by a rollback, so they get the budget less its
-    // teardown reserve.
-    let api_deadline = budget.work_deadline();
     let kube = match env.command {
-        Command::Add => live_kube(&config, &env, &version, api_deadline)?,
+        Command::Add => live_kube(&config, &env, &version, budget.work_deadline())?,
         // DEL reads only the cache, unless the entry is corrupt and must be rebuilt from the pod;
         // unusable credentials must not fail a DEL that does not need them.
-        Command::Del => live_kube(&config, &env, &version, api_deadline).unwrap_or_else(|e| {
+        Command::Del => live_kube(&config, &env, &version, budget.work_deadline()).unwrap_or_else(|e| {
             tracing::warn!("no Kubernetes API for DEL: {}", e.msg);
             None
         }),
