@@ -147,7 +147,6 @@ pub const KEYS: &[KeyInfo] = &[
     no_effect("overrideNetworkName", Origin::MultusDaemon, GENERATOR),
     // Plexus
     honoured("apiTimeoutSeconds", Origin::Plexus),
-    honoured("callTimeoutSeconds", Origin::Plexus),
     honoured("events", Origin::Plexus),
     honoured("strictSelection", Origin::Plexus),
     honoured("callTimeoutSeconds", Origin::Plexus),
