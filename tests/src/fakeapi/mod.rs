@@ -20,10 +20,10 @@ pub mod store;
 mod tls;
 
 use anyhow::{Context, bail};
+pub use faults::Fault;
 use resource::Resource;
 use serde::{Deserialize as _, Serialize};
 use serde_json::{Value, json};
-pub use faults::Fault;
 use server::{Shared, lock};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -76,6 +76,8 @@ pub struct RequestRecord {
     pub response_bytes: usize,
     /// The `User-Agent` header, when sent.
     pub user_agent: Option<String>,
+    /// When the request arrived, in milliseconds since the server started.
+    pub at_ms: u64,
 }
 
 /// The running server (see the module docs).
@@ -139,6 +141,7 @@ impl FakeApiServer {
             token: Mutex::new(opts.token.clone()),
             faults: Mutex::new(Vec::new()),
             bookmark_interval: opts.bookmark_interval,
+            started: std::time::Instant::now(),
         });
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let (closed_tx, closed) = std::sync::mpsc::channel();

@@ -39,6 +39,8 @@ pub struct Shared {
     pub token: Mutex<Option<String>>,
     pub faults: Mutex<Vec<Fault>>,
     pub bookmark_interval: Duration,
+    /// When the server started (request log times are counted from here).
+    pub started: std::time::Instant,
 }
 
 /// Locks ignoring poison: a panicking test thread must not take the server down with it.
@@ -137,8 +139,10 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let arrived = shared.started.elapsed().as_millis() as u64;
     let log_entry = |status, response_bytes| RequestRecord {
         user_agent: user_agent.clone(),
+        at_ms: arrived,
         ..record(&method, &path, &query, status, body.len(), response_bytes)
     };
 
@@ -147,7 +151,6 @@ async fn handle(
         Ok(()) => decide(&mut lock(&shared.faults), &method, &path),
         Err(_) => Decision::Serve,
     };
-    let mut retry_after = None;
     let reply = match decision {
         Decision::Drop => {
             shared.record(log_entry(0, 0));
@@ -157,13 +160,17 @@ async fn handle(
             tokio::time::sleep(d).await;
             respond(&shared, &method, &path, &query, &headers, &body).unwrap_or_else(Reply::from)
         }
-        Decision::Fail(e) => {
-            retry_after = e.retry_after;
-            Reply::from(e)
-        }
+        Decision::Fail(e) => Reply::from(e),
         Decision::Serve => {
             respond(&shared, &method, &path, &query, &headers, &body).unwrap_or_else(Reply::from)
         }
+    };
+    // The real server turns `details.retryAfterSeconds` into the header.
+    let retry_after = match &reply {
+        Reply::Json(code, v) if *code >= 400 => v["details"]["retryAfterSeconds"]
+            .as_u64()
+            .filter(|s| *s > 0),
+        _ => None,
     };
     let (status, resp) = match reply {
         Reply::Json(code, v) => {
@@ -199,9 +206,7 @@ async fn handle(
     if let Some(secs) = retry_after {
         resp = resp.header("retry-after", secs.to_string());
     }
-    Ok(resp
-        .body(Full::new(bytes).boxed())
-        .expect("valid response"))
+    Ok(resp.body(Full::new(bytes).boxed()).expect("valid response"))
 }
 
 fn record(
@@ -220,6 +225,7 @@ fn record(
         request_bytes,
         response_bytes,
         user_agent: None,
+        at_ms: 0,
     }
 }
 
