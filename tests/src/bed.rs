@@ -3,12 +3,15 @@
 //! and check that nothing is left behind.
 
 use crate::cni::{
-    Call, Node, Outcome, exec_plexus_with_path, k8s_args, link_names, recorded, recorder_cni_path,
+    Call, Node, Outcome, bin_path, exec_plexus_with_path, k8s_args, link_names, recorded,
+    recorder_cni_path, spawn_plexus_with_path,
 };
 use crate::fakeapi::{FakeApiOptions, FakeApiServer};
 use crate::netns::NetNs;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 /// The pod annotation plexus writes.
 pub const STATUS_KEY: &str = "k8s.v1.cni.cncf.io/network-status";
@@ -45,6 +48,8 @@ impl Bed {
             .expect("kubeconfig");
         let cluster_file = node.write_cluster_file("1.0.0").expect("cluster file");
         let cni_path = recorder_cni_path(&node.root.path().join("recbin")).expect("recorder");
+        let gate = node.root.path().join("recbin").join("cni-gate");
+        std::os::unix::fs::symlink(bin_path("cni-gate"), &gate).expect("link cni-gate");
         let record = node.root.path().join("record.jsonl");
         Self {
             node,
@@ -119,6 +124,116 @@ impl Bed {
             config,
         };
         exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
+    }
+
+    /// [`Bed::call`] without waiting: the returned [`Running`] can be killed mid-command.
+    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
+    pub fn spawn(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: Option<&Path>,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        config: &Value,
+    ) -> Running {
+        let call = Call {
+            command,
+            container_id: cid,
+            netns,
+            ifname: "eth0",
+            args: k8s_args(ns, pod, uid, cid),
+            config,
+        };
+        Running {
+            child: Some(spawn_plexus_with_path(&call, &self.cni_path).expect("spawn plexus")),
+        }
+    }
+
+    /// The two DELs containerd (1.6/1.7) sends for one sandbox after an ADD: StopPodSandbox's, with
+    /// `CNI_NETNS` and, when the ADD succeeded, its result as `prevResult` (libcni's result cache);
+    /// then RemovePodSandbox's, with `CNI_NETNS` empty and no `prevResult` (the netns and the
+    /// libcni cache are gone by then). containerd also sends the first one after a failed ADD.
+    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
+    pub fn containerd_dels(
+        &self,
+        cid: &str,
+        netns: &Path,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        config: &Value,
+        prev_result: Option<&Value>,
+    ) -> [Outcome; 2] {
+        let mut stop = config.clone();
+        if let Some(r) = prev_result {
+            stop["prevResult"] = r.clone();
+        }
+        let first = self.call("DEL", cid, Some(netns), ns, pod, uid, &stop);
+        let second = self.call("DEL", cid, None, ns, pod, uid, config);
+        [first, second]
+    }
+
+    /// Everything a pod's sandbox left on this node, one line per finding (empty: clean): links
+    /// in `pod_ns` but `lo`, host-local leases, ports on the node's bridges, any file in `cniDir`
+    /// (entries, locks, `.tmp-*`), and processes still running with `CNI_CONTAINERID=cid` (a
+    /// delegate must not outlive the plexus that ran it; killed delegates get `settle` to go).
+    pub fn leaks(&self, pod_ns: &NetNs, cid: &str, settle: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        let links: Vec<String> = link_names(pod_ns)
+            .into_iter()
+            .filter(|l| l != "lo")
+            .collect();
+        if !links.is_empty() {
+            out.push(format!("links left in the pod netns: {links:?}"));
+        }
+        let leases = self.node.leases();
+        if !leases.is_empty() {
+            out.push(format!("host-local leases left: {leases:?}"));
+        }
+        for bridge in [&self.node.bridge, &self.node.bridge2] {
+            let ports = bridge_ports(bridge.name());
+            if !ports.is_empty() {
+                out.push(format!("ports left on bridge {}: {ports:?}", bridge.name()));
+            }
+        }
+        let files = self.cni_dir_files();
+        if !files.is_empty() {
+            out.push(format!("files left in cniDir: {files:?}"));
+        }
+        let deadline = Instant::now() + settle;
+        let mut procs = container_processes(cid);
+        while !procs.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            procs = container_processes(cid);
+        }
+        if !procs.is_empty() {
+            out.push(format!("delegate processes still running: {procs:?}"));
+        }
+        out
+    }
+
+    /// Asserts [`Bed::leaks`] finds nothing (5 s for killed delegates to exit).
+    pub fn assert_no_leaks(&self, pod_ns: &NetNs, cid: &str) {
+        let leaks = self.leaks(pod_ns, cid, Duration::from_secs(5));
+        assert!(
+            leaks.is_empty(),
+            "container {cid} leaked:\n  {}",
+            leaks.join("\n  ")
+        );
+    }
+
+    /// Every file name in `cniDir`, sorted (the directory may not exist yet).
+    pub fn cni_dir_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.node.cni_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
     }
 
     /// STATUS/GC/VERSION: no attachment parameters.
@@ -217,11 +332,21 @@ impl Bed {
 
     /// A recorder cluster conflist file of version 1.1.0 (`fail` scripts failing verbs).
     pub fn recorder_cluster(&self, fail: Value) -> PathBuf {
+        self.recorder_cluster_with(json!({"fail": fail}))
+    }
+
+    /// A recorder cluster conflist file of version 1.1.0 with `extra` keys in its plugin.
+    pub fn recorder_cluster_with(&self, extra: Value) -> PathBuf {
         let p = self.node.root.path().join("cluster-rec.conflist");
+        let mut plugin =
+            json!({"type": "cni-recorder", "recordFile": self.record, "address": "10.99.0.5/24"});
+        if let (Some(c), Some(e)) = (plugin.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
         let c = json!({
             "cniVersion": "1.1.0",
             "name": "rec-cluster",
-            "plugins": [{"type": "cni-recorder", "recordFile": self.record, "address": "10.99.0.5/24", "fail": fail}]
+            "plugins": [plugin]
         });
         std::fs::write(&p, c.to_string()).expect("write cluster conflist");
         p
@@ -239,6 +364,20 @@ impl Bed {
             .collect();
         v.sort();
         v
+    }
+
+    /// The fake API server's events once there are at least `n` (Events are posted by a detached
+    /// process after the CNI result is returned); panics after 10 s.
+    pub fn wait_for_events(&self, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events = self.api.events();
+            if events.len() >= n || std::time::Instant::now() > deadline {
+                assert!(events.len() >= n, "expected {n} events, got {events:?}");
+                return events;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Asserts that nothing of `pod_ns` is left: only `lo`, no lease, no cache entry.
@@ -261,7 +400,224 @@ impl Bed {
     }
 }
 
+/// One pod sandbox as the runtime sees it: the pod in the API server, its netns and its
+/// container ID.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub ns: NetNs,
+    pub cid: String,
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+}
+
+impl Bed {
+    /// Creates pod `namespace/pod` (with `networks` as its selection annotation, when given), a
+    /// netns and a container ID for its sandbox.
+    pub fn sandbox(&self, namespace: &str, pod: &str, networks: Option<&str>) -> Sandbox {
+        let uid = self.pod(namespace, pod, networks);
+        let ns = NetNs::new("pxf").expect("netns");
+        Sandbox {
+            ns,
+            cid: cid(pod),
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            uid,
+        }
+    }
+
+    /// ADD of the sandbox, as the runtime's RunPodSandbox does it.
+    pub fn add(&self, sb: &Sandbox, config: &Value) -> Outcome {
+        let Sandbox {
+            ns,
+            cid,
+            namespace,
+            pod,
+            uid,
+        } = sb;
+        self.call("ADD", cid, Some(ns.path()), namespace, pod, uid, config)
+    }
+
+    /// Starts the ADD of the sandbox and returns at once (to SIGKILL plexus mid-call).
+    pub fn spawn_add(&self, sb: &Sandbox, config: &Value) -> Running {
+        let Sandbox {
+            ns,
+            cid,
+            namespace,
+            pod,
+            uid,
+        } = sb;
+        self.spawn("ADD", cid, Some(ns.path()), namespace, pod, uid, config)
+    }
+
+    /// containerd's two DELs of the sandbox ([`Bed::containerd_dels`]); both must succeed.
+    pub fn teardown(&self, sb: &Sandbox, config: &Value) {
+        let Sandbox {
+            ns,
+            cid,
+            namespace,
+            pod,
+            uid,
+        } = sb;
+        for out in self.containerd_dels(cid, ns.path(), namespace, pod, uid, config, None) {
+            out.assert_ok();
+        }
+    }
+
+    /// Creates NAD `ns/name` running the `cni-recorder` with `extra` keys (`sleep`, `background`,
+    /// `fail`, ... see the recorder's docs).
+    pub fn recorder_nad(&self, ns: &str, name: &str, extra: Value) {
+        let mut conf = self.recorder_conf(name);
+        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        self.nad(ns, name, &conf);
+    }
+
+    /// The recorder's records of `command` for network `name`.
+    pub fn records_of(&self, command: &str, name: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["command"] == command && r["stdin"]["name"] == name)
+            .collect()
+    }
+}
+
+/// Whether any live (not zombie) process is in process group `pgid`. A killed delegate whose
+/// parent died stays a zombie until init reaps it, and a zombie runs nothing.
+pub fn group_alive(pgid: u64) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after its ')'.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+        })
+}
+
+/// Polls `cond` every 50 ms for up to `limit`; true once it holds. For waiting on effects of
+/// another process (never for asserting how long something took).
+pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A container ID unique across tests and test processes.
 pub fn cid(tag: &str) -> String {
     format!("{tag}-{}", crate::netns::unique_name("c"))
+}
+
+/// A `plexus` process started by [`Bed::spawn`]; killed (SIGKILL) and reaped on drop if the test
+/// did not wait for it.
+#[derive(Debug)]
+pub struct Running {
+    child: Option<Child>,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether the process has exited (its status and output stay for [`Running::wait`]).
+    pub fn finished(&mut self) -> bool {
+        let child = self.child.as_mut().expect("running");
+        matches!(child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(mut self) -> Outcome {
+        let child = self.child.take().expect("running");
+        Outcome::from(child.wait_with_output().expect("wait for plexus"))
+    }
+
+    /// SIGKILLs the process (as a runtime's timeout or an OOM kill does) and reaps it.
+    pub fn kill(mut self) -> Outcome {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        Outcome::from(child.wait_with_output().expect("reap plexus"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The state letter of a `/proc/<pid>/stat` line (`R`, `S`, `Z`...).
+fn stat_state(stat: &str) -> Option<char> {
+    // The command name is in parentheses and may contain spaces or parentheses itself.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Live (non-zombie) processes whose environment has `CNI_CONTAINERID=cid`, as `pid comm`.
+pub fn container_processes(cid: &str) -> Vec<String> {
+    let needle = format!("CNI_CONTAINERID={cid}");
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if !env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if matches!(stat_state(&stat), Some('Z') | None) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        out.push(format!("{pid} {}", comm.trim()));
+    }
+    out
+}
+
+/// Names of the links enslaved to `bridge` in the host namespace.
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "link", "show", "master", bridge])
+        .output()
+        .expect("run ip");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(Vec::new()));
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Kills (SIGKILL) the processes [`container_processes`] finds for `cid`: a test's cleanup of
+/// delegates that a defect left running, after their presence has been reported.
+pub fn kill_container_processes(cid: &str) {
+    for p in container_processes(cid) {
+        if let Some(pid) = p.split(' ').next() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .status();
+        }
+    }
 }

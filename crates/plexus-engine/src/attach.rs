@@ -129,13 +129,7 @@ impl<'e, 'a> Attach<'e, 'a> {
     /// results (each in its delegate's own version).
     pub fn add_delegates(&mut self, plan: &Plan) -> Result<Vec<Value>, EngineError> {
         let engine = self.engine;
-        let inv = Invocation {
-            exec: engine.exec,
-            container_id: &engine.env.container_id,
-            netns: engine.env.netns.as_deref(),
-            args: &plan.delegate_args,
-        };
-        let mut results = Vec::with_capacity(plan.attachments.len());
+        let mut results: Vec<Value> = Vec::with_capacity(plan.attachments.len());
         for (i, att) in plan.attachments.iter().enumerate() {
             let chain = Chain {
                 config: &att.config,
@@ -151,7 +145,18 @@ impl<'e, 'a> Attach<'e, 'a> {
                     tracing::warn!(pod = %plan.label, network = %att.network, "cannot copy the device-info file of {}: {e}", device.device_id);
                 }
             }
-            match chain.add(&inv) {
+            // Each attachment has its own `CNI_ARGS` (`IP=`/`MAC=` for NADs without the
+            // capability), recorded in the entry so that DEL repeats them.
+            let args = self.entry.attachments[i].cni_args.clone();
+            let inv = Invocation {
+                exec: engine.exec,
+                container_id: &engine.env.container_id,
+                netns: engine.env.netns.as_deref(),
+                args: &args,
+            };
+            // The auxiliary chain continues the cluster network's result on its interface.
+            let prev = att.auxiliary.then(|| results[0].clone());
+            match chain.add_after(&inv, prev) {
                 Ok(result) => {
                     self.entry.attachments[i].result = Some(result.clone());
                     results.push(result);

@@ -76,8 +76,18 @@ impl Chain<'_> {
     /// On failure, the result of the last plugin that succeeded is returned with the error, so the
     /// caller's rollback can hand it to DEL.
     pub fn add(&self, inv: &Invocation<'_>) -> Result<Value, (ChainError, Option<Value>)> {
+        self.add_after(inv, None)
+    }
+
+    /// [`Chain::add`] with `prev` as the first plugin's prevResult: a chain that continues another
+    /// attachment's (the auxiliary chain continues the cluster network's).
+    pub fn add_after(
+        &self,
+        inv: &Invocation<'_>,
+        prev: Option<Value>,
+    ) -> Result<Value, (ChainError, Option<Value>)> {
         let types = self.config.plugin_types();
-        let mut prev: Option<Value> = None;
+        let mut prev = prev;
         for (i, plugin) in types.iter().enumerate() {
             let stdin = self.stdin(i, prev.as_ref());
             tracing::debug!(plugin = %plugin, ifname = self.ifname, "ADD delegate");

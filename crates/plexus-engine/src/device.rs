@@ -355,6 +355,8 @@ mod tests {
             selection: None,
             resource_name: resource.map(str::to_owned),
             device: None,
+            cni_args: Vec::new(),
+            auxiliary: false,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::delegate::Chain;
 use crate::error::{EngineError, GcFailure};
 use crate::exec::DelegateExec;
 use crate::plan::{Plan, Purpose, plan};
+use crate::request;
 use crate::resolve::{Attachment, PodRef, local_config};
 use crate::routes::{self, NetnsRoutes, RouteMove};
 use crate::teardown::{Strictness, teardown};
@@ -131,6 +132,19 @@ impl Engine<'_> {
             return Err(EngineError::NotReady(f.display().to_string()));
         }
         let plan = plan(self, Purpose::Add)?;
+        if let (Some(p), false) = (&plan.pod, plan.ignored.is_empty()) {
+            plan.ignored
+                .iter()
+                .for_each(|w| tracing::warn!(pod = %p, "{w}"));
+            let message = request::ignored_keys_message(&plan.ignored);
+            self.event(
+                p,
+                &plan.status_uid,
+                EventType::Warning,
+                request::IGNORED_KEYS_REASON,
+                message,
+            );
+        }
         Attach::begin(self, &plan)?.run(|attach| {
             let mut results = attach.add_delegates(&plan)?;
             // Now that results are known, empty `default-route` lists resolve to their own
@@ -208,8 +222,12 @@ impl Engine<'_> {
         let (entry, strictness) = match cache.read(id) {
             Ok(Some(entry)) => (entry, Strictness::Cached),
             Ok(None) => {
-                // CNI SPEC §DEL: plugins should handle multiple DELs permissively. The lock file
-                // this DEL created is the only thing left of the container.
+                // CNI SPEC §DEL: plugins should handle multiple DELs permissively. What may be
+                // left of the container: the temp file of a first cache write that was killed,
+                // and the lock file this DEL holds.
+                cache
+                    .remove(id)
+                    .map_err(|source| self.cache_err("remove", source))?;
                 lock.unlink()
                     .map_err(|source| self.cache_err("remove lock", source))?;
                 tracing::debug!(container = %id, "DEL done: no cache entry, nothing to do");
@@ -494,6 +512,10 @@ impl Engine<'_> {
     ) -> Result<String, EngineError> {
         let mut statuses = Vec::new();
         for (i, (att, value)) in atts.iter().zip(results).enumerate() {
+            // The auxiliary chain adds no interface of its own (Multus writes no entry for it).
+            if att.auxiliary {
+                continue;
+            }
             let version = cluster_version(att)?;
             let result = CniResult::from_value(value, version).unwrap_or_default();
             let device_info = att
@@ -517,6 +539,7 @@ impl Engine<'_> {
 fn summary(atts: &[Attachment], results: &[Value]) -> String {
     atts.iter()
         .zip(results)
+        .filter(|(att, _)| !att.auxiliary)
         .map(|(att, value)| {
             let ips: Vec<String> = cluster_version(att)
                 .ok()

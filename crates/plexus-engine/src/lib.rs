@@ -7,8 +7,11 @@
 
 pub mod api;
 pub mod attach;
+pub mod budget;
 pub mod cache;
+pub mod chaining;
 pub mod config;
+pub mod config_keys;
 pub mod delegate;
 pub mod device;
 pub mod engine;
@@ -18,10 +21,12 @@ pub mod plan;
 pub mod request;
 pub mod resolve;
 pub mod routes;
+pub mod static_pod;
 pub mod teardown;
 pub mod testing;
 
 pub use api::{ApiError, EventType, KubeApi, NadInfo, PodEvent, PodInfo};
+pub use budget::Budget;
 pub use config::PlexusConfig;
 pub use device::{DeviceError, DeviceLookup, DeviceMap};
 pub use engine::Engine;

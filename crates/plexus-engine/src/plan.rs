@@ -23,10 +23,7 @@ pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations"
 /// The pod annotation that replaces the cluster network for one pod (Multus's key).
 pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
 
-/// Set by the kubelet on the API object of a static pod (its "mirror pod"), whose UID differs
-/// from the one the kubelet gives the runtime.
-pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
+pub use crate::static_pod::MIRROR_ANNOTATION;
 
 /// A pod that is not in the API server yet (an informer lag in the API server's watch cache, or
 /// a pod created an instant ago) is retried this often, this far apart, before the ADD fails with
@@ -61,6 +58,9 @@ pub struct Plan {
     pub attachments: Vec<Attachment>,
     /// `CNI_ARGS` for delegates: the runtime's, with `IgnoreUnknown`.
     pub delegate_args: String,
+    /// Selection keys that were ignored (Multus's leniency), one message each, for the log and
+    /// the pod's Warning event.
+    pub ignored: Vec<String>,
 }
 
 impl Plan {
@@ -86,7 +86,7 @@ impl Plan {
                     config: a.config.to_value().to_string(),
                     runtime_config: a.runtime_config.clone(),
                     is_default: a.is_default,
-                    cni_args: self.delegate_args.clone(),
+                    cni_args: crate::request::delegate_args(&self.delegate_args, a),
                     result: None,
                     device: a.device.clone(),
                 })
@@ -103,19 +103,26 @@ pub fn plan(engine: &Engine<'_>, purpose: Purpose) -> Result<Plan, EngineError> 
         .map(|p| p.to_string())
         .unwrap_or_else(|| format!("container {}", engine.env.container_id));
     let (annotations, api_uid) = pod_annotations(engine, pod.as_ref(), purpose)?;
+    let mut ignored = Vec::new();
     let selections = match (&pod, annotations.get(NETWORKS_ANNOTATION)) {
         (Some(p), Some(text)) => {
-            plexus_netattach::parse_networks(text, &p.namespace).map_err(|source| {
-                EngineError::Annotation {
-                    pod: label.clone(),
-                    source,
-                }
-            })?
+            let (elements, skipped) = crate::request::parse_annotation(
+                engine.config,
+                NETWORKS_ANNOTATION,
+                text,
+                &p.namespace,
+            )
+            .map_err(|source| EngineError::Annotation {
+                pod: label.clone(),
+                source,
+            })?;
+            ignored.extend(skipped);
+            elements
         }
         _ => Vec::new(),
     };
     let cluster_override = match annotations.get(DEFAULT_NETWORK_ANNOTATION) {
-        Some(text) if pod.is_some() => Some(default_network(engine, text, &label)?),
+        Some(text) if pod.is_some() => Some(default_network(engine, text, &label, &mut ignored)?),
         _ => None,
     };
     let attachments = resolve(
@@ -165,6 +172,7 @@ pub fn plan(engine: &Engine<'_>, purpose: Purpose) -> Result<Plan, EngineError> 
         status_uid,
         attachments,
         delegate_args: args.to_env_string(),
+        ignored,
     })
 }
 
@@ -175,13 +183,20 @@ fn default_network(
     engine: &Engine<'_>,
     text: &str,
     label: &str,
+    ignored: &mut Vec<String>,
 ) -> Result<plexus_netattach::NetworkSelectionElement, EngineError> {
     let bad = |reason: String| EngineError::DefaultNetwork {
         pod: label.to_owned(),
         reason,
     };
-    let mut v = plexus_netattach::parse_networks(text, &engine.config.multus_namespace)
-        .map_err(|e| bad(e.to_string()))?;
+    let (mut v, skipped) = crate::request::parse_annotation(
+        engine.config,
+        DEFAULT_NETWORK_ANNOTATION,
+        text,
+        &engine.config.multus_namespace,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    ignored.extend(skipped);
     match v.len() {
         1 => Ok(v.remove(0)),
         n => Err(bad(format!(
@@ -206,7 +221,12 @@ fn pod_annotations(
             .iter()
             .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
             .collect();
-        return Ok((annotations, None));
+        // A static pod's status patch needs its mirror's UID, which only the API server knows.
+        let mirror_uid = match purpose {
+            Purpose::Add => crate::static_pod::mirror_uid(engine.kube, pod, &annotations)?,
+            _ => None,
+        };
+        return Ok((annotations, mirror_uid));
     }
     let Some(kube) = engine.kube else {
         if let (Purpose::Teardown, Some(path)) = (purpose, &engine.config.kubeconfig) {
@@ -228,7 +248,7 @@ fn pod_annotations(
         return Ok((BTreeMap::new(), None));
     };
     if !pod.uid.is_empty() && !info.uid.is_empty() && info.uid != pod.uid {
-        if is_mirror_pod(&info.annotations) {
+        if crate::static_pod::is_mirror(&info.annotations) {
             tracing::info!(pod = %pod, runtime_uid = %pod.uid, api_uid = %info.uid, "static pod: using the mirror pod's UID");
             return Ok((info.annotations, Some(info.uid)));
         }
@@ -278,13 +298,4 @@ fn get_pod(
             }
         }
     }
-}
-
-/// The static pod test: Multus skips the UID check when `kubernetes.io/config.source` is not
-/// `api`; the kubelet also marks the API object with `kubernetes.io/config.mirror`.
-fn is_mirror_pod(annotations: &BTreeMap<String, String>) -> bool {
-    annotations.contains_key(MIRROR_ANNOTATION)
-        || annotations
-            .get(CONFIG_SOURCE_ANNOTATION)
-            .is_some_and(|s| s != "api")
 }

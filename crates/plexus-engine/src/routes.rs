@@ -315,6 +315,8 @@ mod tests {
             selection,
             resource_name: None,
             device: None,
+            cni_args: Vec::new(),
+            auxiliary: false,
         }
     }
 

@@ -782,7 +782,7 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
         {"type": "macvlan", "master": "eth1"},
         {"type": "tuning", "capabilities": {"mac": true}}
     ]});
-    let ann = r#"[{"name": "c", "mac": "02:11:22:33:44:55", "cni-args": {"foo": "bar"}}, {"name": "plain", "ips": ["10.1.1.1/24"]}]"#;
+    let ann = r#"[{"name": "c", "mac": "02:11:22:33:44:55", "cni-args": {"foo": "bar"}}, {"name": "plain", "portMappings": [{"hostPort": 8080, "containerPort": 80}]}]"#;
     let kube = FakeKube::default()
         .with_pod("blue", "p", Some(ann))
         .with_nad("blue", "c", chain.clone())
@@ -791,7 +791,7 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
     let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
     assert_eq!(err.code(), 7);
     assert!(
-        err.to_string().contains("\"ips\"") && err.to_string().contains("blue/plain"),
+        err.to_string().contains("\"portMappings\"") && err.to_string().contains("blue/plain"),
         "{err}"
     );
     assert!(
@@ -818,6 +818,48 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
     );
     assert_eq!(calls[1].stdin["args"]["cni"]["foo"], "bar");
     assert_eq!(calls[2].stdin["args"]["cni"]["foo"], "bar");
+    // Declared: runtimeConfig only, not CNI_ARGS.
+    assert!(!calls[1].args.contains("MAC="), "{}", calls[1].args);
+}
+
+#[test]
+fn ips_and_mac_without_the_capability_reach_the_delegate_in_cni_args() {
+    let bed = Bed::new();
+    let ann = r#"[{"name": "plain", "ips": ["10.1.1.21/24", "fd00::21/64"], "mac": "02:11:22:33:44:55"}, {"name": "other"}]"#;
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some(ann))
+        .with_nad("blue", "plain", macvlan("plain"))
+        .with_nad("blue", "other", macvlan("other"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let calls = bed.exec.calls();
+    assert!(
+        calls[1]
+            .args
+            .ends_with(";IP=10.1.1.21/24,fd00::21/64;MAC=02:11:22:33:44:55")
+            && calls[1].args.contains("K8S_POD_NAME=p"),
+        "{}",
+        calls[1].args
+    );
+    assert!(calls[1].stdin.get("runtimeConfig").is_none());
+    // Only the attachment that asked gets them; the cluster network and the others do not.
+    assert!(
+        !calls[0].args.contains("IP=") && !calls[2].args.contains("IP="),
+        "{calls:?}"
+    );
+    // DEL hands the delegate the same CNI_ARGS as its ADD (from the cache).
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    let calls = bed.exec.calls();
+    let del = calls
+        .iter()
+        .find(|c| c.command == Command::Del && c.ifname == "net1")
+        .unwrap();
+    assert!(
+        del.args
+            .ends_with(";IP=10.1.1.21/24,fd00::21/64;MAC=02:11:22:33:44:55"),
+        "{}",
+        del.args
+    );
 }
 
 #[test]
@@ -906,7 +948,8 @@ fn default_network_annotation_replaces_the_cluster_network() {
     );
     assert_eq!(kube.log()[1], "GET nads kube-system/alt,blue/a");
     let status: Vec<Value> = serde_json::from_str(&kube.patches.lock().unwrap()[0]).unwrap();
-    assert_eq!(status[0]["name"], "alt");
+    // Multus names the override `<multusNamespace>/<name>`, not by its config's name.
+    assert_eq!(status[0]["name"], "kube-system/alt");
     assert_eq!(status[0]["default"], true);
 }
 
@@ -1466,4 +1509,64 @@ fn device_info_is_copied_reported_in_network_status_and_removed_on_del() {
     assert_eq!(vf["device-info"], doc, "{vf}");
     bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
     assert!(!cni_file.exists(), "removed on DEL");
+}
+
+#[test]
+fn the_auxiliary_chain_continues_the_cluster_result_on_its_interface_last() {
+    let bed = Bed::new();
+    let net_d = bed.dir.path().join("net.d");
+    std::fs::create_dir_all(net_d.join("aux")).unwrap();
+    let cluster_file = net_d.join("10-c.conflist");
+    std::fs::write(
+        &cluster_file,
+        json!({"cniVersion": "1.0.0", "name": "c", "plugins": [{"type": "clusterplug"}]})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        net_d.join("aux/20-b.conf"),
+        json!({"type": "bplug"}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        net_d.join("aux/10-a.conf"),
+        json!({"type": "aplug"}).to_string(),
+    )
+    .unwrap();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({"clusterNetwork": cluster_file, "auxiliaryCNIChainName": "aux"}));
+    let result = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    assert_eq!(
+        bed.exec.trace(),
+        vec![
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "ADD aplug eth0",
+            "ADD bplug eth0"
+        ]
+    );
+    let calls = bed.exec.calls();
+    // The chain starts from the cluster network's result, at its version, under its own name.
+    let cluster_result: Value = serde_json::from_value(result.clone()).unwrap();
+    assert_eq!(calls[2].stdin["prevResult"], cluster_result);
+    assert_eq!(calls[2].stdin["name"], "aux");
+    assert_eq!(calls[2].stdin["cniVersion"], "1.0.0");
+    // No network-status entry of its own.
+    let status: Vec<Value> = serde_json::from_str(&kube.patches.lock().unwrap()[0]).unwrap();
+    let names: Vec<&str> = status.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["c", "blue/a"]);
+    // DEL undoes the chain first.
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    let trace = bed.exec.trace();
+    assert_eq!(
+        trace[4..],
+        [
+            "DEL bplug eth0",
+            "DEL aplug eth0",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0"
+        ]
+    );
 }

@@ -10,10 +10,12 @@
 //! each batch issued concurrently. Devices without both attributes are skipped, so claims that
 //! mix GPUs and NICs work.
 
-use crate::{LiveKube, map_error, with_timeout};
+use crate::retry::with_retries;
+use crate::{LiveKube, decode_failure};
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::Resource;
+use kube::api::{GetParams, ListParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use plexus_engine::api::ApiError;
 use plexus_engine::device::{DeviceError, DeviceLookup, DeviceMap};
@@ -97,16 +99,37 @@ pub fn devices_from_slices(allocated: &[AllocatedDevice], slices: &[Value]) -> D
 }
 
 impl LiveKube {
+    /// One GET (or LIST) of `url`, retried like every other read, decoded as `T`.
+    async fn read<T: k8s_openapi::serde::de::DeserializeOwned>(
+        &self,
+        request: impl Fn() -> Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+        what: &str,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<T, ApiError> {
+        with_retries(self.limits(), what, &self.retries, || {
+            let request = request();
+            async move {
+                let body = self.attempt(request, kind, namespace, name).await?;
+                serde_json::from_slice::<T>(&body).map_err(|e| decode_failure(what, e))
+            }
+        })
+        .await
+    }
+
     /// The DRA-allocated network devices of `pod`, by resource (see the module docs).
     pub fn dra_devices(&self, pod: &PodRef) -> Result<DeviceMap, ApiError> {
         let (ns, name) = (pod.namespace.as_str(), pod.name.as_str());
         tracing::debug!(namespace = ns, name, "GET pod (DRA claims)");
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let obj = self.call(format!("GET pod {ns}/{name}"), async {
-            pods.get(name)
-                .await
-                .map_err(|e| map_error(e, "pod", ns, name))
-        })?;
+        let url = Pod::url_path(&(), Some(ns));
+        let obj: Pod = self.rt.block_on(self.read(
+            || kube::core::Request::new(&url).get(name, &GetParams::default()),
+            &format!("GET pod {ns}/{name}"),
+            "pod",
+            ns,
+            name,
+        ))?;
         let node = obj
             .spec
             .as_ref()
@@ -123,40 +146,45 @@ impl LiveKube {
         if claims.is_empty() {
             return Ok(DeviceMap::new());
         }
-        let claim_res = api_resource("ResourceClaim", "resourceclaims");
+        let claim_url =
+            DynamicObject::url_path(&api_resource("ResourceClaim", "resourceclaims"), Some(ns));
         let gets = claims.iter().map(|claim| {
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &claim_res);
-            with_timeout(
-                self.timeout,
-                format!("GET resourceclaim {ns}/{claim}"),
-                async move {
-                    api.get(claim)
-                        .await
-                        .map(|o| o.data)
-                        .map_err(|e| map_error(e, "resourceclaim", ns, claim))
-                },
-            )
+            let (claim_url, claim) = (claim_url.clone(), claim.as_str());
+            async move {
+                self.read::<Value>(
+                    || kube::core::Request::new(&claim_url).get(claim, &GetParams::default()),
+                    &format!("GET resourceclaim {ns}/{claim}"),
+                    "resourceclaim",
+                    ns,
+                    claim,
+                )
+                .await
+            }
         });
         let mut allocated = Vec::new();
         for claim in self.rt.block_on(join_all(gets)) {
             allocated.extend(claim_results(&claim?));
         }
         let drivers: BTreeSet<String> = allocated.iter().map(|a| a.driver.clone()).collect();
-        let slice_res = api_resource("ResourceSlice", "resourceslices");
+        let slice_url =
+            DynamicObject::url_path(&api_resource("ResourceSlice", "resourceslices"), None);
+        let node = node.as_str();
         let lists = drivers.iter().map(|driver| {
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &slice_res);
+            let slice_url = slice_url.clone();
             let lp =
                 ListParams::default().fields(&format!("spec.nodeName={node},spec.driver={driver}"));
-            with_timeout(
-                self.timeout,
-                format!("LIST resourceslices of {driver}"),
-                async move {
-                    api.list(&lp)
-                        .await
-                        .map(|l| l.items.into_iter().map(|o| o.data).collect::<Vec<_>>())
-                        .map_err(|e| map_error(e, "resourceslice", "", driver))
-                },
-            )
+            async move {
+                let list: Value = self
+                    .read(
+                        || kube::core::Request::new(&slice_url).list(&lp),
+                        &format!("LIST resourceslices of driver {driver} on node {node}"),
+                        "resourceslice",
+                        "",
+                        driver,
+                    )
+                    .await?;
+                Ok::<_, ApiError>(list["items"].as_array().cloned().unwrap_or_default())
+            }
         });
         let mut slices = Vec::new();
         for list in self.rt.block_on(join_all(lists)) {

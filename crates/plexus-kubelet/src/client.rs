@@ -110,6 +110,8 @@ pub struct KubeletDevices {
     socket: PathBuf,
     checkpoint: PathBuf,
     timeout: Duration,
+    /// The end of the whole CNI call's budget, when it is sooner than `timeout` from now.
+    call_deadline: Option<std::time::Instant>,
 }
 
 impl KubeletDevices {
@@ -124,7 +126,14 @@ impl KubeletDevices {
             socket: socket.into(),
             checkpoint: checkpoint.into(),
             timeout,
+            call_deadline: None,
         }
+    }
+
+    /// Also ends every lookup at `deadline` (what is left of the CNI call's budget).
+    pub fn with_call_deadline(mut self, deadline: std::time::Instant) -> Self {
+        self.call_deadline = Some(deadline);
+        self
     }
 
     /// The devices of `pod` by resource name, and which source gave them.
@@ -133,7 +142,10 @@ impl KubeletDevices {
             .enable_all()
             .build()
             .map_err(KubeletError::Runtime)?;
-        let deadline = Instant::now() + self.timeout;
+        let mut deadline = Instant::now() + self.timeout;
+        if let Some(call) = self.call_deadline {
+            deadline = deadline.min(Instant::from_std(call));
+        }
         let api = match rt.block_on(self.ask_api(pod, deadline)) {
             Ok(found) => return Ok(found),
             Err(Unreachable(Ok(reason))) => reason,

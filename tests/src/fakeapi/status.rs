@@ -129,6 +129,60 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
+    /// 500 as the server wraps an internal failure (`apierrors.NewInternalError`).
+    pub fn internal(cause: &str) -> Self {
+        Self {
+            details: json!({"causes": [{"message": cause}]}),
+            ..Self::new(
+                500,
+                "InternalError",
+                format!("Internal error occurred: {cause}"),
+            )
+        }
+    }
+
+    /// 429 from API Priority and Fairness: `Retry-After` header and `retryAfterSeconds`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self {
+            details: json!({"retryAfterSeconds": retry_after_secs}),
+            ..Self::new(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            )
+        }
+    }
+
+    /// 503 while the server is not ready (e.g. starting, or its storage is unavailable).
+    pub fn service_unavailable() -> Self {
+        Self::new(
+            503,
+            "ServiceUnavailable",
+            "The server is currently unable to handle the request",
+        )
+    }
+
+    /// 504 when a request outlives the server's own timeout.
+    pub fn timeout() -> Self {
+        Self {
+            details: json!({"retryAfterSeconds": 1}),
+            ..Self::new(
+                504,
+                "Timeout",
+                "Timeout: request did not complete within the allotted timeout",
+            )
+        }
+    }
+
+    /// 410 for a resourceVersion older than the server's compaction window.
+    pub fn expired() -> Self {
+        Self::new(
+            410,
+            "Expired",
+            "The resourceVersion for the provided watch is too old.",
+        )
+    }
+
     /// An injected fault with an arbitrary code (see `FakeApiServer::set_fail_next`).
     pub fn injected(code: u16) -> Self {
         let reason = match code {
@@ -146,6 +200,22 @@ impl ApiError {
             _ => "Unknown",
         };
         Self::new(code, reason, format!("injected fault: {code} {reason}"))
+    }
+
+    /// `details.retryAfterSeconds`, which the real server also sends as the `Retry-After` header.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.details["retryAfterSeconds"]
+            .as_u64()
+            .filter(|s| *s > 0)
+    }
+
+    /// Sets `details.retryAfterSeconds` (and so the `Retry-After` header).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        if !self.details.is_object() {
+            self.details = json!({});
+        }
+        self.details["retryAfterSeconds"] = json!(secs);
+        self
     }
 
     /// The `Status` body.
