@@ -357,3 +357,85 @@ async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
         }))
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{ContainerDevices, ContainerResources};
+
+    #[test]
+    fn get_is_unsupported_only_for_the_kubelets_two_answers() {
+        assert!(get_unsupported(&tonic::Status::unimplemented(
+            "unknown method Get for service v1.PodResourcesLister"
+        )));
+        assert!(get_unsupported(&tonic::Status::unknown(
+            "PodResources API Get method disabled"
+        )));
+        assert!(!get_unsupported(&tonic::Status::unknown(
+            "pod web in namespace blue not found"
+        )));
+        assert!(!get_unsupported(&tonic::Status::resource_exhausted(
+            "rejected by rate limit"
+        )));
+    }
+
+    #[test]
+    fn devices_of_merges_every_container() {
+        let dev = |r: &str, ids: &[&str]| ContainerDevices {
+            resource_name: r.into(),
+            device_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+            topology: None,
+        };
+        let pod = PodResources {
+            name: "web".into(),
+            namespace: "blue".into(),
+            containers: vec![
+                ContainerResources {
+                    name: "app".into(),
+                    devices: vec![dev("r/a", &["1"]), dev("r/b", &["9"])],
+                    ..Default::default()
+                },
+                ContainerResources {
+                    name: "side".into(),
+                    devices: vec![dev("r/a", &["2"])],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let m = devices_of(&[pod]);
+        assert_eq!(m["r/a"], ["1", "2"]);
+        assert_eq!(m["r/b"], ["9"]);
+    }
+
+    #[test]
+    fn no_socket_and_no_checkpoint_names_both_and_no_uid_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = KubeletDevices::new(
+            dir.path().join("kubelet.sock"),
+            dir.path().join("checkpoint"),
+            Duration::from_secs(1),
+        );
+        let pod = PodId {
+            namespace: "blue".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+        };
+        let e = k.pod_devices(&pod).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("kubelet.sock")
+                && msg.contains("does not exist")
+                && msg.contains("checkpoint"),
+            "{msg}"
+        );
+        assert!(!e.is_busy());
+        let e = k
+            .pod_devices(&PodId {
+                uid: String::new(),
+                ..pod
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("K8S_POD_UID"), "{e}");
+    }
+}
