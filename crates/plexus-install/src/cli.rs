@@ -68,6 +68,19 @@ pub enum Cmd {
     Crd,
 }
 
+impl Cmd {
+    /// The verb, for commands that announce themselves (with the build version) in their first
+    /// log line; the probe and the CRD printer stay quiet.
+    pub fn logged_verb(&self) -> Option<&'static str> {
+        match self {
+            Cmd::Install { .. } => Some("install"),
+            Cmd::Run { .. } => Some("run"),
+            Cmd::Uninstall { .. } => Some("uninstall"),
+            Cmd::Health { .. } | Cmd::Crd => None,
+        }
+    }
+}
+
 /// Where things go on the host.
 #[derive(Debug, Clone, Args)]
 pub struct HostArgs {

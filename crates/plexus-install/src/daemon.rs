@@ -76,6 +76,25 @@ pub fn run(s: &Settings, mode: &Mode) -> Result<()> {
                 }
                 WAIT_POLL
             }
+            Ok(SyncOutcome::Refused(reason)) => {
+                failures = 0;
+                wait_log.refused(&reason);
+                // Not ready at once, not only once the last touch ages out.
+                if let Mode::Forever {
+                    health_file: Some(h),
+                    ..
+                } = mode
+                {
+                    health::clear(h)?;
+                }
+                installed = false;
+                if let Mode::Once { timeout: Some(t) } = mode
+                    && started.elapsed() > *t
+                {
+                    return Err(Error::Timeout(reason));
+                }
+                WAIT_POLL
+            }
             Ok(SyncOutcome::Current { .. }) => {
                 failures = 0;
                 wait_log.clear();

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Everything the installer needs to know; host paths are as seen *on the host* (they end up in
 /// the generated files) and are accessed under `host_root`.
@@ -184,6 +184,10 @@ pub enum SyncOutcome {
     Waiting(String),
     /// Config and credentials are current; `changed` is whether anything was written.
     Current { changed: bool },
+    /// The config dir is in a state where our config would not be used as intended (another
+    /// config sorts before ours, or the primary is itself a meta plugin): nothing written, the
+    /// reason names the file that wins and what to do. Not healthy until resolved.
+    Refused(String),
 }
 
 /// Brings credentials and our conflist up to date with the primary and the service account.
@@ -198,12 +202,15 @@ pub fn sync(s: &Settings) -> Result<SyncOutcome> {
         )));
     }
     let conf_dir = s.on_host(&s.cni_conf_dir);
-    let (file_name, primary) = match cniconf::find_primary(&conf_dir, &s.config_name)
-        .map_err(Error::io("read CNI config dir", &conf_dir))?
-    {
+    let scan = cniconf::scan(&conf_dir, &s.config_name)
+        .map_err(Error::io("read CNI config dir", &conf_dir))?;
+    if let Some(first) = scan.ahead_of_ours.first() {
+        return Ok(SyncOutcome::Refused(shadowed_reason(s, &conf_dir, first)));
+    }
+    let (file_name, primary) = match scan.primary {
         PrimaryState::Absent => {
             return Ok(SyncOutcome::Waiting(format!(
-                "no primary CNI config (*.conf, *.conflist) in {} yet",
+                "no primary CNI config (*.conf, *.conflist, *.json) in {} yet",
                 s.cni_conf_dir.display()
             )));
         }
@@ -215,6 +222,16 @@ pub fn sync(s: &Settings) -> Result<SyncOutcome> {
         }
         PrimaryState::Found { file_name, config } => (file_name, config),
     };
+    if let Some(meta) = cniconf::meta_plugin_type(&primary) {
+        return Ok(SyncOutcome::Refused(format!(
+            "the primary CNI config {} is itself a meta plugin (type {meta}): {} would win, but \
+             every pod's cluster network would go through {meta}; remove {} so that the real \
+             primary network's config is found (docs/install.md, \"Migrating from Multus\")",
+            s.cni_conf_dir.join(&file_name).display(),
+            s.config_name,
+            file_name
+        )));
+    }
     let sa = ServiceAccount::read(&s.sa_dir)?;
     let paths = s.credential_paths();
     let ch = credentials::sync(&sa, &s.api_server, &paths)?;
@@ -265,6 +282,26 @@ pub fn sync(s: &Settings) -> Result<SyncOutcome> {
     Ok(SyncOutcome::Current { changed })
 }
 
+/// Why a config file sorting before ours is refused, naming the file the runtime uses instead.
+fn shadowed_reason(s: &Settings, conf_dir: &Path, first: &str) -> String {
+    let kind = std::fs::read(conf_dir.join(first))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Map<String, Value>>(&t).ok())
+        .map(|c| match cniconf::meta_plugin_type(&c) {
+            Some(meta) => format!(" (a {meta} config)"),
+            None => String::new(),
+        })
+        .unwrap_or_default();
+    format!(
+        "{} sorts before {}: the container runtime uses the lexically first config file, so {}{kind} \
+         wins and Plexus would never be called; remove or rename it (docs/install.md, \
+         \"Migrating from Multus\")",
+        s.cni_conf_dir.join(first).display(),
+        s.config_name,
+        first
+    )
+}
+
 /// Removes our conflist (for `--cleanup-on-exit`).
 pub fn remove_config(s: &Settings) -> Result<()> {
     if atomic::remove(&s.on_host(&s.config_path()))? {
@@ -302,6 +339,13 @@ impl WaitLog {
     pub fn waiting(&mut self, reason: &str) {
         if self.last.as_deref() != Some(reason) {
             warn!("waiting: {reason}");
+            self.last = Some(reason.to_owned());
+        }
+    }
+    /// Like [`WaitLog::waiting`], at error level: the operator must act.
+    pub fn refused(&mut self, reason: &str) {
+        if self.last.as_deref() != Some(reason) {
+            error!("refusing to install: {reason}");
             self.last = Some(reason.to_owned());
         }
     }

@@ -28,7 +28,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The build version, first in every long-running command's log, so a log line can be tied to the
+/// image that wrote it during a rollout.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(verb) = cli.command.logged_verb() {
+        tracing::info!("plexus-install {VERSION} {verb}");
+    }
     match cli.command {
         Cmd::Install {
             host,

@@ -678,3 +678,117 @@ fn api_server_must_be_an_ip_address() {
         stderr(&out)
     );
 }
+
+#[test]
+fn first_log_line_names_the_build_version() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    for sub in ["install", "uninstall"] {
+        let out = h.run(sub, &[]);
+        assert_ok(&out);
+        let first = stderr(&out).lines().next().unwrap_or_default().to_owned();
+        assert!(
+            first.contains(&format!(
+                "plexus-install {} {sub}",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{first}"
+        );
+    }
+}
+
+#[test]
+fn a_config_sorting_before_ours_is_refused_naming_the_winner() {
+    let h = Host::new();
+    h.put_primary(
+        "10-flannel.conflist",
+        &json!({"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel"}]}),
+    );
+    // A leftover of Multus thick mode.
+    h.put_primary(
+        "00-multus.conf",
+        &json!({"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus-shim"}),
+    );
+    let out = h.run("install", &["--wait-timeout-seconds", "1"]);
+    assert!(
+        !out.status.success(),
+        "installed although 00-multus.conf wins"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "refusing to install: /etc/cni/net.d/00-multus.conf sorts before 00-plexus.conflist"
+        ) && err.contains("00-multus.conf (a multus-shim config) wins"),
+        "{err}"
+    );
+    assert!(
+        !h.our_config().exists(),
+        "wrote a config that is never used"
+    );
+    assert!(!err.contains("installed and current"), "{err}");
+
+    // `run`: not healthy while refused; healthy as soon as the leftover is gone.
+    let health = h.src.join("run/health");
+    let d = h.spawn("run", &["--health-file", health.to_str().unwrap()]);
+    let probe = || {
+        Command::new(EXE)
+            .args(["health", "--health-file", health.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!probe(), "healthy while refusing");
+    std::fs::remove_file(h.netd().join("00-multus.conf")).unwrap();
+    assert!(eventually(Duration::from_secs(10), probe), "never healthy");
+    assert!(h.our_config().exists());
+    // A leftover appearing later makes the probe fail at once.
+    h.put_primary(
+        "00-aaa.conf",
+        &json!({"cniVersion":"0.3.1","name":"x","type":"ptp"}),
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !probe()),
+        "still healthy with 00-aaa.conf winning"
+    );
+    let out = d.terminate();
+    assert!(
+        stderr(&out).contains("/etc/cni/net.d/00-aaa.conf sorts before 00-plexus.conflist"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_meta_plugin_primary_is_refused() {
+    let h = Host::new();
+    h.put_primary(
+        "10-multus.conf",
+        &json!({"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus",
+            "delegates":[{"type":"flannel"}]}),
+    );
+    h.put_primary(
+        "20-flannel.conflist",
+        &json!({"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel"}]}),
+    );
+    let out = h.run("install", &["--wait-timeout-seconds", "1"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "the primary CNI config /etc/cni/net.d/10-multus.conf is itself a meta plugin (type multus)"
+        ),
+        "{err}"
+    );
+    assert!(!h.our_config().exists());
+    std::fs::remove_file(h.netd().join("10-multus.conf")).unwrap();
+    assert_ok(&h.run("install", &[]));
+    assert_eq!(
+        h.config()["plugins"][0]["clusterNetwork"],
+        "/etc/cni/net.d/20-flannel.conflist"
+    );
+}
