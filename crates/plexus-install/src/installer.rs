@@ -6,11 +6,12 @@ use crate::atomic;
 use crate::cniconf::{self, ConfigInputs, PrimaryState};
 use crate::credentials::{self, CredentialPaths, ServiceAccount};
 use crate::error::{Error, Result};
+use crate::token::{Source, TokenIssuer, TokenKeeper, TokenSpec};
 use serde_json::{Map, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{error, info, warn};
 
 /// Everything the installer needs to know; host paths are as seen *on the host* (they end up in
@@ -38,6 +39,8 @@ pub struct Settings {
     pub template: Map<String, Value>,
     /// Plugin options from flags (win over the template).
     pub options: Map<String, Value>,
+    /// What to request for the plugin's own Node-bound token; `None`: use the pod's token.
+    pub token: Option<TokenSpec>,
 }
 
 impl Settings {
@@ -190,9 +193,13 @@ pub enum SyncOutcome {
     Refused(String),
 }
 
+/// The plugin's token keeper as the daemon holds it.
+pub type Keeper = TokenKeeper<Box<dyn TokenIssuer>>;
+
 /// Brings credentials and our conflist up to date with the primary and the service account.
-/// Writes nothing until the readiness indicator (when configured) and a valid primary exist.
-pub fn sync(s: &Settings) -> Result<SyncOutcome> {
+/// Writes nothing until the readiness indicator (when configured) and a valid primary exist. The
+/// token written for the plugin is `keeper`'s Node-bound one when there is one, else the pod's.
+pub fn sync(s: &Settings, keeper: Option<&mut Keeper>) -> Result<SyncOutcome> {
     if let Some(r) = &s.readiness_indicator_file
         && !s.on_host(r).exists()
     {
@@ -232,7 +239,13 @@ pub fn sync(s: &Settings) -> Result<SyncOutcome> {
             file_name
         )));
     }
-    let sa = ServiceAccount::read(&s.sa_dir)?;
+    let mut sa = ServiceAccount::read(&s.sa_dir)?;
+    if let Some(k) = keeper {
+        let (token, source) = k.token(SystemTime::now(), &sa.token);
+        if let Source::Own { .. } = source {
+            sa.token = token;
+        }
+    }
     let paths = s.credential_paths();
     let ch = credentials::sync(&sa, &s.api_server, &paths)?;
     if ch.token {
@@ -310,12 +323,50 @@ pub fn remove_config(s: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Removes everything the installer put on the host: our conflist, the credential files and their
-/// dir, the installed binaries and any temporary leftovers. The plugin's own cache (`cniDir`) is
-/// not the installer's and is left alone.
-pub fn uninstall(s: &Settings) -> Result<()> {
+/// The plugin's default cache dir (`cniDir`), when neither the flag nor our config names one.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni/plexus";
+
+/// Undoes the install, in the order that keeps the node working: first our conflist (so the
+/// runtime goes back to the primary network's config, which was never modified, at once), then
+/// the credentials and the installed binaries, then the plugin's cache dir, but only when it
+/// holds no live entry.
+///
+/// Live entries are attachments of pods created through Plexus that still exist. The runtime
+/// does not call Plexus for them any more (it now uses the primary's config), so their secondary
+/// interfaces go away with their network namespaces, but IPAM leases of those delegates are only
+/// released by a Plexus DEL; the entries are kept so that reinstalling Plexus can still tear them
+/// down, and the log says how many there are. Drain the node first to have none.
+///
+/// `cache_dir` (host path) overrides the `cniDir` of our installed config.
+pub fn uninstall(s: &Settings, cache_dir: Option<&Path>) -> Result<()> {
+    let conf_path = s.on_host(&s.config_path());
+    let configured_cache = std::fs::read(&conf_path)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Value>(&t).ok())
+        .and_then(|v| v["plugins"][0]["cniDir"].as_str().map(PathBuf::from));
+    let cache_dir = cache_dir
+        .map(Path::to_path_buf)
+        .or(configured_cache)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR));
+
     remove_config(s)?;
-    atomic::remove_leftovers(&s.on_host(&s.cni_conf_dir))?;
+    let conf_dir = s.on_host(&s.cni_conf_dir);
+    atomic::remove_leftovers(&conf_dir)?;
+    match cniconf::scan(&conf_dir, &s.config_name) {
+        Ok(scan) => match scan.primary {
+            PrimaryState::Found { file_name, .. } | PrimaryState::Invalid { file_name, .. } => {
+                info!(
+                    "the container runtime now uses {}",
+                    s.cni_conf_dir.join(file_name).display()
+                )
+            }
+            PrimaryState::Absent => warn!(
+                "no CNI config left in {}: the node has no pod network until one is installed",
+                s.cni_conf_dir.display()
+            ),
+        },
+        Err(e) => warn!("cannot read {}: {e}", s.cni_conf_dir.display()),
+    }
     for p in credentials::remove(&s.credential_paths())? {
         info!("removed {}", p.display());
     }
@@ -326,6 +377,42 @@ pub fn uninstall(s: &Settings) -> Result<()> {
         }
     }
     atomic::remove_leftovers(&bin_dir)?;
+    remove_cache_dir(s, &cache_dir)
+}
+
+/// Removes the cache dir when it has no live entry (`<container>.json`); see [`uninstall`].
+fn remove_cache_dir(s: &Settings, host_path: &Path) -> Result<()> {
+    let dir = s.on_host(host_path);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read cache dir", &dir)(e)),
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let live = names.iter().filter(|n| n.ends_with(".json")).count();
+    if live > 0 {
+        warn!(
+            "kept the cache dir {}: {live} attachment(s) of pods created through Plexus are still \
+             there; their IPAM leases are released only by a Plexus DEL (drain the node before \
+             uninstalling, or reinstall Plexus to tear them down)",
+            host_path.display()
+        );
+        return Ok(());
+    }
+    // Only what the plugin creates there (lock files, temporary files); anything else stays.
+    for n in names
+        .iter()
+        .filter(|n| n.ends_with(".lock") || n.ends_with(".tmp"))
+    {
+        atomic::remove(&dir.join(n))?;
+    }
+    match std::fs::remove_dir(&dir) {
+        Ok(()) => info!("removed {}", host_path.display()),
+        Err(e) => warn!("kept {}: {e}", host_path.display()),
+    }
     Ok(())
 }
 

@@ -792,3 +792,74 @@ fn a_meta_plugin_primary_is_refused() {
         "/etc/cni/net.d/20-flannel.conflist"
     );
 }
+
+#[test]
+fn uninstall_restores_the_primary_first_and_removes_the_cache_only_without_live_entries() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    assert_ok(&h.run("install", &["--cache-dir", "/var/lib/cni/plexus-test"]));
+    let cache = h.root.join("var/lib/cni/plexus-test");
+    std::fs::create_dir_all(&cache).unwrap();
+    // A pod still attached through Plexus: its entry (and lock) must survive.
+    std::fs::write(cache.join("c1.json"), "{}").unwrap();
+    std::fs::write(cache.join("c1.lock"), "").unwrap();
+    let out = h.run("uninstall", &[]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    let pos = |needle: &str| {
+        err.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not logged: {err}"))
+    };
+    // The config goes first: from then on the runtime uses the primary.
+    assert!(
+        pos("removed /etc/cni/net.d/00-plexus.conflist")
+            < pos("the container runtime now uses /etc/cni/net.d/10-ptp.conf")
+    );
+    assert!(
+        pos("the container runtime now uses") < pos("removed /opt/cni/bin/plexus"),
+        "{err}"
+    );
+    // The cache dir came from the installed config's cniDir.
+    assert!(
+        err.contains("kept the cache dir /var/lib/cni/plexus-test: 1 attachment(s)"),
+        "{err}"
+    );
+    assert!(cache.join("c1.json").exists() && cache.join("c1.lock").exists());
+    // Once the pod is gone (its DEL removed the entry), uninstall removes the dir.
+    std::fs::remove_file(cache.join("c1.json")).unwrap();
+    let out = h.run("uninstall", &["--cache-dir", "/var/lib/cni/plexus-test"]);
+    assert_ok(&out);
+    assert!(!cache.exists(), "{}", stderr(&out));
+    // Something that is not the plugin's is never removed with it.
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("notes.txt"), "mine").unwrap();
+    assert_ok(&h.run("uninstall", &["--cache-dir", "/var/lib/cni/plexus-test"]));
+    assert!(cache.join("notes.txt").exists());
+}
+
+#[test]
+fn uninstall_then_wait_signals_done_and_stays_until_sigterm() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    assert_ok(&h.run("install", &[]));
+    let done = h.src.join("run/uninstalled");
+    let d = h.spawn(
+        "uninstall",
+        &["--then-wait", "--done-file", done.to_str().unwrap()],
+    );
+    assert!(eventually(Duration::from_secs(10), || done.exists()));
+    assert!(!h.our_config().exists());
+    let probe = Command::new(EXE)
+        .args(["health", "--health-file", done.to_str().unwrap()])
+        .args(["--max-age-seconds", "31536000"])
+        .output()
+        .unwrap();
+    assert_ok(&probe);
+    assert_ok(&d.terminate());
+}
