@@ -85,7 +85,13 @@ pub fn exec_plexus(call: &Call<'_>) -> Result<Outcome> {
 
 /// [`exec_plexus`] with `CNI_PATH` set to `cni_path` (e.g. `/usr/lib/cni:<recorder dir>`).
 pub fn exec_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<Outcome> {
-    let mut cmd = Command::new(plexus_bin());
+    exec_plugin(&plexus_bin(), call, cni_path)
+}
+
+/// Execs the plugin binary `bin` (e.g. the copy an installer put into a host's bin dir) as
+/// [`exec_plexus_with_path`] does.
+pub fn exec_plugin(bin: &Path, call: &Call<'_>, cni_path: &str) -> Result<Outcome> {
+    let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", call.command)
