@@ -100,10 +100,10 @@ pub struct HostArgs {
     #[arg(long, env = "PLEXUS_HOST_ROOT", default_value = "/host")]
     pub host_root: PathBuf,
     /// The host's CNI bin dir (host path).
-    #[arg(long, default_value = "/opt/cni/bin")]
+    #[arg(long, env = "PLEXUS_CNI_BIN_DIR", default_value = "/opt/cni/bin")]
     pub cni_bin_dir: PathBuf,
     /// The host's CNI config dir (host path).
-    #[arg(long, default_value = "/etc/cni/net.d")]
+    #[arg(long, env = "PLEXUS_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
     /// Host dir for the kubeconfig, token and CA [default: <cni-conf-dir>/plexus.d].
     #[arg(long)]
@@ -143,8 +143,8 @@ pub struct ConfigArgs {
     /// Host path: wait for it before writing anything; also the plugin's `readinessindicatorfile`.
     #[arg(long)]
     pub readiness_indicator_file: Option<PathBuf>,
-    /// JSON object of plugin options (any key plexus reads); flags win over it.
-    #[arg(long)]
+    /// JSON object of plugin options (any key plexus reads; e.g. a ConfigMap); flags win over it.
+    #[arg(long, env = "PLEXUS_CONFIG_TEMPLATE")]
     pub config_template: Option<PathBuf>,
     /// Plugin `logLevel` (debug, info, warn, error, panic).
     #[arg(long)]
