@@ -2,9 +2,7 @@
 //! config pointing at both, and helpers to create pods and NADs, call `plexus` like a runtime
 //! and check that nothing is left behind.
 
-use crate::cni::{
-    Call, Node, Outcome, exec_plexus_with_path, k8s_args, link_names, recorded, recorder_cni_path,
-};
+use crate::cni::{Call, Node, Outcome, exec_plexus_with_path, k8s_args, link_names, recorded, recorder_cni_path};
 use crate::fakeapi::{FakeApiOptions, FakeApiServer};
 use crate::netns::NetNs;
 use serde_json::{Value, json};
@@ -40,29 +38,16 @@ impl Bed {
     pub fn with_options(opts: FakeApiOptions) -> Self {
         let node = Node::new().expect("node");
         let api = FakeApiServer::start(opts).expect("fake API server");
-        let kubeconfig = api
-            .write_kubeconfig(&node.root.path().join("kube"))
-            .expect("kubeconfig");
+        let kubeconfig = api.write_kubeconfig(&node.root.path().join("kube")).expect("kubeconfig");
         let cluster_file = node.write_cluster_file("1.0.0").expect("cluster file");
         let cni_path = recorder_cni_path(&node.root.path().join("recbin")).expect("recorder");
         let record = node.root.path().join("record.jsonl");
-        Self {
-            node,
-            api,
-            kubeconfig,
-            cluster_file,
-            cni_path,
-            record,
-        }
+        Self { node, api, kubeconfig, cluster_file, cni_path, record }
     }
 
     /// The plexus config with the cluster network given as a conflist path, `extra` merged in.
     pub fn config(&self, extra: Value) -> Value {
-        self.node.plexus_config(
-            self.cluster_file.to_str().expect("utf-8 path"),
-            Some(&self.kubeconfig),
-            extra,
-        )
+        self.node.plexus_config(self.cluster_file.to_str().expect("utf-8 path"), Some(&self.kubeconfig), extra)
     }
 
     pub fn nad(&self, ns: &str, name: &str, config: &Value) {
@@ -100,37 +85,14 @@ impl Bed {
 
     /// One CNI call for a pod, with kubelet's `CNI_ARGS` and `CNI_IFNAME=eth0`.
     #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
-    pub fn call(
-        &self,
-        command: &str,
-        cid: &str,
-        netns: Option<&Path>,
-        ns: &str,
-        pod: &str,
-        uid: &str,
-        config: &Value,
-    ) -> Outcome {
-        let call = Call {
-            command,
-            container_id: cid,
-            netns,
-            ifname: "eth0",
-            args: k8s_args(ns, pod, uid, cid),
-            config,
-        };
+    pub fn call(&self, command: &str, cid: &str, netns: Option<&Path>, ns: &str, pod: &str, uid: &str, config: &Value) -> Outcome {
+        let call = Call { command, container_id: cid, netns, ifname: "eth0", args: k8s_args(ns, pod, uid, cid), config };
         exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
     }
 
     /// STATUS/GC/VERSION: no attachment parameters.
     pub fn verb(&self, command: &str, config: &Value) -> Outcome {
-        let call = Call {
-            command,
-            container_id: "",
-            netns: None,
-            ifname: "",
-            args: String::new(),
-            config,
-        };
+        let call = Call { command, container_id: "", netns: None, ifname: "", args: String::new(), config };
         exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
     }
 
@@ -164,21 +126,9 @@ impl Bed {
 
     /// Asserts that nothing of `pod_ns` is left: only `lo`, no lease, no cache entry.
     pub fn assert_clean(&self, pod_ns: &NetNs) {
-        assert_eq!(
-            link_names(pod_ns),
-            vec!["lo"],
-            "interfaces left in the pod netns"
-        );
-        assert_eq!(
-            self.node.leases(),
-            Vec::<String>::new(),
-            "host-local leases left"
-        );
-        assert_eq!(
-            self.node.cache_entries(),
-            Vec::<String>::new(),
-            "cache entries left"
-        );
+        assert_eq!(link_names(pod_ns), vec!["lo"], "interfaces left in the pod netns");
+        assert_eq!(self.node.leases(), Vec::<String>::new(), "host-local leases left");
+        assert_eq!(self.node.cache_entries(), Vec::<String>::new(), "cache entries left");
     }
 }
 

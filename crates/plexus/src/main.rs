@@ -15,11 +15,7 @@ mod events;
 
 fn main() -> ExitCode {
     if let Ok(payload) = std::env::var(events::EVENT_ENV) {
-        return if events::post_from_env(&payload) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+        return if events::post_from_env(&payload) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
