@@ -41,6 +41,7 @@ pub struct Shared {
     pub bookmark_interval: Duration,
     /// When the server started (request log times are counted from here).
     pub started: std::time::Instant,
+    pub tokens: Mutex<super::tokens::Tokens>,
 }
 
 /// Locks ignoring poison: a panicking test thread must not take the server down with it.
@@ -279,6 +280,15 @@ fn respond(
 ) -> Result<Reply, ApiError> {
     let route = Route::parse(path);
     authenticate(shared, headers, route.as_ref())?;
+    if let Some((ns, sa)) = super::tokens::token_request_path(path) {
+        if method != "POST" {
+            return Err(ApiError::method_not_allowed());
+        }
+        let body = parse_body(body)?;
+        let store = lock(&shared.store);
+        let tr = lock(&shared.tokens).request(&store, &ns, &sa, &body)?;
+        return Ok(Reply::Json(201, tr));
+    }
     let Some(route) = route else {
         return Err(ApiError::no_route());
     };
@@ -391,22 +401,33 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
-/// With a token configured, every request needs `Authorization: Bearer <token>`, except that an
-/// anonymous request (no header at all) may read the health and version endpoints, as the real
-/// server's `system:public-info-viewer` binding allows.
+/// With a token configured or any token issued through TokenRequest, every request needs
+/// `Authorization: Bearer <token>`: the configured token, or an issued token that is still valid
+/// (see [`super::tokens::Tokens::check`]). An anonymous request (no header at all) may read the
+/// health and version endpoints, as the real server's `system:public-info-viewer` binding allows.
 fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
     route: Option<&Route>,
 ) -> Result<(), ApiError> {
-    let Some(token) = lock(&shared.token).clone() else {
-        return Ok(());
-    };
-    match headers
+    let bearer = headers
         .get("authorization")
         .map(|v| v.to_str().unwrap_or_default())
+        .map(|h| h.strip_prefix("Bearer ").map(str::trim));
+    let configured = lock(&shared.token).clone();
+    // Lock order: store before tokens (as in the TokenRequest handler).
+    let store = lock(&shared.store);
+    let tokens = lock(&shared.tokens);
+    if let Some(Some(t)) = bearer
+        && tokens.knows(t)
     {
-        Some(h) if h.strip_prefix("Bearer ").is_some_and(|t| t.trim() == token) => Ok(()),
+        return tokens.check(&store, t);
+    }
+    if configured.is_none() && !tokens.any_issued() {
+        return Ok(());
+    }
+    match bearer {
+        Some(Some(t)) if configured.as_deref() == Some(t) => Ok(()),
         None if matches!(route, Some(Route::Health | Route::Version)) => Ok(()),
         _ => Err(ApiError::unauthorized()),
     }
