@@ -260,6 +260,71 @@ impl Bed {
         })
     }
 
+    /// Creates a NAD with `k8s.v1.cni.cncf.io/resourceName: <resource>` (a device-plugin or DRA
+    /// resource whose device the delegate needs).
+    pub fn resource_nad(&self, ns: &str, name: &str, resource: &str, config: &Value) {
+        self.api
+            .create_object(json!({
+                "apiVersion": "k8s.cni.cncf.io/v1",
+                "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name, "namespace": ns,
+                    "annotations": {"k8s.v1.cni.cncf.io/resourceName": resource}},
+                "spec": {"config": config.to_string()},
+            }))
+            .expect("create NAD");
+    }
+
+    /// A recorder conf standing in for the `sriov` plugin (no VFs on these machines): `vlan` 100
+    /// and the `deviceID` and `CNIDeviceInfoFile` capabilities, like the sriov NADs in the wild.
+    pub fn vf_conf(&self, name: &str) -> Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": name,
+            "type": "cni-recorder",
+            "recordFile": self.record,
+            "vlan": 100,
+            "capabilities": {"deviceID": true, "CNIDeviceInfoFile": true}
+        })
+    }
+
+    /// The kubelet's PodResources socket of this node (nothing listens until a fake kubelet
+    /// starts on it).
+    pub fn kubelet_socket(&self) -> PathBuf {
+        self.node
+            .root
+            .path()
+            .join("kubelet/pod-resources/kubelet.sock")
+    }
+
+    /// The kubelet's device-manager checkpoint of this node.
+    pub fn checkpoint_file(&self) -> PathBuf {
+        self.node
+            .root
+            .path()
+            .join("kubelet/device-plugins/kubelet_internal_checkpoint")
+    }
+
+    /// The device-info root (`dp/`, `cni/`) of this node.
+    pub fn device_info_dir(&self) -> PathBuf {
+        self.node.root.path().join("devinfo")
+    }
+
+    /// [`Bed::config`] with the kubelet and device-info paths of this node.
+    pub fn device_config(&self, extra: Value) -> Value {
+        let mut c = self.config(json!({
+            "podResourcesSocket": self.kubelet_socket(),
+            "deviceCheckpointFile": self.checkpoint_file(),
+            "deviceInfoDir": self.device_info_dir(),
+            "kubeletTimeoutSeconds": 5,
+        }));
+        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
     /// Every call the recorder plugins saw.
     pub fn records(&self) -> Vec<Value> {
         recorded(&self.record)

@@ -1,6 +1,7 @@
 //! Plexus test bed: an in-process fake Kubernetes API server ([`fakeapi`]), network namespace
-//! helpers ([`netns`]), the runtime-like driver of the `plexus` binary ([`cni`]), and a private
-//! containerd driven over CRI like a kubelet does ([`containerd`], [`cri`], [`cri_bed`]).
+//! helpers ([`netns`]), a fake kubelet PodResources server ([`fakekubelet`]), the runtime-like
+//! driver of the `plexus` binary ([`cni`]), and a private containerd driven over CRI like a kubelet
+//! does ([`containerd`], [`cri`], [`cri_bed`]).
 
 pub mod bed;
 pub mod cni;
@@ -8,5 +9,6 @@ pub mod containerd;
 pub mod cri;
 pub mod cri_bed;
 pub mod fakeapi;
+pub mod fakekubelet;
 pub mod faults;
 pub mod netns;

@@ -24,6 +24,9 @@ pub mod codes {
     pub const NETWORK_NOT_FOUND: u32 = 103;
     /// The pod the runtime names is not the pod the API server has (same name, other UID).
     pub const POD_UID_MISMATCH: u32 = 104;
+    /// The devices a network needs (its NAD's `resourceName`) cannot be found for the pod: no
+    /// kubelet socket and no checkpoint, or fewer devices allocated than networks ask for.
+    pub const DEVICES: u32 = 105;
     /// Anything else.
     pub const INTERNAL: u32 = 999;
 }

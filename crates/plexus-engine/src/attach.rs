@@ -138,6 +138,13 @@ impl<'e, 'a> Attach<'e, 'a> {
                 runtime_config: &att.runtime_config,
             };
             self.made = i + 1;
+            if let Some(device) = &att.device {
+                let dirs = crate::device::DeviceInfoDirs::under(&engine.config.device_info_dir);
+                // Optional in the device-info spec: a delegate without it still gets its device.
+                if let Err(e) = crate::device::copy_device_info(&dirs, device) {
+                    tracing::warn!(pod = %plan.label, network = %att.network, "cannot copy the device-info file of {}: {e}", device.device_id);
+                }
+            }
             // Each attachment has its own `CNI_ARGS` (`IP=`/`MAC=` for NADs without the
             // capability), recorded in the entry so that DEL repeats them.
             let args = self.entry.attachments[i].cni_args.clone();

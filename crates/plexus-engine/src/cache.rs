@@ -101,6 +101,10 @@ pub struct CachedAttachment {
     /// The final ADD result in the delegate's own version; `None` until the ADD returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// The device the attachment got (NADs with a `resourceName`). The config text above already
+    /// carries it; this record names it and its device-info file, which DEL removes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::device::AssignedDevice>,
 }
 
 /// The cache directory of one node.
@@ -455,6 +459,7 @@ mod tests {
                 is_default: false,
                 cni_args: String::new(),
                 result: None,
+                device: None,
             }],
         }
     }
@@ -566,7 +571,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let cache = Cache::new(d.path());
         cache.write(&entry("a")).unwrap();
-        for name in [".tmp-a.Ab12Cd", ".tmp-a.prev", ".tmp-a.b.Xy34Zw", ".tmp-ab.Qw56Er"] {
+        for name in [
+            ".tmp-a.Ab12Cd",
+            ".tmp-a.prev",
+            ".tmp-a.b.Xy34Zw",
+            ".tmp-ab.Qw56Er",
+        ] {
             fs::write(d.path().join(name), b"{").unwrap();
         }
         cache.remove("a").unwrap();

@@ -67,6 +67,8 @@ pub fn auxiliary_attachment(
         selection: None,
         cni_args: Vec::new(),
         auxiliary: true,
+        resource_name: None,
+        device: None,
     }))
 }
 

@@ -130,6 +130,17 @@ pub struct PlexusConfig {
     /// GC only: `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) the runtime
     /// sent; `None` when it sent neither key, which is not the same as an empty list.
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// `podResourcesSocket`: the kubelet's PodResources API socket (device IDs for NADs with a
+    /// `resourceName`).
+    pub pod_resources_socket: PathBuf,
+    /// `deviceCheckpointFile`: the kubelet's device-manager checkpoint, read when the socket is
+    /// missing or nobody listens on it.
+    pub device_checkpoint_file: PathBuf,
+    /// `kubeletTimeoutSeconds`: the deadline of one device lookup, retries included.
+    pub kubelet_timeout_secs: u64,
+    /// `deviceInfoDir`: root of the NPWG device-info files (`dp/` from the device plugin,
+    /// `cni/` written by plexus per attachment).
+    pub device_info_dir: PathBuf,
     /// Keys that were accepted but have no effect, or are unknown: to be logged at warn.
     pub key_notes: Vec<crate::config_keys::KeyNote>,
 }
@@ -170,6 +181,10 @@ impl ConfigError {
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
 pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
+pub const DEFAULT_DEVICE_CHECKPOINT_FILE: &str =
+    "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 
 impl PlexusConfig {
     /// Parses the runtime's stdin object.
@@ -258,6 +273,18 @@ impl PlexusConfig {
             strict_selection: boolean(m, "strictSelection")?.unwrap_or(false),
             auxiliary_chain_name: auxiliary_chain_name(m)?,
             valid_attachments: valid_attachments(m)?,
+            pod_resources_socket: path(m, "podResourcesSocket")?
+                .unwrap_or_else(|| DEFAULT_POD_RESOURCES_SOCKET.into()),
+            device_checkpoint_file: path(m, "deviceCheckpointFile")?
+                .unwrap_or_else(|| DEFAULT_DEVICE_CHECKPOINT_FILE.into()),
+            kubelet_timeout_secs: match m.get("kubeletTimeoutSeconds") {
+                None => 10,
+                Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                    ConfigError::new("kubeletTimeoutSeconds", v, "must be a positive integer")
+                })?,
+            },
+            device_info_dir: path(m, "deviceInfoDir")?
+                .unwrap_or_else(|| DEFAULT_DEVICE_INFO_DIR.into()),
             key_notes,
         })
     }
@@ -490,6 +517,30 @@ mod tests {
         assert_eq!(c.conf_dir, PathBuf::from(DEFAULT_CONF_DIR));
         assert!(!c.namespace_isolation);
         assert!(c.log_to_stderr);
+        assert_eq!(
+            c.pod_resources_socket,
+            PathBuf::from("/var/lib/kubelet/pod-resources/kubelet.sock")
+        );
+        assert_eq!(
+            c.device_checkpoint_file,
+            PathBuf::from("/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint")
+        );
+        assert_eq!(c.kubelet_timeout_secs, 10);
+        assert_eq!(
+            c.device_info_dir,
+            PathBuf::from("/var/run/k8s.cni.cncf.io/devinfo")
+        );
+        let c = parse(
+            json!({"clusterNetwork": "a", "podResourcesSocket": "/k/s.sock",
+            "deviceCheckpointFile": "/k/cp", "kubeletTimeoutSeconds": 3, "deviceInfoDir": "/d"}),
+        )
+        .unwrap();
+        assert_eq!(c.pod_resources_socket, PathBuf::from("/k/s.sock"));
+        assert_eq!(c.device_checkpoint_file, PathBuf::from("/k/cp"));
+        assert_eq!(c.kubelet_timeout_secs, 3);
+        assert_eq!(c.device_info_dir, PathBuf::from("/d"));
+        let e = parse(json!({"clusterNetwork": "a", "kubeletTimeoutSeconds": 0})).unwrap_err();
+        assert_eq!(e.key, "kubeletTimeoutSeconds");
         assert!(
             !c.strict_selection,
             "unknown selection keys are ignored, as Multus does"

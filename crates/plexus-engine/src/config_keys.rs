@@ -150,6 +150,10 @@ pub const KEYS: &[KeyInfo] = &[
     honoured("events", Origin::Plexus),
     honoured("strictSelection", Origin::Plexus),
     honoured("callTimeoutSeconds", Origin::Plexus),
+    honoured("podResourcesSocket", Origin::Plexus),
+    honoured("deviceCheckpointFile", Origin::Plexus),
+    honoured("kubeletTimeoutSeconds", Origin::Plexus),
+    honoured("deviceInfoDir", Origin::Plexus),
 ];
 
 /// The table entry of `key` (exact, case-sensitive match).

@@ -34,6 +34,9 @@ pub struct Engine<'a> {
     pub kube: Option<&'a dyn KubeApi>,
     /// Route changes in the pod's netns (`default-route`).
     pub routes: &'a dyn NetnsRoutes,
+    /// Devices allocated to the pod (kubelet PodResources, DRA), for NADs with a
+    /// `resourceName`; `None` when no source is wired (such NADs then fail with code 105).
+    pub devices: Option<&'a dyn crate::device::DeviceLookup>,
 }
 
 impl std::fmt::Debug for Engine<'_> {
@@ -130,7 +133,9 @@ impl Engine<'_> {
         }
         let plan = plan(self, Purpose::Add)?;
         if let (Some(p), false) = (&plan.pod, plan.ignored.is_empty()) {
-            plan.ignored.iter().for_each(|w| tracing::warn!(pod = %p, "{w}"));
+            plan.ignored
+                .iter()
+                .for_each(|w| tracing::warn!(pod = %p, "{w}"));
             let message = request::ignored_keys_message(&plan.ignored);
             self.event(
                 p,
@@ -513,13 +518,17 @@ impl Engine<'_> {
             }
             let version = cluster_version(att)?;
             let result = CniResult::from_value(value, version).unwrap_or_default();
+            let device_info = att
+                .device
+                .as_ref()
+                .and_then(crate::device::read_device_info);
             statuses.extend(statuses_from_result(
                 &att.network,
                 &att.ifname,
                 &result,
                 att.is_default,
                 &routes::gateways_of(moves, i),
-                None,
+                device_info.as_ref(),
             ));
         }
         Ok(plexus_netattach::status::status_annotation_value(&statuses))

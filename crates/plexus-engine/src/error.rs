@@ -121,6 +121,26 @@ pub enum EngineError {
         ifname: String,
         reason: String,
     },
+    /// The devices of the pod could not be learnt (the kubelet busy until the deadline: code 11;
+    /// no source at all: code 105).
+    #[error("pod {pod}: network {network} needs a device of resource {resource}: {source}")]
+    Devices {
+        pod: String,
+        network: String,
+        resource: String,
+        source: crate::device::DeviceError,
+    },
+    /// More networks ask for a resource than the pod was allocated devices of it.
+    #[error(
+        "pod {pod}: resource {resource}: {needed} networks need a device ({networks}) but the pod was allocated {available} device(s); request as many devices as networks in the pod spec"
+    )]
+    TooFewDevices {
+        pod: String,
+        resource: String,
+        needed: usize,
+        available: usize,
+        networks: String,
+    },
     #[error("pod {pod}: not found in the API server after {tries} tries; the runtime should retry")]
     PodNotFound { pod: String, tries: u32 },
     /// STATUS: ADD cannot succeed now (CNI code 50).
@@ -186,6 +206,11 @@ impl EngineError {
             | Self::DefaultNetwork { .. }
             | Self::DefaultRoute { .. } => codes::INVALID_CONFIG,
             Self::PodNotFound { .. } => codes::TRY_AGAIN_LATER,
+            Self::Devices {
+                source: crate::device::DeviceError::Busy(_),
+                ..
+            } => codes::TRY_AGAIN_LATER,
+            Self::Devices { .. } | Self::TooFewDevices { .. } => codes::DEVICES,
             Self::Unavailable(_) => codes::PLUGIN_NOT_AVAILABLE,
             Self::RouteFix { .. } | Self::Gc { .. } => codes::DELEGATE_FAILED,
             Self::NetworkConfig { .. } | Self::NoApi { .. } => codes::INVALID_CONFIG,

@@ -88,6 +88,7 @@ impl Plan {
                     is_default: a.is_default,
                     cni_args: crate::request::delegate_args(&self.delegate_args, a),
                     result: None,
+                    device: a.device.clone(),
                 })
                 .collect(),
         }
@@ -135,6 +136,25 @@ pub fn plan(engine: &Engine<'_>, purpose: Purpose) -> Result<Plan, EngineError> 
     .into_iter()
     .map(|a| crate::request::apply_selection(a, &label))
     .collect::<Result<Vec<_>, _>>()?;
+    let mut attachments = attachments;
+    let info = crate::device::DeviceInfoDirs::under(&engine.config.device_info_dir);
+    let devices = crate::device::resolve_devices(
+        engine.devices,
+        pod.as_ref(),
+        &label,
+        &engine.env.container_id,
+        Some(&info),
+        &mut attachments,
+    );
+    match devices {
+        Ok(()) => {}
+        // Rebuilding a lost entry at DEL: the kubelet may have released the devices already,
+        // and the DEL of a device plugin's delegate without its device beats no DEL at all.
+        Err(e) if purpose != Purpose::Add => {
+            tracing::warn!(pod = %label, "tearing down without device IDs: {e}");
+        }
+        Err(e) => return Err(e),
+    }
     // Conflicting explicit gateways fail here, before anything runs.
     routes::plan(&attachments, None).map_err(|reason| EngineError::DefaultRoute {
         pod: label.clone(),

@@ -59,6 +59,10 @@ pub struct Attachment {
     pub runtime_config: Map<String, Value>,
     /// The selection element that asked for it (`None` for cluster/default networks).
     pub selection: Option<NetworkSelectionElement>,
+    /// The NAD's `k8s.v1.cni.cncf.io/resourceName`: this delegate needs a device of it.
+    pub resource_name: Option<String>,
+    /// The device this attachment got (set by the plan phase, [`crate::device`]).
+    pub device: Option<crate::device::AssignedDevice>,
     /// `CNI_ARGS` pairs for this attachment only, set over the runtime's (`IP=`/`MAC=` for an
     /// `ips`/`mac` request that no plugin declares as a capability; see `request`).
     pub cni_args: Vec<(String, String)>,
@@ -151,6 +155,7 @@ pub fn resolve(
     let fetched = fetch_nads(&planned, kube, &pod_label)?;
     let mut out = Vec::with_capacity(planned.len());
     for (index, p) in planned.into_iter().enumerate() {
+        let mut resource_name = None;
         let (config, network) = match p.source {
             Source::Ready(c, n) => (c, n),
             Source::Nad {
@@ -163,7 +168,14 @@ pub fn resolve(
                 match nad {
                     // Named `<ns>/<name>` in network-status, the cluster network too (Multus
                     // writes `kube-system/<name>` for a NAD-backed cluster or default network).
-                    Some(Ok(nad)) => (nad_config(cfg, nad, &pod_label)?, network),
+                    Some(Ok(nad)) => {
+                        resource_name = nad
+                            .annotations
+                            .get(crate::device::RESOURCE_NAME_ANNOTATION)
+                            .map(|r| r.trim().to_owned())
+                            .filter(|r| !r.is_empty());
+                        (nad_config(cfg, nad, &pod_label)?, network)
+                    }
                     // A config file found by name is named by its plain network name, as Multus
                     // names every delegate loaded from a file.
                     Some(Err(ApiError::NotFound { .. })) | None if fallback_to_file => {
@@ -215,6 +227,8 @@ pub fn resolve(
             is_default: p.is_default,
             runtime_config,
             selection: p.selection,
+            resource_name,
+            device: None,
             cni_args: Vec::new(),
             auxiliary: false,
         });

@@ -134,7 +134,15 @@ fn teardown_one(
         args: &att.cni_args,
     };
     let mut out = Vec::new();
-    for e in chain.del(&inv, att.result.as_ref()) {
+    let errors = chain.del(&inv, att.result.as_ref());
+    // The device-info file goes with the attachment; kept while a DEL still has to retry.
+    if errors.is_empty()
+        && let Some(device) = &att.device
+        && let Err(e) = crate::device::remove_device_info(device)
+    {
+        tracing::warn!(network = %att.network, "cannot remove the device-info file: {e}");
+    }
+    for e in errors {
         let f = failure(TeardownCause::Delegate(e));
         if att.result.is_none() && strictness == Strictness::Cached {
             tracing::warn!("ignoring DEL failure of an attachment that was never added: {f}");

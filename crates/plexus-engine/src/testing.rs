@@ -1,9 +1,12 @@
-//! Recording fakes of the engine's seams ([`DelegateExec`], [`KubeApi`], [`NetnsRoutes`]), for
+//! Recording fakes of the engine's seams ([`DelegateExec`], [`KubeApi`], [`NetnsRoutes`],
+//! [`DeviceLookup`]), for
 //! the engine's own tests and for any crate that drives the engine (the thick-mode daemon).
 //! They shipped next to the traits so that no test file grows its own copy.
 
 use crate::api::{ApiError, KubeApi, NadInfo, PodEvent, PodInfo};
+use crate::device::{DeviceError, DeviceLookup, DeviceMap};
 use crate::exec::{DelegateExec, ExecError, ExecRequest};
+use crate::resolve::PodRef;
 use crate::routes::{DefaultRoute, Family, NetnsRoutes};
 use plexus_cni::{CniError, Command};
 use serde_json::{Value, json};
@@ -192,6 +195,25 @@ impl FakeKube {
         self
     }
 
+    /// Adds a NAD whose `spec.config` is `config` and whose `k8s.v1.cni.cncf.io/resourceName`
+    /// annotation is `resource`.
+    pub fn with_resource_nad(
+        mut self,
+        ns: &str,
+        name: &str,
+        resource: &str,
+        config: Value,
+    ) -> Self {
+        self = self.with_nad(ns, name, config);
+        if let Some(nad) = self.nads.get_mut(&(ns.into(), name.into())) {
+            nad.annotations.insert(
+                crate::device::RESOURCE_NAME_ANNOTATION.into(),
+                resource.into(),
+            );
+        }
+        self
+    }
+
     /// Adds a NAD whose `spec.config` is `config`.
     pub fn with_nad(mut self, ns: &str, name: &str, config: Value) -> Self {
         self.nads.insert(
@@ -320,5 +342,54 @@ impl NetnsRoutes for FakeRoutes {
             .unwrap()
             .push(format!("replace {ifname} via {gw}"));
         Ok(())
+    }
+}
+
+/// Devices allocated per pod (`ns/name` → resource → IDs), in the order given (a real kubelet's
+/// order is arbitrary); logs every lookup; answers "busy" or "unavailable" when told to.
+#[derive(Debug, Default)]
+pub struct FakeDevices {
+    pub pods: Mutex<BTreeMap<String, DeviceMap>>,
+    /// `"<ns/name> wanted=a,b"` per lookup.
+    pub log: Mutex<Vec<String>>,
+    /// Answer every lookup with this error.
+    pub fail: Mutex<Option<DeviceError>>,
+}
+
+impl FakeDevices {
+    /// Allocates `ids` of `resource` to the pod `ns/name` (appended to what it has).
+    pub fn allocate(&self, pod: &str, resource: &str, ids: &[&str]) {
+        self.pods
+            .lock()
+            .unwrap()
+            .entry(pod.to_owned())
+            .or_default()
+            .entry(resource.to_owned())
+            .or_default()
+            .extend(ids.iter().map(|s| (*s).to_owned()));
+    }
+
+    /// Every lookup so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl DeviceLookup for FakeDevices {
+    fn devices(&self, pod: &PodRef, wanted: &[String]) -> Result<DeviceMap, DeviceError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{pod} wanted={}", wanted.join(",")));
+        if let Some(e) = self.fail.lock().unwrap().clone() {
+            return Err(e);
+        }
+        Ok(self
+            .pods
+            .lock()
+            .unwrap()
+            .get(&pod.to_string())
+            .cloned()
+            .unwrap_or_default())
     }
 }

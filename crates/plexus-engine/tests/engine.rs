@@ -4,7 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 use plexus_cni::{CniEnv, Command};
-use plexus_engine::testing::{Call, FakeExec, FakeKube, FakeRoutes};
+use plexus_engine::testing::{Call, FakeDevices, FakeExec, FakeKube, FakeRoutes};
 use plexus_engine::{Engine, EngineError, EventType, PlexusConfig};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -13,6 +13,7 @@ struct Bed {
     dir: tempfile::TempDir,
     exec: FakeExec,
     routes: FakeRoutes,
+    devices: FakeDevices,
 }
 
 impl Bed {
@@ -21,6 +22,7 @@ impl Bed {
             dir: tempfile::tempdir().unwrap(),
             exec: FakeExec::default(),
             routes: FakeRoutes::default(),
+            devices: FakeDevices::default(),
         }
     }
     fn config(&self, extra: Value) -> PlexusConfig {
@@ -31,6 +33,7 @@ impl Bed {
             "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "clusterplug"}],
             "cniDir": self.dir.path().join("cache"),
             "confDir": self.dir.path().join("conf"),
+            "deviceInfoDir": self.dir.path().join("devinfo"),
         });
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
@@ -78,6 +81,7 @@ impl Bed {
             exec: &self.exec,
             kube: Some(kube),
             routes: &self.routes,
+            devices: Some(&self.devices),
         };
         f(&engine)
     }
@@ -102,6 +106,7 @@ impl Bed {
             exec: &self.exec,
             kube: Some(kube),
             routes: &self.routes,
+            devices: Some(&self.devices),
         }
         .del()
     }
@@ -389,6 +394,7 @@ fn default_networks_are_skipped_by_namespace_not_by_pod_name() {
         exec: &bed.exec,
         kube: Some(&kube),
         routes: &bed.routes,
+        devices: Some(&bed.devices),
     };
     engine.add().unwrap();
     assert_eq!(
@@ -1187,6 +1193,7 @@ fn gc_dels_stale_containers_keeps_valid_ones_and_forwards_gc() {
         exec: &bed.exec,
         kube: Some(&kube),
         routes: &bed.routes,
+        devices: Some(&bed.devices),
     }
     .add()
     .unwrap();
@@ -1302,6 +1309,7 @@ fn del_of_a_corrupt_entry_with_an_unusable_kubeconfig_is_try_again_later() {
         exec: &bed.exec,
         kube: None,
         routes: &bed.routes,
+        devices: Some(&bed.devices),
     }
     .del()
     .unwrap_err();
@@ -1309,6 +1317,198 @@ fn del_of_a_corrupt_entry_with_an_unusable_kubeconfig_is_try_again_later() {
     assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
     assert!(dels_of(&bed).is_empty());
     assert_eq!(bed.cache_files(), ["ctr1.json"]);
+}
+
+fn sriov_nad(name: &str) -> Value {
+    json!({"cniVersion": "1.0.0", "name": name, "type": "sriov", "vlan": 100,
+        "capabilities": {"deviceID": true, "CNIDeviceInfoFile": true}})
+}
+
+fn stdin_of(calls: &[Call], command: Command, ifname: &str) -> Value {
+    calls
+        .iter()
+        .find(|c| c.command == command && c.ifname == ifname)
+        .unwrap_or_else(|| panic!("no {command:?} for {ifname}"))
+        .stdin
+        .clone()
+}
+
+#[test]
+fn resource_nads_get_distinct_sorted_devices_and_del_check_reuse_them_from_the_cache() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("vf-a, vf-b, other"))
+        .with_resource_nad("blue", "vf-a", "intel.com/vf", sriov_nad("vf-a"))
+        .with_resource_nad("blue", "vf-b", "intel.com/vf", sriov_nad("vf-b"))
+        .with_resource_nad("blue", "other", "intel.com/other", sriov_nad("other"));
+    // The kubelet's order is arbitrary; the mapping follows the sorted IDs.
+    bed.devices
+        .allocate("blue/p", "intel.com/vf", &["0000:03:02.1", "0000:03:02.0"]);
+    bed.devices
+        .allocate("blue/p", "intel.com/other", &["0000:05:00.2"]);
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    assert_eq!(
+        bed.devices.log(),
+        ["blue/p wanted=intel.com/other,intel.com/vf"],
+        "one lookup per ADD"
+    );
+    let calls = bed.exec.calls();
+    let cluster = stdin_of(&calls, Command::Add, "eth0");
+    assert!(cluster.get("deviceID").is_none(), "{cluster}");
+    for (ifname, dev) in [
+        ("net1", "0000:03:02.0"),
+        ("net2", "0000:03:02.1"),
+        ("net3", "0000:05:00.2"),
+    ] {
+        let stdin = stdin_of(&calls, Command::Add, ifname);
+        assert_eq!(stdin["deviceID"], dev, "{stdin}");
+        assert_eq!(stdin["pciBusID"], dev, "{stdin}");
+        assert_eq!(stdin["runtimeConfig"]["deviceID"], dev, "{stdin}");
+        assert_eq!(stdin["vlan"], 100);
+    }
+    let text = std::fs::read_to_string(bed.dir.path().join("cache/ctr1.json")).unwrap();
+    let entry: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        entry["attachments"][2]["device"]["deviceID"], "0000:03:02.1",
+        "{entry}"
+    );
+    assert_eq!(
+        entry["attachments"][2]["device"]["resourceName"],
+        "intel.com/vf"
+    );
+
+    // The kubelet has released the devices (and answers nothing): CHECK and DEL need only the
+    // cache.
+    *bed.devices.fail.lock().unwrap() = Some(plexus_engine::DeviceError::Unavailable(
+        "kubelet gone".into(),
+    ));
+    bed.exec.calls.lock().unwrap().clear();
+    bed.run(&cfg, "CHECK", &kube, |e| e.check()).unwrap();
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    assert_eq!(bed.devices.log().len(), 1, "no lookup at CHECK or DEL");
+    let calls = bed.exec.calls();
+    for command in [Command::Check, Command::Del] {
+        let stdin = stdin_of(&calls, command, "net2");
+        assert_eq!(stdin["deviceID"], "0000:03:02.1", "{command:?}: {stdin}");
+        assert_eq!(stdin["runtimeConfig"]["deviceID"], "0000:03:02.1");
+    }
+    assert!(bed.all_cache_files().is_empty());
+}
+
+#[test]
+fn more_resource_nads_than_devices_fails_before_any_delegate() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("vf-a, vf-b"))
+        .with_resource_nad("blue", "vf-a", "intel.com/vf", sriov_nad("vf-a"))
+        .with_resource_nad("blue", "vf-b", "intel.com/vf", sriov_nad("vf-b"));
+    bed.devices
+        .allocate("blue/p", "intel.com/vf", &["0000:03:02.0"]);
+    let cfg = bed.config(json!({}));
+    let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
+    assert_eq!(err.code(), plexus_cni::codes::DEVICES);
+    let msg = err.to_string();
+    for part in ["blue/p", "intel.com/vf", "2 networks", "allocated 1 device"] {
+        assert!(msg.contains(part), "{part:?} missing: {msg}");
+    }
+    assert!(bed.exec.calls().is_empty(), "no delegate ran");
+    assert!(bed.all_cache_files().is_empty(), "no file left");
+    assert!(kube.log().iter().all(|l| !l.starts_with("PATCH")));
+}
+
+#[test]
+fn a_busy_device_source_is_try_again_later_and_an_absent_one_is_code_105() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("vf-a"))
+        .with_resource_nad("blue", "vf-a", "intel.com/vf", sriov_nad("vf-a"));
+    let cfg = bed.config(json!({}));
+    *bed.devices.fail.lock().unwrap() = Some(plexus_engine::DeviceError::Busy("busy".into()));
+    let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
+    assert_eq!(err.code(), plexus_cni::codes::TRY_AGAIN_LATER, "{err}");
+    assert!(err.to_string().contains("blue/vf-a"), "{err}");
+    *bed.devices.fail.lock().unwrap() = Some(plexus_engine::DeviceError::Unavailable(
+        "no socket, no checkpoint".into(),
+    ));
+    let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
+    assert_eq!(err.code(), plexus_cni::codes::DEVICES, "{err}");
+    assert!(
+        err.to_string().contains("no socket, no checkpoint"),
+        "{err}"
+    );
+    assert!(bed.exec.calls().is_empty());
+    assert!(bed.all_cache_files().is_empty());
+}
+
+#[test]
+fn the_selection_device_id_counts_only_without_a_resource_and_no_resource_means_no_lookup() {
+    let bed = Bed::new();
+    let sel = r#"[{"name": "plain", "deviceID": "0000:09:00.1", "interface": "net1"},
+                  {"name": "vf-a", "deviceID": "0000:09:00.2", "interface": "net2"}]"#;
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some(sel))
+        .with_nad("blue", "plain", sriov_nad("plain"))
+        .with_resource_nad("blue", "vf-a", "intel.com/vf", sriov_nad("vf-a"));
+    bed.devices
+        .allocate("blue/p", "intel.com/vf", &["0000:03:02.0"]);
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let calls = bed.exec.calls();
+    let plain = stdin_of(&calls, Command::Add, "net1");
+    assert_eq!(plain["runtimeConfig"]["deviceID"], "0000:09:00.1");
+    assert!(
+        plain.get("deviceID").is_none(),
+        "only a capability argument: {plain}"
+    );
+    let vf = stdin_of(&calls, Command::Add, "net2");
+    assert_eq!(vf["runtimeConfig"]["deviceID"], "0000:03:02.0", "{vf}");
+    assert_eq!(vf["deviceID"], "0000:03:02.0");
+
+    // A pod without resource NADs never asks for devices.
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    assert!(bed.devices.log().is_empty());
+}
+
+#[test]
+fn device_info_is_copied_reported_in_network_status_and_removed_on_del() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("vf-a"))
+        .with_resource_nad("blue", "vf-a", "intel.com/sriov_net_A", sriov_nad("vf-a"));
+    bed.devices
+        .allocate("blue/p", "intel.com/sriov_net_A", &["0000:03:02.3"]);
+    let dp = bed.dir.path().join("devinfo/dp");
+    std::fs::create_dir_all(&dp).unwrap();
+    let doc = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:02.3"}});
+    std::fs::write(
+        dp.join("intel.com-sriov_net_A-0000:03:02.3-device.json"),
+        doc.to_string(),
+    )
+    .unwrap();
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let cni_file = bed.dir.path().join("devinfo/cni/blue-vf-a-ctr1_net1");
+    let stdin = stdin_of(&bed.exec.calls(), Command::Add, "net1");
+    assert_eq!(
+        stdin["runtimeConfig"]["CNIDeviceInfoFile"],
+        cni_file.display().to_string()
+    );
+    let copied: Value = serde_json::from_slice(&std::fs::read(&cni_file).unwrap()).unwrap();
+    assert_eq!(copied, doc);
+    let status: Vec<Value> = serde_json::from_str(&kube.patches.lock().unwrap()[0]).unwrap();
+    let vf = status
+        .iter()
+        .find(|e| e["name"] == "blue/vf-a")
+        .expect("an entry for blue/vf-a");
+    assert_eq!(vf["device-info"], doc, "{vf}");
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    assert!(!cni_file.exists(), "removed on DEL");
 }
 
 #[test]

@@ -225,6 +225,9 @@ fn rbac_is_exactly_the_minimal_set() {
         t("", "events", "patch"),
         t("events.k8s.io", "events", "create"),
         t("events.k8s.io", "events", "patch"),
+        // DRA (docs/sriov.md): a pod's claims and the slices describing their devices.
+        t("resource.k8s.io", "resourceclaims", "get"),
+        t("resource.k8s.io", "resourceslices", "list"),
     ]
     .into_iter()
     .collect();

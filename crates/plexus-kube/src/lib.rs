@@ -16,6 +16,8 @@
 
 mod retry;
 
+pub mod dra;
+
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -149,12 +149,26 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
         log_level: config.log_level,
         log_options: config.log_options,
     });
+    // Asked only when a NAD names a resourceName (ADD; DEL only when rebuilding a lost entry).
+    let devices = plexus_kubelet::KubeletDevices::new(
+        &config.pod_resources_socket,
+        &config.device_checkpoint_file,
+        Duration::from_secs(config.kubelet_timeout_secs),
+    )
+    .with_call_deadline(budget.work_deadline());
+    // DRA claims are read through the API only for resources the kubelet's device plugins lack.
+    let dra = kube.as_ref().map(|(k, _)| plexus_kube::dra::DraDevices(k));
+    let devices = plexus_engine::device::Fallback {
+        primary: &devices,
+        fallback: dra.as_ref().map(|d| d as &dyn plexus_engine::DeviceLookup),
+    };
     let engine = Engine {
         config: &config,
         env: &env,
         exec: &exec,
         kube: detached.as_ref().map(|k| k as &dyn KubeApi),
         routes: &IpRoutes,
+        devices: Some(&devices),
     };
     let outcome = match env.command {
         Command::Add => engine.add().map(|v| v.to_string()),

@@ -272,11 +272,15 @@ impl FakeApiServer {
         let Some(res) = Resource::from_type(av, kind) else {
             bail!("the fake API server does not serve {av} {kind}");
         };
-        let ns = obj["metadata"]["namespace"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("default")
-            .to_owned();
+        let ns = if res.namespaced() {
+            obj["metadata"]["namespace"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("default")
+                .to_owned()
+        } else {
+            String::new()
+        };
         if let Some(m) = obj["metadata"].as_object_mut() {
             for k in ["uid", "resourceVersion", "creationTimestamp"] {
                 m.remove(k);

@@ -1,9 +1,10 @@
 //! The resources the fake API server serves and how request paths map onto them.
 //!
-//! Only what Plexus touches is modelled (pods, NADs, events); everything else is a 404 with a real
-//! `Status` body, which is what a client sees on a cluster where a resource is not installed.
+//! Only what Plexus touches is modelled (pods, NADs, events, DRA ResourceClaims and
+//! ResourceSlices); everything else is a 404 with a real `Status` body, which is what a client sees
+//! on a cluster where a resource is not installed.
 
-/// A served resource type. All of them are namespaced.
+/// A served resource type. All but ResourceSlices are namespaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Resource {
     /// core/v1 `pods` (with the `status` subresource).
@@ -14,15 +15,26 @@ pub enum Resource {
     Events,
     /// `events.k8s.io/v1` `events`.
     EventsV1,
+    /// `resource.k8s.io/v1` `resourceclaims` (DRA).
+    ResourceClaims,
+    /// `resource.k8s.io/v1` `resourceslices` (DRA; cluster-scoped).
+    ResourceSlices,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 4] = [
+    pub const ALL: [Resource; 6] = [
         Resource::Pods,
         Resource::Nads,
         Resource::Events,
         Resource::EventsV1,
+        Resource::ResourceClaims,
+        Resource::ResourceSlices,
     ];
+
+    /// False for cluster-scoped resources (stored under the namespace `""`).
+    pub fn namespaced(self) -> bool {
+        self != Resource::ResourceSlices
+    }
 
     /// API group ("" for core).
     pub fn group(self) -> &'static str {
@@ -30,6 +42,7 @@ impl Resource {
             Resource::Pods | Resource::Events => "",
             Resource::Nads => "k8s.cni.cncf.io",
             Resource::EventsV1 => "events.k8s.io",
+            Resource::ResourceClaims | Resource::ResourceSlices => "resource.k8s.io",
         }
     }
 
@@ -43,6 +56,7 @@ impl Resource {
             Resource::Pods | Resource::Events => "v1",
             Resource::Nads => "k8s.cni.cncf.io/v1",
             Resource::EventsV1 => "events.k8s.io/v1",
+            Resource::ResourceClaims | Resource::ResourceSlices => "resource.k8s.io/v1",
         }
     }
 
@@ -51,6 +65,8 @@ impl Resource {
             Resource::Pods => "Pod",
             Resource::Nads => "NetworkAttachmentDefinition",
             Resource::Events | Resource::EventsV1 => "Event",
+            Resource::ResourceClaims => "ResourceClaim",
+            Resource::ResourceSlices => "ResourceSlice",
         }
     }
 
@@ -64,6 +80,8 @@ impl Resource {
             Resource::Pods => "pods",
             Resource::Nads => "network-attachment-definitions",
             Resource::Events | Resource::EventsV1 => "events",
+            Resource::ResourceClaims => "resourceclaims",
+            Resource::ResourceSlices => "resourceslices",
         }
     }
 
@@ -102,7 +120,11 @@ impl Resource {
             "status.nominatedNodeName",
             "spec.nodeSelector",
         ];
-        META.contains(&field) || (self == Resource::Pods && POD.contains(&field))
+        // The real server's ResourceSlice field selectors.
+        const SLICE: [&str; 3] = ["spec.nodeName", "spec.driver", "spec.pool.name"];
+        META.contains(&field)
+            || (self == Resource::Pods && POD.contains(&field))
+            || (self == Resource::ResourceSlices && SLICE.contains(&field))
     }
 
     /// Finds the resource served at `group/version/plural`.
@@ -177,6 +199,15 @@ impl Route {
                 res: lookup(plural)?,
                 ns: None,
             }),
+            [plural, name] => {
+                let res = lookup(plural).filter(|r| !r.namespaced())?;
+                Some(Route::Object {
+                    res,
+                    ns: String::new(),
+                    name: (*name).to_owned(),
+                    sub: None,
+                })
+            }
             ["namespaces", ns, plural] => Some(Route::Collection {
                 res: lookup(plural)?,
                 ns: Some((*ns).to_owned()),

@@ -458,7 +458,7 @@ fn resource_list(group: &str, version: &str) -> Value {
         .filter(|r| r.group() == group && r.version() == version)
     {
         resources.push(json!({
-            "name": r.plural(), "singularName": r.kind().to_lowercase(), "namespaced": true, "kind": r.kind(),
+            "name": r.plural(), "singularName": r.kind().to_lowercase(), "namespaced": r.namespaced(), "kind": r.kind(),
             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]
         }));
         if r.has_subresource("status") {

@@ -258,7 +258,11 @@ impl Store {
         let uid = self.ids.uid();
         let meta = obj["metadata"].as_object_mut().expect("checked above");
         meta.insert("name".into(), json!(name));
-        meta.insert("namespace".into(), json!(ns));
+        if res.namespaced() {
+            meta.insert("namespace".into(), json!(ns));
+        } else {
+            meta.remove("namespace");
+        }
         meta.insert("uid".into(), json!(uid));
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
         meta.insert("creationTimestamp".into(), json!(rfc3339_now()));
