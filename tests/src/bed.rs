@@ -2,7 +2,9 @@
 //! config pointing at both, and helpers to create pods and NADs, call `plexus` like a runtime
 //! and check that nothing is left behind.
 
-use crate::cni::{Call, Node, Outcome, exec_plexus_with_path, k8s_args, link_names, recorded, recorder_cni_path};
+use crate::cni::{
+    Call, Node, Outcome, exec_plexus_with_path, k8s_args, link_names, recorded, recorder_cni_path,
+};
 use crate::fakeapi::{FakeApiOptions, FakeApiServer};
 use crate::netns::NetNs;
 use serde_json::{Value, json};
@@ -38,16 +40,29 @@ impl Bed {
     pub fn with_options(opts: FakeApiOptions) -> Self {
         let node = Node::new().expect("node");
         let api = FakeApiServer::start(opts).expect("fake API server");
-        let kubeconfig = api.write_kubeconfig(&node.root.path().join("kube")).expect("kubeconfig");
+        let kubeconfig = api
+            .write_kubeconfig(&node.root.path().join("kube"))
+            .expect("kubeconfig");
         let cluster_file = node.write_cluster_file("1.0.0").expect("cluster file");
         let cni_path = recorder_cni_path(&node.root.path().join("recbin")).expect("recorder");
         let record = node.root.path().join("record.jsonl");
-        Self { node, api, kubeconfig, cluster_file, cni_path, record }
+        Self {
+            node,
+            api,
+            kubeconfig,
+            cluster_file,
+            cni_path,
+            record,
+        }
     }
 
     /// The plexus config with the cluster network given as a conflist path, `extra` merged in.
     pub fn config(&self, extra: Value) -> Value {
-        self.node.plexus_config(self.cluster_file.to_str().expect("utf-8 path"), Some(&self.kubeconfig), extra)
+        self.node.plexus_config(
+            self.cluster_file.to_str().expect("utf-8 path"),
+            Some(&self.kubeconfig),
+            extra,
+        )
     }
 
     pub fn nad(&self, ns: &str, name: &str, config: &Value) {
@@ -85,14 +100,37 @@ impl Bed {
 
     /// One CNI call for a pod, with kubelet's `CNI_ARGS` and `CNI_IFNAME=eth0`.
     #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
-    pub fn call(&self, command: &str, cid: &str, netns: Option<&Path>, ns: &str, pod: &str, uid: &str, config: &Value) -> Outcome {
-        let call = Call { command, container_id: cid, netns, ifname: "eth0", args: k8s_args(ns, pod, uid, cid), config };
+    pub fn call(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: Option<&Path>,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        config: &Value,
+    ) -> Outcome {
+        let call = Call {
+            command,
+            container_id: cid,
+            netns,
+            ifname: "eth0",
+            args: k8s_args(ns, pod, uid, cid),
+            config,
+        };
         exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
     }
 
     /// STATUS/GC/VERSION: no attachment parameters.
     pub fn verb(&self, command: &str, config: &Value) -> Outcome {
-        let call = Call { command, container_id: "", netns: None, ifname: "", args: String::new(), config };
+        let call = Call {
+            command,
+            container_id: "",
+            netns: None,
+            ifname: "",
+            args: String::new(),
+            config,
+        };
         exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
     }
 
@@ -124,15 +162,51 @@ impl Bed {
         p
     }
 
+    /// A directory on this bed's `CNI_PATH` (after the Debian plugins) where tests put plugins.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.node.root.path().join("recbin")
+    }
+
+    /// Installs an executable shell script as plugin `name` in [`Bed::plugin_dir`].
+    pub fn install_script_plugin(&self, name: &str, script: &str) -> PathBuf {
+        write_script(&self.plugin_dir().join(name), script)
+    }
+
+    /// Installs `target` under the plugin name `name` in [`Bed::plugin_dir`] (a symlink, as a
+    /// package or an installer would leave it).
+    pub fn install_plugin_link(&self, name: &str, target: &Path) {
+        std::os::unix::fs::symlink(target, self.plugin_dir().join(name)).expect("symlink plugin");
+    }
+
     /// Asserts that nothing of `pod_ns` is left: only `lo`, no lease, no cache entry.
     pub fn assert_clean(&self, pod_ns: &NetNs) {
-        assert_eq!(link_names(pod_ns), vec!["lo"], "interfaces left in the pod netns");
-        assert_eq!(self.node.leases(), Vec::<String>::new(), "host-local leases left");
-        assert_eq!(self.node.cache_entries(), Vec::<String>::new(), "cache entries left");
+        assert_eq!(
+            link_names(pod_ns),
+            vec!["lo"],
+            "interfaces left in the pod netns"
+        );
+        assert_eq!(
+            self.node.leases(),
+            Vec::<String>::new(),
+            "host-local leases left"
+        );
+        assert_eq!(
+            self.node.cache_entries(),
+            Vec::<String>::new(),
+            "cache entries left"
+        );
     }
 }
 
 /// A container ID unique across tests and test processes.
 pub fn cid(tag: &str) -> String {
     format!("{tag}-{}", crate::netns::unique_name("c"))
+}
+
+/// Writes `script` to `path`, mode 0755, and returns the path.
+pub fn write_script(path: &Path, script: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, script).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+    path.to_owned()
 }

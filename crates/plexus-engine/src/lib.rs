@@ -12,6 +12,7 @@ pub mod delegate;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod policy;
 pub mod request;
 pub mod resolve;
 pub mod routes;

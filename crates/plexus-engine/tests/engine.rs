@@ -1040,10 +1040,18 @@ fn gc_dels_stale_containers_keeps_valid_ones_and_forwards_gc() {
 fn an_ipam_claim_reference_reaches_the_delegate_in_args_cni() {
     let bed = Bed::new();
     let ann = r#"[{"name": "a", "ipam-claim-reference": "claim-1", "cni-args": {"k": "v"}}]"#;
-    let kube = FakeKube::default().with_pod("blue", "p", Some(ann)).with_nad("blue", "a", macvlan("a"));
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some(ann))
+        .with_nad("blue", "a", macvlan("a"));
     let cfg = bed.config(json!({}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     let calls = bed.exec.calls();
-    assert_eq!(calls[1].stdin["args"]["cni"], json!({"ipam-claim-reference": "claim-1", "k": "v"}));
-    assert!(calls[0].stdin.get("args").is_none(), "the cluster network is not affected");
+    assert_eq!(
+        calls[1].stdin["args"]["cni"],
+        json!({"ipam-claim-reference": "claim-1", "k": "v"})
+    );
+    assert!(
+        calls[0].stdin.get("args").is_none(),
+        "the cluster network is not affected"
+    );
 }

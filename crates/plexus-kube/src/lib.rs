@@ -151,6 +151,7 @@ impl LiveKube {
                     "in-cluster config".to_owned(),
                 ),
             };
+            warn_if_insecure(&config, &source_desc);
             tune(&mut config, timeout);
             trim_token_file(&mut config);
             Client::try_from(config).map_err(|e| KubeError::Client {
@@ -172,6 +173,27 @@ impl LiveKube {
         fut: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
         self.rt.block_on(with_timeout(self.timeout, what, fut))
+    }
+}
+
+/// One warning per CNI call (this runs once per process) when the token can be read or replaced
+/// on the wire: TLS verification off (`insecure-skip-tls-verify`), or plain HTTP with credentials.
+fn warn_if_insecure(config: &Config, source_desc: &str) {
+    if config.accept_invalid_certs {
+        tracing::warn!(
+            "{source_desc}: insecure-skip-tls-verify is set: the API server's certificate is not \
+             verified, so anyone on the path can impersonate it and capture the token"
+        );
+    }
+    let has_credentials = config.auth_info.token.is_some()
+        || config.auth_info.token_file.is_some()
+        || config.auth_info.client_key_data.is_some()
+        || config.auth_info.client_key.is_some();
+    if config.cluster_url.scheme_str() == Some("http") && has_credentials {
+        tracing::warn!(
+            "{source_desc}: the API server {} is plain HTTP: the credentials travel in clear text",
+            config.cluster_url
+        );
     }
 }
 

@@ -26,8 +26,15 @@ impl KubeApi for DetachedEvents<'_> {
     fn get_nads(&self, refs: &[(String, String)]) -> Vec<Result<NadInfo, ApiError>> {
         self.kube.get_nads(refs)
     }
-    fn patch_network_status(&self, namespace: &str, name: &str, uid: &str, status_json: &str) -> Result<(), ApiError> {
-        self.kube.patch_network_status(namespace, name, uid, status_json)
+    fn patch_network_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        status_json: &str,
+    ) -> Result<(), ApiError> {
+        self.kube
+            .patch_network_status(namespace, name, uid, status_json)
     }
     fn post_event(&self, event: &PodEvent) -> Result<(), ApiError> {
         let kubeconfig = match &self.creds {
@@ -40,7 +47,10 @@ impl KubeApi for DetachedEvents<'_> {
             "namespace": event.namespace, "pod": event.pod, "uid": event.uid,
             "type": event.kind.as_str(), "reason": event.reason, "message": event.message,
         });
-        let exe = std::env::current_exe().map_err(|e| ApiError::Other { status: 0, message: e.to_string() })?;
+        let exe = std::env::current_exe().map_err(|e| ApiError::Other {
+            status: 0,
+            message: e.to_string(),
+        })?;
         Command::new(exe)
             .env(EVENT_ENV, payload.to_string())
             .stdin(Stdio::null())
@@ -48,25 +58,36 @@ impl KubeApi for DetachedEvents<'_> {
             .stderr(Stdio::null())
             .spawn()
             .map(drop)
-            .map_err(|e| ApiError::Other { status: 0, message: format!("cannot start the event sender: {e}") })
+            .map_err(|e| ApiError::Other {
+                status: 0,
+                message: format!("cannot start the event sender: {e}"),
+            })
     }
 }
 
 /// The detached child: posts the event described by `payload` and exits.
 pub fn post_from_env(payload: &str) -> bool {
-    let Ok(v) = serde_json::from_str::<Value>(payload) else { return false };
+    let Ok(v) = serde_json::from_str::<Value>(payload) else {
+        return false;
+    };
     let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
     let creds = match v["kubeconfig"].as_str() {
         Some(p) => Credentials::Kubeconfig(p.into()),
         None => Credentials::InCluster,
     };
     let timeout = Duration::from_millis(v["timeoutMs"].as_u64().unwrap_or(500));
-    let Ok(kube) = LiveKube::new(&creds, timeout) else { return false };
+    let Ok(kube) = LiveKube::new(&creds, timeout) else {
+        return false;
+    };
     let event = PodEvent {
         namespace: s("namespace"),
         pod: s("pod"),
         uid: s("uid"),
-        kind: if s("type") == "Warning" { EventType::Warning } else { EventType::Normal },
+        kind: if s("type") == "Warning" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: s("reason"),
         message: s("message"),
     };

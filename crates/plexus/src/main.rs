@@ -15,7 +15,11 @@ mod events;
 
 fn main() -> ExitCode {
     if let Ok(payload) = std::env::var(events::EVENT_ENV) {
-        return if events::post_from_env(&payload) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return if events::post_from_env(&payload) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
@@ -51,6 +55,17 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
     if env.command == Command::Version {
         return Ok(version_reply(stdin));
     }
+    // Exec'd by a plexus (as a NAD's delegate, or as a delegate's IPAM) under a name the policy
+    // did not recognise: the config on stdin was written by a NAD author; trust nothing of it.
+    if let Some(parent) = std::env::var_os(plexus_engine::policy::NESTED_ENV) {
+        return Err(CniError::new(
+            codes::INVALID_CONFIG,
+            format!(
+                "plexus was run as a delegate of plexus (pid {}); meta plugins never run as delegates",
+                parent.to_string_lossy()
+            ),
+        ));
+    }
     let conf: Map<String, Value> = serde_json::from_slice(stdin).map_err(|e| {
         CniError::new(
             codes::DECODING_FAILURE,
@@ -66,6 +81,15 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
         .map_err(|e| CniError::new(codes::INVALID_CONFIG, e.to_string()).with_version(&version))?;
     init_logging(&config);
     tracing::debug!(command = env.command.as_str(), container = %env.container_id, "invoked");
+    if env.command != Command::Status {
+        plexus_engine::policy::check_private_dir(&config.cni_dir).map_err(|reason| {
+            CniError::new(
+                codes::CACHE_ERROR,
+                format!("unsafe cache directory (cniDir): {reason}"),
+            )
+            .with_version(&version)
+        })?;
+    }
 
     let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
     search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
@@ -144,12 +168,18 @@ fn init_logging(config: &PlexusConfig) {
         LogLevel::Off => return,
     };
     let file = config.log_file.as_ref().and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map(std::sync::Arc::new)
-            .ok()
+        // Logs name pods, networks and delegate output: root-only, like the cache.
+        std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(p)
+        .inspect(|f| {
+            // A file left by an older version or another tool may be readable by others.
+            let _ = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+        })
+        .map(std::sync::Arc::new)
+        .ok()
     });
     let writer = match (file, config.log_to_stderr) {
         (Some(f), true) => BoxMakeWriter::new(
