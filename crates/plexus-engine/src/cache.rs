@@ -76,6 +76,32 @@ pub struct CachedAttachment {
     pub result: Option<Value>,
 }
 
+/// Decodes the bytes of `container_id`'s entry file at `path`: anything but an entry of this
+/// format for this container is `Corrupt` (fuzzed in fuzz/fuzz_targets/cache_entry.rs).
+pub fn decode_entry(
+    path: &Path,
+    container_id: &str,
+    bytes: &[u8],
+) -> Result<CacheEntry, CacheError> {
+    let entry: CacheEntry = serde_json::from_slice(bytes).map_err(|e| CacheError::Corrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if entry.kind != CACHE_KIND {
+        return Err(CacheError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("unknown kind {:?}", entry.kind),
+        });
+    }
+    if entry.container_id != container_id {
+        return Err(CacheError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("holds container {:?}", entry.container_id),
+        });
+    }
+    Ok(entry)
+}
+
 /// The cache directory of one node.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -218,24 +244,7 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path, "read")(e)),
         };
-        let entry: CacheEntry =
-            serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        if entry.kind != CACHE_KIND {
-            return Err(CacheError::Corrupt {
-                path,
-                reason: format!("unknown kind {:?}", entry.kind),
-            });
-        }
-        if entry.container_id != container_id {
-            return Err(CacheError::Corrupt {
-                path,
-                reason: format!("holds container {:?}", entry.container_id),
-            });
-        }
-        Ok(Some(entry))
+        decode_entry(&path, container_id, &bytes).map(Some)
     }
 
     /// Removes a container's entry and its lock file (missing is fine).
