@@ -511,4 +511,25 @@ mod tests {
             assert_eq!(e.key, "deniedDelegateTypes");
         }
     }
+
+    proptest::proptest! {
+        /// Any JSON number (or other value) in a numeric key is either accepted within its
+        /// range or refused naming the key; never a panic, never a value outside the range.
+        #[test]
+        fn numeric_keys_never_escape_their_range(
+            n in proptest::prelude::any::<i64>(),
+            f in proptest::prelude::any::<f64>(),
+            key in proptest::sample::select(vec!["apiTimeoutSeconds", "maxNetworksPerPod"]),
+        ) {
+            for v in [json!(n), json!(f), json!(n.to_string())] {
+                match parse(json!({"clusterNetwork": "a", key: v})) {
+                    Ok(c) => {
+                        proptest::prop_assert!(API_TIMEOUT_RANGE.contains(&c.api_timeout_secs));
+                        proptest::prop_assert!(MAX_NETWORKS_RANGE.contains(&(c.max_networks_per_pod as u64)));
+                    }
+                    Err(e) => proptest::prop_assert_eq!(e.key.as_str(), key),
+                }
+            }
+        }
+    }
 }

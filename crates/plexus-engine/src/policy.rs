@@ -318,4 +318,27 @@ mod tests {
         assert_eq!((e.plugin.as_str(), e.rule), ("tuning", Rule::NotAllowed));
         assert!(e.to_string().contains("allowedDelegateTypes"), "{e}");
     }
+
+    proptest::proptest! {
+        /// Wherever a meta plugin's name hides in a config (any depth, any key path), the config
+        /// is refused; configs without one are never refused by the meta rule.
+        #[test]
+        fn a_meta_type_at_any_depth_is_refused(
+            path in proptest::collection::vec("[a-z]{1,6}", 0..4),
+            meta in proptest::sample::select(META_PLUGINS.to_vec()),
+            plain in "[a-z][a-z0-9-]{0,10}",
+        ) {
+            let mut inner = json!({"type": meta});
+            for k in path.iter().rev() {
+                inner = json!({ k.as_str(): inner });
+            }
+            let mut c = json!({"type": plain.clone(), "cniVersion": "1.0.0"});
+            c["x"] = inner;
+            let refused = check(&DelegatePolicy::default(), &conf(c), true, None).unwrap_err();
+            proptest::prop_assert_eq!(refused.rule, Rule::MetaPlugin);
+            let clean = json!({"type": plain.clone(), "ipam": {"type": "host-local"}});
+            let verdict = check(&DelegatePolicy::default(), &conf(clean), true, None);
+            proptest::prop_assert_eq!(verdict.is_ok(), !is_meta(&plain, None));
+        }
+    }
 }
