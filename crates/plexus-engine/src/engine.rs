@@ -150,6 +150,9 @@ impl Engine<'_> {
         }
         let label = self.pod_label(pod);
         let (annotations, api_uid) = self.pod_annotations(pod)?;
+        if let (Some(p), Some(text)) = (pod, annotations.get(NETWORKS_ANNOTATION)) {
+            crate::resolve::check_annotation_size(self.config, p, text)?;
+        }
         let selections =
             match (pod, annotations.get(NETWORKS_ANNOTATION)) {
                 (Some(p), Some(text)) => plexus_netattach::parse_networks(text, &p.namespace)

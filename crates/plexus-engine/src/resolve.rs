@@ -124,6 +124,62 @@ pub fn check_isolation(
     })
 }
 
+/// Refuses a `networks` annotation with more entries than `maxNetworksPerPod` allows before it
+/// is parsed: one linear byte scan, so a 45,000-entry annotation costs microseconds, not a parse.
+/// Counts the short form's comma-separated entries, or the JSON form's top-level objects (strings
+/// are skipped, so braces inside values do not count). [`resolve`] checks the exact count again.
+pub fn check_annotation_size(
+    cfg: &PlexusConfig,
+    pod: &PodRef,
+    text: &str,
+) -> Result<(), EngineError> {
+    let entries = count_entries(text);
+    let system_pod = cfg.system_namespaces.iter().any(|s| s == &pod.namespace);
+    let defaults = if system_pod {
+        0
+    } else {
+        cfg.default_networks.len()
+    };
+    let count = 1 + defaults + entries;
+    if count > cfg.max_networks_per_pod {
+        return Err(EngineError::TooManyNetworks {
+            pod: pod.to_string(),
+            count,
+            max: cfg.max_networks_per_pod,
+        });
+    }
+    Ok(())
+}
+
+fn count_entries(text: &str) -> usize {
+    let t = text.trim_start();
+    if !t.starts_with('[') {
+        return t.split(',').filter(|e| !e.trim().is_empty()).count();
+    }
+    let (mut depth, mut in_string, mut escaped, mut n) = (0usize, false, false, 0usize);
+    for b in t.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                n += usize::from(b == b'{' && depth == 2);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    n
+}
+
 /// Builds the attachment list. `selections` are the parsed annotation entries (empty when the pod
 /// has none); `cluster_override` is the pod's `v1.multus-cni.io/default-network` entry, which
 /// replaces the cluster network (its NAD must exist: no confDir fallback, as in Multus); `kube` is
@@ -583,5 +639,23 @@ pub fn local_config(
             Ok(Source::Nad { .. }) => Ok(None),
             Err(e) => Err(e.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_entries;
+
+    #[test]
+    fn entries_are_counted_without_parsing() {
+        assert_eq!(count_entries("a, b/c@net1,d"), 3);
+        assert_eq!(count_entries(" a ,, "), 1);
+        assert_eq!(count_entries(""), 0);
+        let json = r#"[{"name": "a", "bandwidth": {"ingressRate": 1}, "cni-args": {"x": "}{"}},
+                      {"name": "b\"{"}]"#;
+        assert_eq!(count_entries(json), 2);
+        assert_eq!(count_entries("[]"), 0);
+        let many: Vec<String> = (0..10_000).map(|i| format!("n{i}")).collect();
+        assert_eq!(count_entries(&many.join(",")), 10_000);
     }
 }
