@@ -178,6 +178,34 @@ impl Bed {
         std::os::unix::fs::symlink(target, self.plugin_dir().join(name)).expect("symlink plugin");
     }
 
+    /// Every file in `cniDir` that belongs to container `cid`: entry, previous generation, lock,
+    /// temp files.
+    pub fn cni_files_of(&self, cid: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.node.cni_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(cid))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The fake API server's events once there are at least `n` (Events are posted by a detached
+    /// process after the CNI result is returned); panics after 10 s.
+    pub fn wait_for_events(&self, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events = self.api.events();
+            if events.len() >= n || std::time::Instant::now() > deadline {
+                assert!(events.len() >= n, "expected {n} events, got {events:?}");
+                return events;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Asserts that nothing of `pod_ns` is left: only `lo`, no lease, no cache entry.
     pub fn assert_clean(&self, pod_ns: &NetNs) {
         assert_eq!(

@@ -26,7 +26,10 @@ fn routes_default(ns: &NetNs) -> Vec<(String, String)> {
 #[test]
 fn recorder_records_every_verb_with_env_and_stdin() {
     let bed = Bed::new();
-    let config = bed.config(json!({"clusterNetwork": bed.recorder_cluster(json!({}))}));
+    // A runtime's GC always lists the attachments that stay valid (none here).
+    let config = bed.config(
+        json!({"clusterNetwork": bed.recorder_cluster(json!({})), "cni.dev/valid-attachments": []}),
+    );
     for verb in ["VERSION", "STATUS", "GC"] {
         // plexus answers VERSION itself; it asks the 1.1.0 cluster network for STATUS and GC.
         bed.verb(verb, &config).assert_ok();
@@ -298,7 +301,8 @@ fn default_network_annotation_replaces_the_cluster_network() {
     );
     let status = bed.status_of("blue", "dn");
     assert_eq!(status.len(), 1);
-    assert_eq!(status[0]["name"], "alt-cluster");
+    // Multus names the override `<multusNamespace>/<name>`.
+    assert_eq!(status[0]["name"], "kube-system/alt-cluster");
     assert_eq!(status[0]["default"], true);
     bed.call("DEL", &c, Some(ns.path()), "blue", "dn", &uid, &config)
         .assert_ok();
@@ -386,19 +390,6 @@ fn a_missing_pod_is_retried_briefly_then_code_11_with_no_fabricated_result() {
     assert!(bed.node.cache_entries().is_empty());
 }
 
-/// The server's events once there are at least `n` (panics after 10 s).
-fn wait_for_events(api: &plexus_e2e::fakeapi::FakeApiServer, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let events = api.events();
-        if events.len() >= n || std::time::Instant::now() > deadline {
-            assert!(events.len() >= n, "expected {n} events, got {events:?}");
-            return events;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn events_list_the_attachments_or_the_failure() {
     let bed = Bed::new();
@@ -422,7 +413,7 @@ fn events_list_the_attachments_or_the_failure() {
     bed.call("ADD", &c, Some(ns.path()), "blue", "ev", &uid, &config)
         .assert_ok();
     // Events are posted by a detached process after the result is returned: wait for them.
-    let events = wait_for_events(&bed.api, 1);
+    let events = bed.wait_for_events(1);
     assert_eq!(events.len(), 1, "{events:?}");
     let ev = &events[0];
     assert_eq!(ev["type"], "Normal");
@@ -456,7 +447,7 @@ fn events_list_the_attachments_or_the_failure() {
         &config,
     );
     let err = out.assert_error(103);
-    let events = wait_for_events(&bed.api, 2);
+    let events = bed.wait_for_events(2);
     let warn = events
         .iter()
         .find(|e| e["type"] == "Warning")
@@ -821,7 +812,7 @@ fn a_capability_the_nad_cannot_honour_fails_naming_it() {
     let uid = bed.pod_annotated(
         "blue",
         "cap",
-        json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "plain-mv", "mac": "02:11:22:33:44:55"}]"#}),
+        json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "plain-mv", "bandwidth": {"ingressRate": 100000, "ingressBurst": 100000}}]"#}),
     );
     let ns = NetNs::new("pxc").unwrap();
     let msg = bed
@@ -836,7 +827,7 @@ fn a_capability_the_nad_cannot_honour_fails_naming_it() {
         )
         .assert_error(7);
     assert!(
-        msg.contains("blue/cap") && msg.contains("blue/plain-mv") && msg.contains("\"mac\""),
+        msg.contains("blue/cap") && msg.contains("blue/plain-mv") && msg.contains("\"bandwidth\""),
         "{msg}"
     );
     assert_eq!(plexus_e2e::cni::link_names(&ns), vec!["lo"]);

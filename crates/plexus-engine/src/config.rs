@@ -2,7 +2,8 @@
 //!
 //! Parsed by hand from the JSON object rather than with a serde derive because an operator who
 //! mistypes a value must be told which key and which value are wrong; serde's messages name
-//! neither reliably. Unknown keys are ignored, as Multus does, so existing configs keep working.
+//! neither reliably. Every top-level key is checked against `config_keys::KEYS` first: a misspelt
+//! known key is an error, keys that do nothing here and unknown keys become warnings.
 
 use crate::policy::DelegatePolicy;
 use serde_json::{Map, Value};
@@ -26,15 +27,72 @@ pub enum ClusterNetwork {
 /// A network that every pod gets after the cluster network (`defaultNetworks`, `delegates[1..]`).
 pub type DefaultNetwork = ClusterNetwork;
 
-/// Log verbosity, Multus's names plus the usual ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Log verbosity. Multus's levels, most detailed first, are `debug`, `verbose`, `error` and
+/// `panic`; Plexus adds `info`, `warn` (`warning`) and `trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-    /// Multus's `panic`: log nothing but fatal problems.
+    /// Multus's `panic`: Plexus never panics on purpose, so nothing is logged.
     Off,
+    Error,
+    Warn,
+    /// Also Multus's `verbose`, which sits between `error` and `debug`.
+    Info,
+    /// Plexus's own modules in detail; libraries (HTTP, TLS) stay at `warn`.
+    Debug,
+    /// Everything, libraries' internals included. Plexus-only.
+    Trace,
+}
+
+impl LogLevel {
+    /// Parses a `logLevel` value (case-insensitive; empty means the default, `warn`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "trace" => Self::Trace,
+            "debug" => Self::Debug,
+            "verbose" | "info" => Self::Info,
+            "warn" | "warning" | "" => Self::Warn,
+            "error" => Self::Error,
+            "panic" | "off" | "none" => Self::Off,
+            _ => return None,
+        })
+    }
+
+    /// The canonical name, which [`LogLevel::parse`] reads back.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Off => "panic",
+            Self::Error => "error",
+            Self::Warn => "warning",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// Multus's `logOptions`: size-based rotation of `logFile` (lumberjack's semantics). Applies only
+/// when `logFile` is set; the defaults are Multus's, which rotates with them even without the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// `maxSize`: megabytes the file may reach before it is rotated (0 means the default, 100).
+    pub max_size_mb: u64,
+    /// `maxAge`: days a rotated file is kept (0: no age limit).
+    pub max_age_days: u64,
+    /// `maxBackups`: rotated files kept (0: no count limit).
+    pub max_backups: u64,
+    /// `compress`: gzip rotated files.
+    pub compress: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            max_size_mb: 100,
+            max_age_days: 5,
+            max_backups: 5,
+            compress: true,
+        }
+    }
 }
 
 /// Everything Plexus reads from its own configuration.
@@ -56,6 +114,7 @@ pub struct PlexusConfig {
     pub log_level: LogLevel,
     pub log_file: Option<PathBuf>,
     pub log_to_stderr: bool,
+    pub log_options: LogOptions,
     /// Seconds allowed for each API request before the ADD fails with "try again later".
     pub api_timeout_secs: u64,
     /// `allowedDelegateTypes` / `deniedDelegateTypes`: which plugin types a NAD may run.
@@ -67,8 +126,17 @@ pub struct PlexusConfig {
     pub runtime_config: Map<String, Value>,
     /// `events`: post a Kubernetes Event per ADD (Normal on success, Warning on failure).
     pub events: bool,
-    /// GC only: `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) the runtime sent.
-    pub valid_attachments: Vec<ValidAttachment>,
+    /// `strictSelection`: reject unknown keys in selection elements (NPWG's reading) instead of
+    /// ignoring them with a warning (Multus's behaviour, the default).
+    pub strict_selection: bool,
+    /// `auxiliaryCNIChainName`: the directory, next to the `clusterNetwork` file, whose plugin
+    /// configs run as an extra chain for every pod (see `chaining`).
+    pub auxiliary_chain_name: Option<String>,
+    /// GC only: `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) the runtime
+    /// sent; `None` when it sent neither key, which is not the same as an empty list.
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// Keys that were accepted but have no effect, or are unknown: to be logged at warn.
+    pub key_notes: Vec<crate::config_keys::KeyNote>,
 }
 
 /// One `{containerID, ifname}` element of `cni.dev/valid-attachments` (CNI 1.1.0 GC).
@@ -120,6 +188,7 @@ pub const MAX_NETWORKS_RANGE: RangeInclusive<u64> = 1..=1024;
 impl PlexusConfig {
     /// Parses the runtime's stdin object.
     pub fn from_map(m: &Map<String, Value>) -> Result<Self, ConfigError> {
+        let key_notes = crate::config_keys::check(m)?;
         let cluster_network = match (m.get("clusterNetwork"), m.get("delegates")) {
             (Some(v), _) => network_ref("clusterNetwork", v)?,
             (None, Some(Value::Array(d))) if !d.is_empty() => inline_delegate("delegates", &d[0])?,
@@ -186,6 +255,7 @@ impl PlexusConfig {
             log_level: log_level(m)?,
             log_file: path(m, "logFile")?,
             log_to_stderr: boolean(m, "logToStderr")?.unwrap_or(true),
+            log_options: log_options(m)?,
             api_timeout_secs: bounded_int(m, "apiTimeoutSeconds", 10, API_TIMEOUT_RANGE)?,
             delegate_policy: DelegatePolicy {
                 allowed: type_list(m, "allowedDelegateTypes")?,
@@ -203,7 +273,10 @@ impl PlexusConfig {
                 Some(v) => return Err(ConfigError::new("runtimeConfig", v, "must be an object")),
             },
             events: boolean(m, "events")?.unwrap_or(true),
+            strict_selection: boolean(m, "strictSelection")?.unwrap_or(false),
+            auxiliary_chain_name: auxiliary_chain_name(m)?,
             valid_attachments: valid_attachments(m)?,
+            key_notes,
         })
     }
 
@@ -256,22 +329,30 @@ fn type_list(m: &Map<String, Value>, key: &str) -> Result<Option<BTreeSet<String
     Ok(Some(list.into_iter().collect()))
 }
 
-fn valid_attachments(m: &Map<String, Value>) -> Result<Vec<ValidAttachment>, ConfigError> {
-    let (key, v) = match (m.get(VALID_ATTACHMENTS_KEY), m.get(LEGACY_ATTACHMENTS_KEY)) {
-        (Some(v), _) => (VALID_ATTACHMENTS_KEY, v),
-        (None, Some(v)) => (LEGACY_ATTACHMENTS_KEY, v),
-        (None, None) => return Ok(Vec::new()),
+/// An absent key (or `null`) is `None`: "every attachment is stale" must be said with `[]`.
+fn valid_attachments(m: &Map<String, Value>) -> Result<Option<Vec<ValidAttachment>>, ConfigError> {
+    let present = |key| m.get(key).filter(|v| !v.is_null()).map(|v| (key, v));
+    let Some((key, v)) = present(VALID_ATTACHMENTS_KEY).or_else(|| present(LEGACY_ATTACHMENTS_KEY))
+    else {
+        return Ok(None);
     };
-    if v.is_null() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_value(v.clone()).map_err(|e| {
+    serde_json::from_value(v.clone()).map(Some).map_err(|e| {
         ConfigError::new(
             key,
             v,
             format!("must be a list of {{\"containerID\", \"ifname\"}} objects: {e}"),
         )
     })
+}
+
+fn auxiliary_chain_name(m: &Map<String, Value>) -> Result<Option<String>, ConfigError> {
+    const KEY: &str = "auxiliaryCNIChainName";
+    let Some(name) = string(m, KEY)?.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    crate::chaining::check_chain_name(&name)
+        .map_err(|reason| ConfigError::new(KEY, &Value::String(name.clone()), reason))?;
+    Ok(Some(name))
 }
 
 fn network_ref(key: &str, v: &Value) -> Result<ClusterNetwork, ConfigError> {
@@ -348,20 +429,58 @@ fn log_level(m: &Map<String, Value>) -> Result<LogLevel, ConfigError> {
     let Some(s) = string(m, "logLevel")? else {
         return Ok(LogLevel::Warn);
     };
-    Ok(match s.to_ascii_lowercase().as_str() {
-        "debug" | "verbose" | "trace" => LogLevel::Debug,
-        "info" => LogLevel::Info,
-        "warn" | "warning" | "" => LogLevel::Warn,
-        "error" => LogLevel::Error,
-        "panic" | "off" | "none" => LogLevel::Off,
-        _ => {
+    LogLevel::parse(&s).ok_or_else(|| {
+        ConfigError::new(
+            "logLevel",
+            &Value::String(s),
+            "must be one of trace, debug, verbose, info, warning, error, panic",
+        )
+    })
+}
+
+fn log_options(m: &Map<String, Value>) -> Result<LogOptions, ConfigError> {
+    log_options_from(m.get("logOptions"))
+}
+
+/// Parses the value of `logOptions` (absent or `null`: the defaults).
+pub fn log_options_from(value: Option<&Value>) -> Result<LogOptions, ConfigError> {
+    let mut o = LogOptions::default();
+    let opts = match value {
+        None | Some(Value::Null) => return Ok(o),
+        Some(Value::Object(opts)) => opts,
+        Some(v) => {
             return Err(ConfigError::new(
-                "logLevel",
-                &Value::String(s),
-                "must be one of debug, verbose, info, warn, error, panic",
+                "logOptions",
+                v,
+                "must be an object with maxSize, maxAge, maxBackups, compress",
             ));
         }
-    })
+    };
+    for (k, v) in opts {
+        let key = format!("logOptions.{k}");
+        let count = || {
+            v.as_u64()
+                .ok_or_else(|| ConfigError::new(&key, v, "must be a non-negative integer"))
+        };
+        match k.as_str() {
+            "maxSize" => o.max_size_mb = count().map(|n| if n == 0 { 100 } else { n })?,
+            "maxAge" => o.max_age_days = count()?,
+            "maxBackups" => o.max_backups = count()?,
+            "compress" => {
+                o.compress = v
+                    .as_bool()
+                    .ok_or_else(|| ConfigError::new(&key, v, "must be true or false"))?
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    &key,
+                    v,
+                    "unknown logOptions key (known: maxSize, maxAge, maxBackups, compress)",
+                ));
+            }
+        }
+    }
+    Ok(o)
 }
 
 #[cfg(test)]
@@ -407,6 +526,36 @@ mod tests {
         assert_eq!(c.conf_dir, PathBuf::from(DEFAULT_CONF_DIR));
         assert!(!c.namespace_isolation);
         assert!(c.log_to_stderr);
+        assert!(
+            !c.strict_selection,
+            "unknown selection keys are ignored, as Multus does"
+        );
+    }
+
+    #[test]
+    fn auxiliary_chain_name_is_a_plain_directory_name() {
+        let c = parse(json!({"clusterNetwork": "/a/b.conflist"})).unwrap();
+        assert_eq!(c.auxiliary_chain_name, None);
+        let c = parse(
+            json!({"clusterNetwork": "/a/b.conflist", "auxiliaryCNIChainName": "vendor-cni-chain"}),
+        )
+        .unwrap();
+        assert_eq!(c.auxiliary_chain_name.as_deref(), Some("vendor-cni-chain"));
+        let c =
+            parse(json!({"clusterNetwork": "/a/b.conflist", "auxiliaryCNIChainName": ""})).unwrap();
+        assert_eq!(c.auxiliary_chain_name, None);
+        let e = parse(json!({"clusterNetwork": "a", "auxiliaryCNIChainName": "../x"})).unwrap_err();
+        assert_eq!(e.key, "auxiliaryCNIChainName");
+        let e = parse(json!({"clusterNetwork": "a", "auxiliaryCNIChainName": 3})).unwrap_err();
+        assert_eq!(e.key, "auxiliaryCNIChainName");
+    }
+
+    #[test]
+    fn strict_selection_switch() {
+        let c = parse(json!({"clusterNetwork": "a", "strictSelection": true})).unwrap();
+        assert!(c.strict_selection);
+        let e = parse(json!({"clusterNetwork": "a", "strictSelection": 1})).unwrap_err();
+        assert_eq!(e.key, "strictSelection");
     }
 
     #[test]
@@ -428,22 +577,97 @@ mod tests {
     fn events_and_gc_attachments() {
         let c = parse(json!({"clusterNetwork": "a"})).unwrap();
         assert!(c.events);
-        assert!(c.valid_attachments.is_empty());
+        assert_eq!(c.valid_attachments, None, "no key is not an empty list");
+        let c = parse(json!({"clusterNetwork": "a", "cni.dev/valid-attachments": null})).unwrap();
+        assert_eq!(c.valid_attachments, None);
         let c = parse(json!({"clusterNetwork": "a", "events": false, "cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]})).unwrap();
         assert!(!c.events);
         assert_eq!(
             c.valid_attachments,
-            vec![ValidAttachment {
+            Some(vec![ValidAttachment {
                 container_id: "c1".into(),
                 ifname: "eth0".into()
-            }]
+            }])
         );
         // The current key wins over the legacy one.
         let c = parse(json!({"clusterNetwork": "a", "cni.dev/valid-attachments": [], "cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]})).unwrap();
-        assert!(c.valid_attachments.is_empty());
+        assert_eq!(c.valid_attachments, Some(vec![]));
         let e = parse(json!({"clusterNetwork": "a", "cni.dev/valid-attachments": [{"id": 1}]}))
             .unwrap_err();
         assert_eq!(e.key, "cni.dev/valid-attachments");
+    }
+
+    #[test]
+    fn log_levels_follow_multus_order() {
+        let level = |l: &str| {
+            parse(json!({"clusterNetwork": "a", "logLevel": l}))
+                .unwrap()
+                .log_level
+        };
+        assert_eq!(level("debug"), LogLevel::Debug);
+        assert_eq!(
+            level("verbose"),
+            LogLevel::Info,
+            "verbose is less detailed than debug"
+        );
+        assert!(level("debug") > level("verbose") && level("verbose") > level("error"));
+        assert!(level("error") > level("panic"));
+        assert_eq!(level("panic"), LogLevel::Off);
+        assert_eq!(level("warning"), LogLevel::Warn);
+        assert_eq!(level("trace"), LogLevel::Trace);
+        assert_eq!(
+            parse(json!({"clusterNetwork": "a"})).unwrap().log_level,
+            LogLevel::Warn
+        );
+        for l in [
+            LogLevel::Off,
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ] {
+            assert_eq!(LogLevel::parse(l.as_str()), Some(l));
+        }
+    }
+
+    #[test]
+    fn log_options_defaults_and_values() {
+        let c = parse(json!({"clusterNetwork": "a"})).unwrap();
+        assert_eq!(
+            c.log_options,
+            LogOptions {
+                max_size_mb: 100,
+                max_age_days: 5,
+                max_backups: 5,
+                compress: true
+            }
+        );
+        let c = parse(json!({"clusterNetwork": "a", "logOptions": {"maxSize": 1, "maxAge": 0, "maxBackups": 2, "compress": false}})).unwrap();
+        assert_eq!(
+            c.log_options,
+            LogOptions {
+                max_size_mb: 1,
+                max_age_days: 0,
+                max_backups: 2,
+                compress: false
+            }
+        );
+        let e =
+            parse(json!({"clusterNetwork": "a", "logOptions": {"maxSize": "1MB"}})).unwrap_err();
+        assert_eq!(e.key, "logOptions.maxSize");
+        let e = parse(json!({"clusterNetwork": "a", "logOptions": {"maxsize": 1}})).unwrap_err();
+        assert_eq!(e.key, "logOptions.maxsize");
+    }
+
+    #[test]
+    fn misspelt_keys_fail_and_ignored_keys_are_noted() {
+        let e = parse(json!({"clusterNetwork": "a", "kubeConfig": "/k"})).unwrap_err();
+        assert_eq!(e.key, "kubeConfig");
+        assert!(e.to_string().contains("did you mean \"kubeconfig\""), "{e}");
+        let c = parse(json!({"clusterNetwork": "a", "retryDeleteOnError": true})).unwrap();
+        assert_eq!(c.key_notes.len(), 1);
+        assert_eq!(c.key_notes[0].key, "retryDeleteOnError");
     }
 
     #[test]

@@ -76,8 +76,18 @@ impl Chain<'_> {
     /// On failure, the result of the last plugin that succeeded is returned with the error, so the
     /// caller's rollback can hand it to DEL.
     pub fn add(&self, inv: &Invocation<'_>) -> Result<Value, (ChainError, Option<Value>)> {
+        self.add_after(inv, None)
+    }
+
+    /// [`Chain::add`] with `prev` as the first plugin's prevResult: a chain that continues another
+    /// attachment's (the auxiliary chain continues the cluster network's).
+    pub fn add_after(
+        &self,
+        inv: &Invocation<'_>,
+        prev: Option<Value>,
+    ) -> Result<Value, (ChainError, Option<Value>)> {
         let types = self.config.plugin_types();
-        let mut prev: Option<Value> = None;
+        let mut prev = prev;
         for (i, plugin) in types.iter().enumerate() {
             let stdin = self.stdin(i, prev.as_ref());
             tracing::debug!(plugin = %plugin, ifname = self.ifname, "ADD delegate");
@@ -124,8 +134,8 @@ impl Chain<'_> {
     }
 
     /// DEL every plugin in reverse, continuing past failures (a failed `tuning` DEL must not keep
-    /// `bridge` from releasing the IP). Returns one message per failed plugin.
-    pub fn del(&self, inv: &Invocation<'_>, result: Option<&Value>) -> Vec<String> {
+    /// `bridge` from releasing the IP). Returns one error per failed plugin.
+    pub fn del(&self, inv: &Invocation<'_>, result: Option<&Value>) -> Vec<ExecError> {
         // DEL carries prevResult only from 0.4.0 on; older plugins reject unknown input shapes.
         let prev = result.filter(|_| self.version.supports_check());
         let types = self.config.plugin_types();
@@ -136,7 +146,7 @@ impl Chain<'_> {
                 .exec
                 .exec(&self.request(inv, plugin, Command::Del, &stdin))
             {
-                errors.push(e.to_string());
+                errors.push(e);
             }
         }
         errors

@@ -1,38 +1,30 @@
-//! ADD, DEL and CHECK of a pod: the contracts of DESIGN.md §3.
+//! The CNI verbs (ADD, DEL, CHECK, STATUS, GC) as thin entry points over the phases: plan
+//! ([`crate::plan`]), attach ([`crate::attach`]) and teardown ([`crate::teardown`]). The contracts
+//! are those of DESIGN.md §3.
 
-use crate::api::{ApiError, EventType, KubeApi, PodEvent};
-use crate::cache::{CACHE_KIND, Cache, CacheEntry, CachedAttachment};
+use crate::api::{EventType, KubeApi, PodEvent};
+use crate::attach::{Attach, version_of};
+use crate::cache::{Cache, CacheEntry, CacheError};
 use crate::config::PlexusConfig;
-use crate::delegate::{Chain, ChainError, Invocation};
-use crate::error::EngineError;
+use crate::delegate::Chain;
+use crate::error::{EngineError, GcFailure};
 use crate::exec::DelegateExec;
-use crate::resolve::{Attachment, PodRef, local_config, resolve};
+use crate::plan::{Plan, Purpose, plan};
+use crate::request;
+use crate::resolve::{Attachment, PodRef, local_config};
 use crate::routes::{self, NetnsRoutes, RouteMove};
-use plexus_cni::{CniArgs, CniEnv, CniError, CniResult, CniVersion, NetworkConfig};
-use plexus_netattach::{NETWORKS_ANNOTATION, statuses_from_result};
+use crate::teardown::{Strictness, teardown};
+use plexus_cni::{CniEnv, CniError, CniResult, CniVersion, NetworkConfig};
+use plexus_netattach::statuses_from_result;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use crate::plan::{DEFAULT_NETWORK_ANNOTATION, MIRROR_ANNOTATION, POD_ANNOTATIONS_CAPABILITY};
+
 /// How long GC waits for one container's lock before reporting it busy and moving on.
 const GC_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The runtimeConfig key under which containerd and CRI-O pass the pod's annotations.
-pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
-
-/// The pod annotation that replaces the cluster network for one pod (Multus's key).
-pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
-
-/// Set by the kubelet on the API object of a static pod (its "mirror pod"), whose UID differs
-/// from the one the kubelet gives the runtime.
-pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
-
-/// A pod that is not in the API server yet (an informer lag in the API server's watch cache, or
-/// a pod created an instant ago) is retried this often, this far apart, before the ADD fails with
-/// "try again later". Bounded so that a deleted pod fails fast.
-const POD_GET_TRIES: u32 = 3;
-const POD_GET_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// One CNI call.
 pub struct Engine<'a> {
     pub config: &'a PlexusConfig,
@@ -76,16 +68,8 @@ impl Engine<'_> {
         Ok(v)
     }
 
-    /// `CNI_ARGS` for delegates: the runtime's, with `IgnoreUnknown` so that plugins which parse
-    /// `CNI_ARGS` strictly accept the `K8S_POD_*` keys.
-    fn delegate_args(&self) -> String {
-        let mut args = self.env.args.clone();
-        args.set(CniArgs::IGNORE_UNKNOWN, "true");
-        args.to_env_string()
-    }
-
-    fn invocation<'s>(&'s self, args: &'s str) -> Invocation<'s> {
-        Invocation {
+    fn invocation<'s>(&'s self, args: &'s str) -> crate::delegate::Invocation<'s> {
+        crate::delegate::Invocation {
             exec: self.exec,
             container_id: &self.env.container_id,
             netns: self.env.netns.as_deref(),
@@ -93,16 +77,11 @@ impl Engine<'_> {
         }
     }
 
-    fn pod_label(&self, pod: Option<&PodRef>) -> String {
-        pod.map(|p| p.to_string())
-            .unwrap_or_else(|| format!("container {}", self.env.container_id))
-    }
-
     /// ADD: returns the cluster network's result in the request's version. Posts one Event about
     /// the pod (Normal with the attachments, or Warning with the reason) when `events` is on.
     pub fn add(&self) -> Result<Value, EngineError> {
         let pod = PodRef::from_env(self.env);
-        match self.add_inner(pod.as_ref()) {
+        match self.add_inner() {
             Ok((value, uid, summary)) => {
                 if let Some(p) = &pod {
                     self.event(p, &uid, EventType::Normal, "AddedInterface", summary);
@@ -140,437 +119,174 @@ impl Engine<'_> {
         }
     }
 
-    /// ADD proper; returns the result, the UID to name in events, and the event summary.
-    fn add_inner(&self, pod: Option<&PodRef>) -> Result<(Value, String, String), EngineError> {
+    /// ADD proper: plan, then attach under the guard; returns the result, the UID to name in
+    /// events, and the event summary.
+    fn add_inner(&self) -> Result<(Value, String, String), EngineError> {
         let version = self.request_version()?;
         if let Some(f) = &self.config.readiness_indicator_file
             && !f.exists()
         {
             return Err(EngineError::NotReady(f.display().to_string()));
         }
-        let label = self.pod_label(pod);
-        let (annotations, api_uid) = self.pod_annotations(pod)?;
-        if let (Some(p), Some(text)) = (pod, annotations.get(NETWORKS_ANNOTATION)) {
-            crate::resolve::check_annotation_size(self.config, p, text)?;
+        let plan = plan(self, Purpose::Add)?;
+        if let (Some(p), false) = (&plan.pod, plan.ignored.is_empty()) {
+            plan.ignored.iter().for_each(|w| tracing::warn!(pod = %p, "{w}"));
+            let message = request::ignored_keys_message(&plan.ignored);
+            self.event(
+                p,
+                &plan.status_uid,
+                EventType::Warning,
+                request::IGNORED_KEYS_REASON,
+                message,
+            );
         }
-        let selections =
-            match (pod, annotations.get(NETWORKS_ANNOTATION)) {
-                (Some(p), Some(text)) => plexus_netattach::parse_networks(text, &p.namespace)
-                    .map_err(|source| EngineError::Annotation {
-                        pod: label.clone(),
+        Attach::begin(self, &plan)?.run(|attach| {
+            let mut results = attach.add_delegates(&plan)?;
+            // Now that results are known, empty `default-route` lists resolve to their own
+            // gateways.
+            let moves = routes::plan(&plan.attachments, Some(&results)).map_err(|reason| {
+                EngineError::DefaultRoute {
+                    pod: plan.label.clone(),
+                    reason,
+                }
+            })?;
+            if !moves.is_empty() {
+                self.move_default_routes(&plan, &moves)?;
+                routes::fix_results(&mut results, &moves);
+                attach.record_results(&results)?;
+            }
+            if let (Some(p), Some(kube)) = (&plan.pod, self.kube) {
+                let status = self.network_status(&plan.attachments, &results, &moves)?;
+                tracing::debug!(pod = %plan.label, "writing network-status");
+                kube.patch_network_status(&p.namespace, &p.name, &plan.status_uid, &status)
+                    .map_err(|source| EngineError::Status {
+                        pod: plan.label.clone(),
                         source,
-                    })?,
-                _ => Vec::new(),
-            };
-        let cluster_override = match annotations.get(DEFAULT_NETWORK_ANNOTATION) {
-            Some(text) if pod.is_some() => Some(self.default_network(text, &label)?),
-            _ => None,
-        };
-        let attachments = resolve(
-            self.config,
-            self.env,
-            pod,
-            cluster_override,
-            selections,
-            self.kube,
-        )?;
-        let attachments = attachments
-            .into_iter()
-            .map(|a| crate::request::apply_selection(a, &label))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Conflicting explicit gateways fail here, before anything runs.
-        routes::plan(&attachments, None).map_err(|reason| EngineError::DefaultRoute {
-            pod: label.clone(),
-            reason,
-        })?;
-
-        let cache = self.cache();
-        let _lock = cache
-            .lock(&self.env.container_id)
-            .map_err(|source| self.cache_err("lock", source))?;
-        // A retried ADD (the runtime crashed, or our last ADD was killed) must not find interfaces
-        // left behind by the previous attempt; undo it first.
-        if cache.read(&self.env.container_id).ok().flatten().is_some() {
-            tracing::warn!(container = %self.env.container_id, "cache entry exists at ADD; tearing the previous attempt down first");
-            self.del_locked(&cache)?;
-        }
-        let args = self.delegate_args();
-        let mut entry = self.new_entry(pod, &attachments, &args);
-        cache
-            .write(&entry)
-            .map_err(|source| self.cache_err("write", source))?;
-
-        let inv = self.invocation(&args);
-        let mut results: Vec<Value> = Vec::with_capacity(attachments.len());
-        for (i, att) in attachments.iter().enumerate() {
-            let chain = chain_of(att)?;
-            match chain.add(&inv) {
-                Ok(result) => {
-                    entry.attachments[i].result = Some(result.clone());
-                    results.push(result);
-                    cache
-                        .update(&entry)
-                        .map_err(|source| self.cache_err("write", source))
-                        .or_else(|e| self.fail_add(&cache, &entry, e))?;
-                }
-                Err((err, partial)) => {
-                    // DEL the failed attachment first (it may have half-configured), then the rest.
-                    entry.attachments[i].result = partial;
-                    let rollback = self.rollback(&cache, &entry, i + 1);
-                    let (pod, network, ifname) =
-                        (label.clone(), att.network.clone(), att.ifname.clone());
-                    return Err(match err {
-                        ChainError::Exec(source) => EngineError::Delegate {
-                            pod,
-                            network,
-                            ifname,
-                            source,
-                            rollback,
-                        },
-                        ChainError::BadResult { reason, .. } => EngineError::BadResult {
-                            pod,
-                            network,
-                            ifname,
-                            reason,
-                            rollback,
-                        },
-                    });
-                }
+                    })?;
             }
-        }
-
-        // Now that results are known, empty `default-route` lists resolve to their own gateways.
-        let moves = match routes::plan(&attachments, Some(&results)) {
-            Ok(m) => m,
-            Err(reason) => {
-                let rollback = self.rollback(&cache, &entry, attachments.len());
-                return Err(EngineError::DefaultRoute {
-                    pod: label,
-                    reason: format!("{reason}{rollback}"),
-                });
-            }
-        };
-        if !moves.is_empty() {
-            self.move_default_routes(
-                &cache,
-                &mut entry,
-                &attachments,
-                &mut results,
-                &moves,
-                &label,
-            )?;
-        }
-
-        let uid = api_uid
-            .or_else(|| pod.map(|p| p.uid.clone()))
-            .unwrap_or_default();
-        if let (Some(p), Some(kube)) = (pod, self.kube) {
-            let status = self.network_status(&attachments, &results, &moves)?;
-            tracing::debug!(pod = %label, "writing network-status");
-            if let Err(source) = kube.patch_network_status(&p.namespace, &p.name, &uid, &status) {
-                let rollback = self.rollback(&cache, &entry, attachments.len());
-                return Err(EngineError::Status {
-                    pod: label,
-                    source,
-                    rollback,
-                });
-            }
-        }
-
-        tracing::debug!(pod = %label, "ADD done");
-        let summary = summary(&attachments, &results);
-        let cluster = &attachments[0];
-        let cluster_version = cluster_version(cluster)?;
-        CniResult::from_value(&results[0], cluster_version)
-            .and_then(|r| r.to_value(version))
-            .map(|v| (v, uid, summary))
-            .map_err(|e| {
-                let rollback = self.rollback(&cache, &entry, attachments.len());
-                EngineError::BadResult {
-                    pod: label,
+            let cluster = &plan.attachments[0];
+            let value = CniResult::from_value(&results[0], version_of(cluster, &plan.label)?)
+                .and_then(|r| r.to_value(version))
+                .map_err(|e| EngineError::BadResult {
+                    pod: plan.label.clone(),
                     network: cluster.network.clone(),
                     ifname: cluster.ifname.clone(),
                     reason: format!(
                         "cannot return the cluster network's result as CNI {version}: {e}"
                     ),
-                    rollback,
-                }
-            })
+                })?;
+            tracing::debug!(pod = %plan.label, attachments = plan.attachments.len(), "ADD done");
+            let summary = summary(&plan.attachments, &results);
+            Ok((value, plan.status_uid.clone(), summary))
+        })
     }
 
-    /// `v1.multus-cni.io/default-network`: exactly one entry, namespace defaulting to
-    /// `multusNamespace` (Multus's rule, so that users cannot point it at a NAD of their own
-    /// namespace by accident).
-    fn default_network(
-        &self,
-        text: &str,
-        label: &str,
-    ) -> Result<plexus_netattach::NetworkSelectionElement, EngineError> {
-        let bad = |reason: String| EngineError::DefaultNetwork {
-            pod: label.to_owned(),
-            reason,
-        };
-        let mut v = plexus_netattach::parse_networks(text, &self.config.multus_namespace)
-            .map_err(|e| bad(e.to_string()))?;
-        match v.len() {
-            1 => Ok(v.remove(0)),
-            n => Err(bad(format!(
-                "{text:?} names {n} networks; exactly one is allowed"
-            ))),
-        }
-    }
-
-    /// Applies the default-route moves in the pod's netns and fixes the results (in memory and in
-    /// the cache) to match; rolls the whole ADD back on failure.
-    fn move_default_routes(
-        &self,
-        cache: &Cache,
-        entry: &mut CacheEntry,
-        atts: &[Attachment],
-        results: &mut [Value],
-        moves: &[RouteMove],
-        label: &str,
-    ) -> Result<(), EngineError> {
+    /// Applies the default-route moves in the pod's netns.
+    fn move_default_routes(&self, plan: &Plan, moves: &[RouteMove]) -> Result<(), EngineError> {
+        let atts = &plan.attachments;
         let first = &atts[moves[0].attachment];
         let applied = match self.env.netns.as_deref() {
             Some(netns) => routes::apply(self.routes, netns, atts, moves),
             None => Err("the runtime gave no network namespace".to_owned()),
         };
-        if let Err(reason) = applied {
-            let rollback = self.rollback(cache, entry, atts.len());
-            return Err(EngineError::RouteFix {
-                pod: label.to_owned(),
-                network: first.network.clone(),
-                ifname: first.ifname.clone(),
-                reason,
-                rollback,
-            });
-        }
-        routes::fix_results(results, moves);
-        for (cached, r) in entry.attachments.iter_mut().zip(results.iter()) {
-            cached.result = Some(r.clone());
-        }
-        cache
-            .update(entry)
-            .map_err(|source| self.cache_err("write", source))
-            .or_else(|e| self.fail_add(cache, entry, e))
+        applied.map_err(|reason| EngineError::RouteFix {
+            pod: plan.label.clone(),
+            network: first.network.clone(),
+            ifname: first.ifname.clone(),
+            reason,
+        })
     }
 
-    fn fail_add<T>(
-        &self,
-        cache: &Cache,
-        entry: &CacheEntry,
-        e: EngineError,
-    ) -> Result<T, EngineError> {
-        let _ = self.rollback(cache, entry, entry.attachments.len());
-        Err(e)
-    }
-
-    fn cache_err(&self, op: &str, source: crate::cache::CacheError) -> EngineError {
+    pub(crate) fn cache_err(&self, op: &str, source: CacheError) -> EngineError {
         EngineError::Cache {
             context: format!("container {}: cache {op}", self.env.container_id),
             source,
         }
     }
 
-    /// The pod's annotations: from the runtime when it passed them, else one GET (retried a few
-    /// times while the pod is not found). Also returns the API object's UID when it must guard
-    /// the status PATCH instead of the runtime's (a static pod's mirror).
-    fn pod_annotations(
-        &self,
-        pod: Option<&PodRef>,
-    ) -> Result<(BTreeMap<String, String>, Option<String>), EngineError> {
-        let Some(pod) = pod else {
-            return Ok((BTreeMap::new(), None));
-        };
-        if let Some(Value::Object(m)) = self.config.runtime_config.get(POD_ANNOTATIONS_CAPABILITY) {
-            let annotations = m
-                .iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-                .collect();
-            return Ok((annotations, None));
-        }
-        let Some(kube) = self.kube else {
-            tracing::warn!(pod = %pod, "no Kubernetes API configured: attaching only the cluster and default networks");
-            return Ok((BTreeMap::new(), None));
-        };
-        let mut tries = 0;
-        let info = loop {
-            tries += 1;
-            match kube.get_pod(&pod.namespace, &pod.name) {
-                Ok(info) => break info,
-                Err(ApiError::NotFound { .. }) if tries < POD_GET_TRIES => {
-                    std::thread::sleep(POD_GET_PAUSE);
-                }
-                Err(ApiError::NotFound { .. }) => {
-                    return Err(EngineError::PodNotFound {
-                        pod: pod.to_string(),
-                        tries,
-                    });
-                }
-                Err(source) => {
-                    return Err(EngineError::Api {
-                        pod: pod.to_string(),
-                        what: "get pod".into(),
-                        source,
-                    });
-                }
-            }
-        };
-        if !pod.uid.is_empty() && !info.uid.is_empty() && info.uid != pod.uid {
-            if is_mirror_pod(&info.annotations) {
-                tracing::info!(pod = %pod, runtime_uid = %pod.uid, api_uid = %info.uid, "static pod: using the mirror pod's UID");
-                return Ok((info.annotations, Some(info.uid)));
-            }
-            return Err(EngineError::PodUidMismatch {
-                pod: pod.to_string(),
-                expected: pod.uid.clone(),
-                actual: info.uid,
-            });
-        }
-        Ok((info.annotations, None))
-    }
-
-    fn new_entry(&self, pod: Option<&PodRef>, atts: &[Attachment], args: &str) -> CacheEntry {
-        let pod = pod.cloned().unwrap_or_default();
-        CacheEntry {
-            kind: CACHE_KIND.into(),
-            container_id: self.env.container_id.clone(),
-            netns: self.env.netns.as_ref().map(|p| p.display().to_string()),
-            ifname: self.env.ifname.clone(),
-            cni_args: self.env.args.to_env_string(),
-            pod_namespace: pod.namespace,
-            pod_name: pod.name,
-            pod_uid: pod.uid,
-            attachments: atts
-                .iter()
-                .map(|a| CachedAttachment {
-                    network: a.network.clone(),
-                    ifname: a.ifname.clone(),
-                    config: a.config.to_value().to_string(),
-                    runtime_config: a.runtime_config.clone(),
-                    is_default: a.is_default,
-                    cni_args: args.to_owned(),
-                    result: None,
-                })
-                .collect(),
-        }
-    }
-
-    /// DELs attachments `[0, upto)` in reverse. Removes the cache entry when every DEL succeeded;
-    /// otherwise keeps it so that the runtime's DEL can finish the job. Returns a note for the
-    /// error message ("" when the rollback was clean).
-    fn rollback(&self, cache: &Cache, entry: &CacheEntry, upto: usize) -> String {
-        let mut partial = entry.clone();
-        partial.attachments.truncate(upto);
-        let failures = self.del_attachments(&partial);
-        if failures.is_empty() {
-            match cache.remove(&entry.container_id) {
-                Ok(()) => String::new(),
-                Err(e) => format!("; rollback done but the cache entry could not be removed: {e}"),
-            }
-        } else {
-            // Keep exactly what still needs a DEL.
-            let _ = cache.write(&partial);
-            format!(
-                "; rollback incomplete, DEL will retry: {}",
-                failures.join("; ")
-            )
-        }
-    }
-
-    fn del_attachments(&self, entry: &CacheEntry) -> Vec<String> {
-        self.del_attachments_in(entry, self.env.netns.as_deref())
-    }
-
-    /// DELs every attachment of `entry` in reverse, in `netns`; one message per failure.
-    fn del_attachments_in(&self, entry: &CacheEntry, netns: Option<&Path>) -> Vec<String> {
-        let mut failures = Vec::new();
-        for att in entry.attachments.iter().rev() {
-            let inv = Invocation {
-                exec: self.exec,
-                container_id: &entry.container_id,
-                netns,
-                args: &att.cni_args,
-            };
-            let config = match NetworkConfig::from_slice(att.config.as_bytes()) {
-                Ok(c) => c,
-                Err(e) => {
-                    failures.push(format!(
-                        "{} ({}): cached config unreadable: {e}",
-                        att.network, att.ifname
-                    ));
-                    continue;
-                }
-            };
-            let version = config.effective_version().unwrap_or(CniVersion::V0_1_0);
-            let chain = Chain {
-                config: &config,
-                version,
-                ifname: &att.ifname,
-                runtime_config: &att.runtime_config,
-            };
-            for e in chain.del(&inv, att.result.as_ref()) {
-                let failure = format!("{} ({}): {e}", att.network, att.ifname);
-                if att.result.is_none() {
-                    // No plugin of this attachment ever returned a result: its ADD failed (or never
-                    // ran), and a plugin whose ADD fails must clean up after itself. A config whose
-                    // DEL can never succeed (e.g. a macvlan master that does not exist) would
-                    // otherwise block the pod's teardown forever.
-                    tracing::warn!(
-                        "ignoring DEL failure of an attachment that was never added: {failure}"
-                    );
-                } else {
-                    failures.push(failure);
-                }
-            }
-        }
-        failures
-    }
-
-    /// DEL from the cache alone: no API request. Repeated DEL and a missing entry succeed.
+    /// DEL from the cache alone: no API request. Repeated DEL and a missing entry succeed. A
+    /// corrupt entry (both generations) is rebuilt from the pod's annotations, its NADs and the
+    /// cluster network, the way a meta plugin without a cache would; that needs the API server,
+    /// and its absence is "try again later".
     pub fn del(&self) -> Result<(), EngineError> {
+        let id = &self.env.container_id;
         let cache = self.cache();
-        let _lock = cache
-            .lock(&self.env.container_id)
+        let lock = cache
+            .lock(id)
             .map_err(|source| self.cache_err("lock", source))?;
-        self.del_locked(&cache)
-    }
-
-    fn del_locked(&self, cache: &Cache) -> Result<(), EngineError> {
-        let Some(entry) = cache
-            .read(&self.env.container_id)
-            .map_err(|source| self.cache_err("read", source))?
-        else {
-            tracing::info!(container = %self.env.container_id, "DEL: no cache entry, nothing to do");
-            return Ok(());
+        let (entry, strictness) = match cache.read(id) {
+            Ok(Some(entry)) => (entry, Strictness::Cached),
+            Ok(None) => {
+                // CNI SPEC §DEL: plugins should handle multiple DELs permissively. The lock file
+                // this DEL created is the only thing left of the container.
+                lock.unlink()
+                    .map_err(|source| self.cache_err("remove lock", source))?;
+                tracing::debug!(container = %id, "DEL done: no cache entry, nothing to do");
+                return Ok(());
+            }
+            Err(CacheError::Corrupt { path, reason }) => {
+                tracing::warn!(container = %id, "cache entry {} is corrupt ({reason}); rebuilding what to tear down from the pod", path.display());
+                (self.rebuild_entry()?, Strictness::Rebuilt)
+            }
+            Err(source) => return Err(self.cache_err("read", source)),
         };
-        let failures = self.del_attachments(&entry);
-        if !failures.is_empty() {
+        let report = teardown(self.exec, &entry, self.env.netns.as_deref(), strictness);
+        if !report.failures.is_empty() {
             return Err(EngineError::Del {
-                container: self.env.container_id.clone(),
-                failures,
+                container: id.clone(),
+                report,
             });
         }
         cache
-            .remove(&self.env.container_id)
-            .map_err(|source| self.cache_err("remove", source))
+            .remove(id)
+            .map_err(|source| self.cache_err("remove", source))?;
+        lock.unlink()
+            .map_err(|source| self.cache_err("remove lock", source))?;
+        tracing::debug!(
+            container = %id,
+            pod = %format!("{}/{}", entry.pod_namespace, entry.pod_name),
+            attachments = entry.attachments.len(),
+            rebuilt = strictness == Strictness::Rebuilt,
+            "DEL done"
+        );
+        Ok(())
+    }
+
+    /// What a lost entry described, planned again. A plan that fails for good (a NAD deleted
+    /// since, an annotation edited into nonsense) falls back to the networks the configuration
+    /// names; one that fails for now (the API server unreachable) is returned: code 11.
+    fn rebuild_entry(&self) -> Result<CacheEntry, EngineError> {
+        let plan = match plan(self, Purpose::Teardown) {
+            Ok(p) => p,
+            Err(e) if e.code() == plexus_cni::codes::TRY_AGAIN_LATER => return Err(e),
+            Err(e) => {
+                tracing::warn!(container = %self.env.container_id, "cannot plan the pod's networks again ({e}); tearing down the configured networks only");
+                plan(self, Purpose::ConfiguredOnly)?
+            }
+        };
+        Ok(plan.entry(self))
     }
 
     /// CHECK every cached attachment with its cached result.
     pub fn check(&self) -> Result<(), EngineError> {
         let cache = self.cache();
-        let _lock = cache
+        let lock = cache
             .lock(&self.env.container_id)
             .map_err(|source| self.cache_err("lock", source))?;
         let container = self.env.container_id.clone();
-        let entry = cache
+        let Some(entry) = cache
             .read(&container)
             .map_err(|source| self.cache_err("read", source))?
-            .ok_or_else(|| EngineError::Check {
-                container: container.clone(),
+        else {
+            // The lock file this CHECK created must not outlive it.
+            if let Err(e) = lock.unlink() {
+                tracing::warn!(container = %container, "could not remove the lock file: {e}");
+            }
+            return Err(EngineError::Check {
+                container,
                 reason: "no ADD is recorded for this container".into(),
-            })?;
+            });
+        };
         for att in &entry.attachments {
             let config = NetworkConfig::from_slice(att.config.as_bytes()).map_err(|e| {
                 EngineError::Check {
@@ -646,11 +362,15 @@ impl Engine<'_> {
     /// GC (CNI 1.1.0): DELs every cached container that the runtime did not list in
     /// `cni.dev/valid-attachments` and removes its entry, then forwards GC to every delegate
     /// network of version ≥ 1.1.0 (cluster, default and cached networks) with the attachments
-    /// that stay valid for it. Errors are collected; the sweep goes on.
+    /// that stay valid for it, and sweeps stale lock and temp files (older than
+    /// [`crate::cache::STALE_GRACE`], held by nobody). Errors are collected; the sweep goes on.
+    /// Without the list GC touches nothing: it cannot tell which pods are gone.
     pub fn gc(&self) -> Result<(), EngineError> {
+        let Some(valid) = &self.config.valid_attachments else {
+            return Err(EngineError::GcWithoutValidAttachments);
+        };
         let cache = self.cache();
-        let valid = &self.config.valid_attachments;
-        let mut failures: Vec<String> = Vec::new();
+        let mut failures: Vec<GcFailure> = Vec::new();
         let ids = cache
             .list()
             .map_err(|source| self.cache_err("list", source))?;
@@ -667,28 +387,36 @@ impl Engine<'_> {
             match local_config(self.config, r) {
                 Ok(Some((c, _))) => remember(c, &mut networks),
                 Ok(None) => {}
-                Err(e) => failures.push(format!("cannot load a configured network: {e}")),
+                Err(e) => failures.push(GcFailure::Config(e.to_string())),
             }
         }
         for id in ids {
-            let _lock = match cache.try_lock_for(&id, GC_LOCK_WAIT) {
+            let cache_failure = |source| GcFailure::Cache {
+                container: id.clone(),
+                source,
+            };
+            let lock = match cache.try_lock_for(&id, GC_LOCK_WAIT) {
                 Ok(Some(l)) => l,
                 Ok(None) => {
-                    failures.push(format!(
-                        "container {id}: busy (locked by another operation), skipped"
-                    ));
+                    failures.push(GcFailure::Busy { container: id });
                     continue;
                 }
                 Err(e) => {
-                    failures.push(format!("container {id}: {e}"));
+                    failures.push(cache_failure(e));
                     continue;
                 }
             };
             let entry = match cache.read(&id) {
                 Ok(Some(e)) => e,
-                Ok(None) => continue,
+                Ok(None) => {
+                    // DELed meanwhile; the lock file this GC created goes with it.
+                    if let Err(e) = lock.unlink() {
+                        failures.push(cache_failure(e));
+                    }
+                    continue;
+                }
                 Err(e) => {
-                    failures.push(format!("container {id}: {e}"));
+                    failures.push(cache_failure(e));
                     continue;
                 }
             };
@@ -712,13 +440,21 @@ impl Engine<'_> {
             tracing::info!(container = %id, "GC: tearing down a stale attachment");
             // The sandbox is usually gone by now; plugins DEL without a netns then.
             let netns = entry.netns.as_deref().map(Path::new).filter(|p| p.exists());
-            let dels = self.del_attachments_in(&entry, netns);
-            if dels.is_empty() {
-                if let Err(e) = cache.remove(&id) {
-                    failures.push(format!("container {id}: {e}"));
+            let report = teardown(self.exec, &entry, netns, Strictness::Cached);
+            if report.failures.is_empty() {
+                if let Err(e) = cache.remove(&id).and_then(|()| lock.unlink()) {
+                    failures.push(cache_failure(e));
                 }
             } else {
-                failures.extend(dels.into_iter().map(|f| format!("container {id}: {f}")));
+                failures.extend(
+                    report
+                        .failures
+                        .into_iter()
+                        .map(|failure| GcFailure::Teardown {
+                            container: id.clone(),
+                            failure,
+                        }),
+                );
             }
         }
         for (name, config) in &networks {
@@ -734,13 +470,23 @@ impl Engine<'_> {
                 stdin[crate::config::VALID_ATTACHMENTS_KEY] = list.clone();
                 stdin[crate::config::LEGACY_ATTACHMENTS_KEY] = list.clone();
                 let bytes = serde_json::to_vec(&stdin).expect("JSON values always serialize");
-                if let Err(e) =
+                if let Err(source) =
                     self.exec
                         .exec(&config_request(plugin, plexus_cni::Command::Gc, &bytes))
                 {
-                    failures.push(format!("network {name}: GC: {e}"));
+                    failures.push(GcFailure::Delegate {
+                        network: name.clone(),
+                        source,
+                    });
                 }
             }
+        }
+        match cache.sweep(crate::cache::STALE_GRACE) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(files = ?removed, "GC: removed stale cache files");
+            }
+            Ok(_) => {}
+            Err(source) => failures.push(GcFailure::Sweep(source)),
         }
         if failures.is_empty() {
             Ok(())
@@ -757,6 +503,10 @@ impl Engine<'_> {
     ) -> Result<String, EngineError> {
         let mut statuses = Vec::new();
         for (i, (att, value)) in atts.iter().zip(results).enumerate() {
+            // The auxiliary chain adds no interface of its own (Multus writes no entry for it).
+            if att.auxiliary {
+                continue;
+            }
             let version = cluster_version(att)?;
             let result = CniResult::from_value(value, version).unwrap_or_default();
             statuses.extend(statuses_from_result(
@@ -772,19 +522,11 @@ impl Engine<'_> {
     }
 }
 
-/// The static pod test: Multus skips the UID check when `kubernetes.io/config.source` is not
-/// `api`; the kubelet also marks the API object with `kubernetes.io/config.mirror`.
-fn is_mirror_pod(annotations: &BTreeMap<String, String>) -> bool {
-    annotations.contains_key(MIRROR_ANNOTATION)
-        || annotations
-            .get(CONFIG_SOURCE_ANNOTATION)
-            .is_some_and(|s| s != "api")
-}
-
 /// `eth0 10.0.0.5/24 from cluster, net1 10.1.0.5/24 from blue/macvlan` for the Normal event.
 fn summary(atts: &[Attachment], results: &[Value]) -> String {
     atts.iter()
         .zip(results)
+        .filter(|(att, _)| !att.auxiliary)
         .map(|(att, value)| {
             let ips: Vec<String> = cluster_version(att)
                 .ok()
@@ -826,13 +568,4 @@ fn cluster_version(att: &Attachment) -> Result<CniVersion, EngineError> {
             network: att.network.clone(),
             reason: e.to_string(),
         })
-}
-
-fn chain_of(att: &Attachment) -> Result<Chain<'_>, EngineError> {
-    Ok(Chain {
-        config: &att.config,
-        version: cluster_version(att)?,
-        ifname: &att.ifname,
-        runtime_config: &att.runtime_config,
-    })
 }

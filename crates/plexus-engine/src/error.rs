@@ -4,6 +4,7 @@
 use crate::api::ApiError;
 use crate::cache::CacheError;
 use crate::exec::ExecError;
+use crate::teardown::{TeardownFailure, TeardownReport};
 use plexus_cni::{CniError, codes};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -80,34 +81,45 @@ pub enum EngineError {
     },
     #[error("cluster network not ready: readiness indicator file {0} does not exist")]
     NotReady(String),
-    #[error("pod {pod}: network {network} (interface {ifname}): {source}{rollback}")]
+    #[error("pod {pod}: network {network} (interface {ifname}): {source}")]
     Delegate {
         pod: String,
         network: String,
         ifname: String,
         source: ExecError,
-        rollback: String,
     },
-    #[error("pod {pod}: network {network} (interface {ifname}): {reason}{rollback}")]
+    #[error("pod {pod}: network {network} (interface {ifname}): {reason}")]
     BadResult {
         pod: String,
         network: String,
         ifname: String,
         reason: String,
-        rollback: String,
     },
-    #[error("pod {pod}: writing network-status failed: {source}{rollback}")]
-    Status {
-        pod: String,
-        source: ApiError,
-        rollback: String,
+    #[error("pod {pod}: writing network-status failed: {source}")]
+    Status { pod: String, source: ApiError },
+    /// An ADD failed (`cause`) and its rollback could not undo everything: the entry keeps what
+    /// still needs a DEL, so that the runtime's DEL finishes the job. A clean rollback returns
+    /// `cause` alone.
+    #[error("{cause}; rollback incomplete, DEL will retry: {report}")]
+    RollbackIncomplete {
+        cause: Box<EngineError>,
+        report: TeardownReport,
     },
     #[error("{context}: {source}")]
     Cache { context: String, source: CacheError },
-    #[error("container {container}: DEL failed for {}", failures.join("; "))]
+    /// ADD found an entry that neither generation of which reads back. It touches nothing: the
+    /// attachments the entry described may still exist, and only DEL knows how to rebuild them.
+    #[error(
+        "container {container}: {source}; ADD will not overwrite it: the runtime's DEL of this container rebuilds what to tear down from the pod's annotations (docs/errors.md, code 102)"
+    )]
+    CorruptAtAdd {
+        container: String,
+        source: CacheError,
+    },
+    #[error("container {container}: DEL failed for {report}")]
     Del {
         container: String,
-        failures: Vec<String>,
+        report: TeardownReport,
     },
     #[error("container {container}: CHECK failed: {reason}")]
     Check { container: String, reason: String },
@@ -116,28 +128,72 @@ pub enum EngineError {
     #[error("pod {pod}: invalid default-route request: {reason}")]
     DefaultRoute { pod: String, reason: String },
     #[error(
-        "pod {pod}: network {network} (interface {ifname}): setting the default route failed: {reason}{rollback}"
+        "pod {pod}: network {network} (interface {ifname}): setting the default route failed: {reason}"
     )]
     RouteFix {
         pod: String,
         network: String,
         ifname: String,
         reason: String,
-        rollback: String,
     },
     #[error("pod {pod}: not found in the API server after {tries} tries; the runtime should retry")]
     PodNotFound { pod: String, tries: u32 },
     /// STATUS: ADD cannot succeed now (CNI code 50).
     #[error("{0}")]
     Unavailable(String),
-    #[error("GC failed for {}", failures.join("; "))]
-    Gc { failures: Vec<String> },
+    #[error("GC failed for {}", join(failures))]
+    Gc { failures: Vec<GcFailure> },
+    /// GC without `cni.dev/valid-attachments` (nor the legacy key): an empty list would mean
+    /// "tear down every pod on the node", so it must be said, not assumed.
+    #[error(
+        "GC needs cni.dev/valid-attachments (or cni.dev/attachments) in its config; without it every attachment would be torn down, so nothing was touched"
+    )]
+    GcWithoutValidAttachments,
+}
+
+/// One thing a GC sweep could not do; the sweep goes on past it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GcFailure {
+    /// Another operation held the container's lock for longer than GC waits.
+    #[error("container {container}: busy (locked by another operation), skipped")]
+    Busy { container: String },
+    #[error("container {container}: {source}")]
+    Cache {
+        container: String,
+        source: CacheError,
+    },
+    /// A stale attachment whose DEL failed; its entry is kept for the next GC.
+    #[error("container {container}: {failure}")]
+    Teardown {
+        container: String,
+        failure: TeardownFailure,
+    },
+    /// A delegate network's own GC failed.
+    #[error("network {network}: GC: {source}")]
+    Delegate { network: String, source: ExecError },
+    /// The sweep of stale lock and temp files failed.
+    #[error("sweeping stale cache files: {0}")]
+    Sweep(CacheError),
+    /// A configured (cluster or default) network could not be loaded.
+    #[error("cannot load a configured network: {0}")]
+    Config(String),
+}
+
+fn join(failures: &[GcFailure]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl EngineError {
     /// The CNI error code for this failure.
     pub fn code(&self) -> u32 {
         match self {
+            Self::RollbackIncomplete { cause, .. } => cause.code(),
+            Self::CorruptAtAdd { .. } => codes::CACHE_ERROR,
+            Self::GcWithoutValidAttachments => codes::INVALID_CONFIG,
             Self::Config(_)
             | Self::Annotation { .. }
             | Self::Isolation { .. }
@@ -165,17 +221,22 @@ impl EngineError {
 
     /// The CNI error object to print, in `cni_version`.
     pub fn to_cni_error(&self, cni_version: &str) -> CniError {
-        let details = match self {
+        CniError::new(self.code(), self.to_string())
+            .with_details(self.details())
+            .with_version(cni_version)
+    }
+
+    /// The failed delegate's own error JSON, when a delegate failed.
+    fn details(&self) -> String {
+        match self {
             Self::Delegate {
                 source: ExecError::Failed { error, .. },
                 ..
             } => error.to_json(),
             Self::Request(e) => e.details.clone(),
+            Self::RollbackIncomplete { cause, .. } => cause.details(),
             _ => String::new(),
-        };
-        CniError::new(self.code(), self.to_string())
-            .with_details(details)
-            .with_version(cni_version)
+        }
     }
 }
 

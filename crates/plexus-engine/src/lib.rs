@@ -6,20 +6,27 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod attach;
 pub mod cache;
+pub mod chaining;
 pub mod config;
+pub mod config_keys;
 pub mod delegate;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod plan;
 pub mod policy;
 pub mod request;
 pub mod resolve;
 pub mod routes;
+pub mod static_pod;
+pub mod teardown;
+pub mod testing;
 
 pub use api::{ApiError, EventType, KubeApi, NadInfo, PodEvent, PodInfo};
 pub use config::PlexusConfig;
 pub use engine::Engine;
-pub use error::EngineError;
+pub use error::{EngineError, GcFailure};
 pub use exec::{DelegateExec, ProcessExec};
 pub use routes::{IpRoutes, NetnsRoutes};

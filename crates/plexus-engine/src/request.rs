@@ -1,11 +1,49 @@
 //! What a selection element asks of its delegate: capability arguments (`runtimeConfig`) and
 //! `cni-args`. A request that no plugin of the delegate can honour fails the attachment (NPWG
-//! §4.1.2.1.3–10) instead of being dropped silently.
+//! §4.1.2.1.3–10) instead of being dropped silently — except `ips` and `mac`, which reach a
+//! delegate that does not declare them through `CNI_ARGS` (`IP=`, `MAC=`), as Multus passes them:
+//! the static IPAM plugin, host-local, tuning, macvlan and sriov read them there.
 
+use crate::config::PlexusConfig;
 use crate::error::EngineError;
 use crate::resolve::Attachment;
 use plexus_cni::NetworkConfig;
+use plexus_netattach::{NetworkSelectionElement, SelectionError, UnknownKeys};
 use serde_json::{Map, Value, json};
+
+/// Reason of the Warning event that names selection keys Plexus skipped.
+pub const IGNORED_KEYS_REASON: &str = "IgnoredSelectionKeys";
+
+/// Parses the selection annotation `annotation` (its key, for messages) with the unknown-key
+/// policy of `strictSelection`. Returns the elements and one warning per skipped key, naming the
+/// annotation, the element and the key.
+pub fn parse_annotation(
+    cfg: &PlexusConfig,
+    annotation: &str,
+    text: &str,
+    namespace: &str,
+) -> Result<(Vec<NetworkSelectionElement>, Vec<String>), SelectionError> {
+    let unknown = if cfg.strict_selection {
+        UnknownKeys::Reject
+    } else {
+        UnknownKeys::Ignore
+    };
+    let parsed = plexus_netattach::parse_selection(text, namespace, unknown)?;
+    let warnings = parsed
+        .ignored
+        .iter()
+        .map(|i| format!("{annotation}: {i}"))
+        .collect();
+    Ok((parsed.elements, warnings))
+}
+
+/// The Warning event text for skipped keys: what was skipped, why, and how to refuse instead.
+pub fn ignored_keys_message(warnings: &[String]) -> String {
+    format!(
+        "{} (Multus ignores unknown selection keys; set \"strictSelection\": true to reject them)",
+        warnings.join("; ")
+    )
+}
 
 /// Fills `runtime_config` from the selection and merges `cni-args` into every plugin's
 /// `args.cni` (the pod's values win over the NAD's).
@@ -47,6 +85,19 @@ pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, Eng
         rc.insert("deviceID".into(), json!(dev));
     }
     let caps = att.config.capabilities();
+    for (key, arg) in [("ips", "IP"), ("mac", "MAC")] {
+        if caps.contains(key) {
+            continue;
+        }
+        match rc.remove(key) {
+            Some(Value::Array(ips)) => {
+                let ips: Vec<&str> = ips.iter().filter_map(Value::as_str).collect();
+                att.cni_args.push((arg.to_owned(), ips.join(",")));
+            }
+            Some(Value::String(mac)) => att.cni_args.push((arg.to_owned(), mac)),
+            _ => {}
+        }
+    }
     if let Some(missing) = rc.keys().find(|k| !caps.contains(*k)) {
         return Err(EngineError::NetworkConfig {
             pod: pod.to_owned(),
@@ -74,6 +125,19 @@ pub fn apply_selection(mut att: Attachment, pod: &str) -> Result<Attachment, Eng
         att.config = merge_cni_args(&att.config, &cni_args);
     }
     Ok(att)
+}
+
+/// `CNI_ARGS` for the delegates of `att`: `base` (the runtime's, with `IgnoreUnknown`) with the
+/// attachment's own pairs set over it.
+pub fn delegate_args(base: &str, att: &Attachment) -> String {
+    if att.cni_args.is_empty() {
+        return base.to_owned();
+    }
+    let mut args = plexus_cni::CniArgs::parse(base).unwrap_or_default();
+    for (k, v) in &att.cni_args {
+        args.set(k, v.clone());
+    }
+    args.to_env_string()
 }
 
 /// A copy of `config` whose every plugin has `args.cni` ⊇ `cni_args`.

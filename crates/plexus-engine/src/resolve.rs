@@ -59,6 +59,12 @@ pub struct Attachment {
     pub runtime_config: Map<String, Value>,
     /// The selection element that asked for it (`None` for cluster/default networks).
     pub selection: Option<NetworkSelectionElement>,
+    /// `CNI_ARGS` pairs for this attachment only, set over the runtime's (`IP=`/`MAC=` for an
+    /// `ips`/`mac` request that no plugin declares as a capability; see `request`).
+    pub cni_args: Vec<(String, String)>,
+    /// The auxiliary chain (`auxiliaryCNIChainName`): runs last, on the cluster network's
+    /// interface with the cluster network's result as prevResult, and has no network-status entry.
+    pub auxiliary: bool,
 }
 
 /// Where a network's config has to come from, before the batched NAD fetch.
@@ -317,10 +323,14 @@ pub fn resolve(
                     // Not fetched because an earlier GET failed for good: report that one.
                     return Err(nad_error(pod_label, &format!("{}/{}", key.0, key.1), e));
                 }
-                let config = match nad {
-                    Some(Ok(nad)) => nad_config(cfg, nad, &pod_label)?,
+                match nad {
+                    // Named `<ns>/<name>` in network-status, the cluster network too (Multus
+                    // writes `kube-system/<name>` for a NAD-backed cluster or default network).
+                    Some(Ok(nad)) => (nad_config(cfg, nad, &pod_label)?, network),
+                    // A config file found by name is named by its plain network name, as Multus
+                    // names every delegate loaded from a file.
                     Some(Err(ApiError::NotFound { .. })) | None if fallback_to_file => {
-                        find_conf_by_name(&cfg.conf_dir, &name).map_err(|reason| EngineError::NetworkConfig {
+                        let config = find_conf_by_name(&cfg.conf_dir, &name).map_err(|reason| EngineError::NetworkConfig {
                             pod: pod_label.clone(),
                             network: network.clone(),
                             reason,
@@ -331,7 +341,8 @@ pub fn resolve(
                                 "no network-attachment-definition {network} and no config named {name:?} in {}",
                                 cfg.conf_dir.display()
                             ),
-                        })?
+                        })?;
+                        (config, name)
                     }
                     None => {
                         return Err(EngineError::NetworkNotFound {
@@ -341,14 +352,7 @@ pub fn resolve(
                         });
                     }
                     Some(Err(e)) => return Err(nad_error(pod_label, &network, e)),
-                };
-                // The status names a NAD-backed cluster network by its config name, as Multus does.
-                let network = if p.is_default && !config.name.is_empty() {
-                    config.name.clone()
-                } else {
-                    network
-                };
-                (config, network)
+                }
             }
         };
         crate::policy::check(&cfg.delegate_policy, &config, from_nad, own_name.as_deref())
@@ -374,9 +378,15 @@ pub fn resolve(
             is_default: p.is_default,
             runtime_config,
             selection: p.selection,
+            cni_args: Vec::new(),
+            auxiliary: false,
         });
     }
     check_unique_ifnames(&out, &pod_label)?;
+    // Shares the cluster network's interface on purpose, so it is added after the name check.
+    if let Some(aux) = crate::chaining::auxiliary_attachment(cfg, &out[0], &pod_label)? {
+        out.push(aux);
+    }
     Ok(out)
 }
 
@@ -411,7 +421,9 @@ fn plan_ref(cfg: &PlexusConfig, r: &ClusterNetwork, pod: &str) -> Result<Source,
             } else {
                 p.clone()
             };
-            let c = load_conf_file(&file).map_err(|e| bad(file.display().to_string(), e))?;
+            // A conflist named by path also runs its subdirectory's plugins (libcni's rule).
+            let c = crate::chaining::load_with_subdirectory(&file)
+                .map_err(|e| bad(file.display().to_string(), e))?;
             let name = if c.name.is_empty() {
                 file.display().to_string()
             } else {
@@ -632,8 +644,9 @@ pub fn local_config(
     r: &ClusterNetwork,
 ) -> Result<Option<(NetworkConfig, String)>, String> {
     match r {
-        ClusterNetwork::Name(name) => Ok(find_conf_by_name(&cfg.conf_dir, name)?
-            .map(|c| (c, format!("{}/{name}", cfg.multus_namespace)))),
+        ClusterNetwork::Name(name) => {
+            Ok(find_conf_by_name(&cfg.conf_dir, name)?.map(|c| (c, name.clone())))
+        }
         other => match plan_ref(cfg, other, "STATUS/GC") {
             Ok(Source::Ready(c, name)) => Ok(Some((c, name))),
             Ok(Source::Nad { .. }) => Ok(None),

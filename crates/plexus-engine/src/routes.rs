@@ -313,6 +313,8 @@ mod tests {
             is_default: ifname == "eth0",
             runtime_config: Default::default(),
             selection,
+            cni_args: Vec::new(),
+            auxiliary: false,
         }
     }
 

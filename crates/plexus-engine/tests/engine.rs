@@ -3,229 +3,11 @@
 
 #![allow(clippy::result_large_err)]
 
-use plexus_cni::{CniEnv, CniError, Command};
-use plexus_engine::exec::{DelegateExec, ExecError, ExecRequest};
-use plexus_engine::routes::{DefaultRoute, Family, NetnsRoutes};
-use plexus_engine::{
-    ApiError, Engine, EngineError, EventType, KubeApi, NadInfo, PlexusConfig, PodEvent, PodInfo,
-};
+use plexus_cni::{CniEnv, Command};
+use plexus_engine::testing::{Call, FakeExec, FakeKube, FakeRoutes};
+use plexus_engine::{Engine, EngineError, EventType, PlexusConfig};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::Path;
-use std::sync::Mutex;
-
-#[derive(Debug, Clone)]
-struct Call {
-    plugin: String,
-    command: Command,
-    ifname: String,
-    args: String,
-    stdin: Value,
-}
-
-/// Returns a 1.0.0-style result naming the interface; fails where told to.
-#[derive(Default)]
-struct FakeExec {
-    calls: Mutex<Vec<Call>>,
-    /// (plugin, command) pairs that fail.
-    fail: Mutex<Vec<(String, Command)>>,
-}
-
-impl FakeExec {
-    fn fail_on(&self, plugin: &str, command: Command) {
-        self.fail.lock().unwrap().push((plugin.into(), command));
-    }
-    fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
-    }
-    fn trace(&self) -> Vec<String> {
-        self.calls()
-            .iter()
-            .map(|c| format!("{} {} {}", c.command.as_str(), c.plugin, c.ifname))
-            .collect()
-    }
-}
-
-impl DelegateExec for FakeExec {
-    fn exec(&self, req: &ExecRequest<'_>) -> Result<Vec<u8>, ExecError> {
-        let stdin: Value = serde_json::from_slice(req.stdin).unwrap();
-        let n = {
-            let mut calls = self.calls.lock().unwrap();
-            calls.push(Call {
-                plugin: req.plugin.into(),
-                command: req.command,
-                ifname: req.ifname.into(),
-                args: req.args.into(),
-                stdin: stdin.clone(),
-            });
-            calls.len()
-        };
-        if self
-            .fail
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(p, c)| p == req.plugin && *c == req.command)
-        {
-            return Err(ExecError::Failed {
-                plugin: req.plugin.into(),
-                error: CniError::new(7, "scripted failure"),
-            });
-        }
-        if req.command != Command::Add {
-            return Ok(Vec::new());
-        }
-        // A chained plugin passes prevResult through.
-        if let Some(prev) = stdin.get("prevResult") {
-            return Ok(serde_json::to_vec(prev).unwrap());
-        }
-        let r = json!({
-            "cniVersion": stdin["cniVersion"],
-            "interfaces": [{"name": req.ifname, "mac": format!("02:00:00:00:00:{n:02x}"), "sandbox": "/run/netns/x"}],
-            "ips": [{"address": format!("10.0.{n}.5/24"), "gateway": format!("10.0.{n}.1"), "interface": 0}]
-        });
-        Ok(serde_json::to_vec(&r).unwrap())
-    }
-}
-
-#[derive(Default)]
-struct FakeKube {
-    pods: BTreeMap<(String, String), PodInfo>,
-    nads: BTreeMap<(String, String), NadInfo>,
-    log: Mutex<Vec<String>>,
-    patches: Mutex<Vec<String>>,
-    fail_patch: bool,
-    events: Mutex<Vec<PodEvent>>,
-    fail_events: bool,
-}
-
-/// Records route operations; the pod's table starts with eth0's IPv4 default route.
-#[derive(Default)]
-struct FakeRoutes {
-    log: Mutex<Vec<String>>,
-    fail: bool,
-}
-
-impl NetnsRoutes for FakeRoutes {
-    fn default_routes(&self, _: &Path, family: Family) -> Result<Vec<DefaultRoute>, String> {
-        Ok(match family {
-            Family::V4 => vec![DefaultRoute {
-                ifname: "eth0".into(),
-                gateway: Some("10.0.1.1".parse().unwrap()),
-            }],
-            Family::V6 => vec![],
-        })
-    }
-    fn delete_default(&self, _: &Path, f: Family, r: &DefaultRoute) -> Result<(), String> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("del {f:?} {}", r.ifname));
-        Ok(())
-    }
-    fn replace_default(&self, _: &Path, ifname: &str, gw: IpAddr) -> Result<(), String> {
-        if self.fail {
-            return Err("scripted route failure".into());
-        }
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("replace {ifname} via {gw}"));
-        Ok(())
-    }
-}
-
-impl FakeKube {
-    fn with_pod(mut self, ns: &str, name: &str, networks: Option<&str>) -> Self {
-        let mut annotations = BTreeMap::new();
-        if let Some(n) = networks {
-            annotations.insert("k8s.v1.cni.cncf.io/networks".to_owned(), n.to_owned());
-        }
-        self.pods.insert(
-            (ns.into(), name.into()),
-            PodInfo {
-                namespace: ns.into(),
-                name: name.into(),
-                uid: "uid-1".into(),
-                annotations,
-            },
-        );
-        self
-    }
-    fn with_nad(mut self, ns: &str, name: &str, config: Value) -> Self {
-        self.nads.insert(
-            (ns.into(), name.into()),
-            NadInfo {
-                namespace: ns.into(),
-                name: name.into(),
-                config: Some(config.to_string()),
-                annotations: BTreeMap::new(),
-            },
-        );
-        self
-    }
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl KubeApi for FakeKube {
-    fn get_pod(&self, namespace: &str, name: &str) -> Result<PodInfo, ApiError> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("GET pod {namespace}/{name}"));
-        self.pods
-            .get(&(namespace.into(), name.into()))
-            .cloned()
-            .ok_or_else(|| ApiError::NotFound {
-                kind: "pod",
-                namespace: namespace.into(),
-                name: name.into(),
-            })
-    }
-    fn get_nads(&self, refs: &[(String, String)]) -> Vec<Result<NadInfo, ApiError>> {
-        let names: Vec<String> = refs.iter().map(|(n, m)| format!("{n}/{m}")).collect();
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("GET nads {}", names.join(",")));
-        refs.iter()
-            .map(|r| {
-                self.nads.get(r).cloned().ok_or_else(|| ApiError::NotFound {
-                    kind: "network-attachment-definition",
-                    namespace: r.0.clone(),
-                    name: r.1.clone(),
-                })
-            })
-            .collect()
-    }
-    fn patch_network_status(
-        &self,
-        namespace: &str,
-        name: &str,
-        uid: &str,
-        status_json: &str,
-    ) -> Result<(), ApiError> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("PATCH {namespace}/{name} uid={uid}"));
-        if self.fail_patch {
-            return Err(ApiError::Unreachable("scripted".into()));
-        }
-        self.patches.lock().unwrap().push(status_json.into());
-        Ok(())
-    }
-    fn post_event(&self, event: &PodEvent) -> Result<(), ApiError> {
-        self.events.lock().unwrap().push(event.clone());
-        if self.fail_events {
-            return Err(ApiError::Unreachable("scripted".into()));
-        }
-        Ok(())
-    }
-}
 
 struct Bed {
     dir: tempfile::TempDir,
@@ -298,6 +80,30 @@ impl Bed {
             routes: &self.routes,
         };
         f(&engine)
+    }
+    /// Every file in the cache directory (entries, previous generations, locks, temp files).
+    fn all_cache_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.path().join("cache"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+    /// The runtime's second DEL (containerd's RemovePodSandbox): no netns.
+    fn del_without_netns(&self, cfg: &PlexusConfig, kube: &FakeKube) -> Result<(), EngineError> {
+        let mut env = self.env("DEL", "blue", "p");
+        env.netns = None;
+        Engine {
+            config: cfg,
+            env: &env,
+            exec: &self.exec,
+            kube: Some(kube),
+            routes: &self.routes,
+        }
+        .del()
     }
     fn cache_files(&self) -> Vec<String> {
         std::fs::read_dir(self.dir.path().join("cache"))
@@ -455,9 +261,14 @@ fn a_del_failure_of_the_attachment_that_never_came_up_does_not_block_teardown() 
         .filter(|t| t.starts_with("DEL"))
         .collect();
     assert_eq!(
-        dels[dels.len() - 2..],
-        ["DEL macvlan net1", "DEL clusterplug eth0"],
-        "the retry DELs what was added"
+        dels,
+        [
+            "DEL failer net2",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0",
+            "DEL macvlan net1"
+        ],
+        "the rollback DELs everything in reverse; the retry only what the rollback could not"
     );
     assert!(bed.cache_files().is_empty());
 }
@@ -608,20 +419,342 @@ fn a_retried_add_tears_the_previous_attempt_down_first() {
     );
 }
 
-#[test]
-fn a_corrupt_cache_entry_is_an_error_not_a_silent_success() {
-    let bed = Bed::new();
-    let kube = FakeKube::default();
-    let cfg = bed.config(json!({}));
-    std::fs::create_dir_all(bed.dir.path().join("cache")).unwrap();
+fn corrupt(bed: &Bed, file: &str) {
     std::fs::write(
-        bed.dir.path().join("cache/ctr1.json"),
+        bed.dir.path().join("cache").join(file),
         b"{\"kind\": \"plexusCacheV1\", trunc",
     )
     .unwrap();
-    let err = bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap_err();
+}
+
+fn dels_of(bed: &Bed) -> Vec<String> {
+    bed.exec
+        .trace()
+        .into_iter()
+        .filter(|t| t.starts_with("DEL"))
+        .collect()
+}
+
+#[test]
+fn add_on_a_corrupt_entry_fails_clearly_and_touches_nothing() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    std::fs::create_dir_all(bed.dir.path().join("cache")).unwrap();
+    corrupt(&bed, "ctr1.json");
+    let before = std::fs::read(bed.dir.path().join("cache/ctr1.json")).unwrap();
+    let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
     assert_eq!(err.code(), 102);
-    assert!(err.to_string().contains("corrupt"), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ctr1") && msg.contains("corrupt") && msg.contains("DEL"),
+        "{msg}"
+    );
+    assert!(bed.exec.trace().is_empty(), "no delegate may run");
+    assert_eq!(
+        std::fs::read(bed.dir.path().join("cache/ctr1.json")).unwrap(),
+        before,
+        "the entry is left as found"
+    );
+    assert!(kube.patches.lock().unwrap().is_empty());
+}
+
+#[test]
+fn del_rebuilds_a_corrupt_entry_from_the_pod_and_its_nads() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    // Both generations lost (e.g. a disk that lies about fsync).
+    corrupt(&bed, "ctr1.json");
+    corrupt(&bed, "ctr1.prev");
+    kube.log.lock().unwrap().clear();
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    assert_eq!(dels_of(&bed), ["DEL macvlan net1", "DEL clusterplug eth0"]);
+    let calls = bed.exec.calls();
+    for c in calls.iter().filter(|c| c.command == Command::Del) {
+        assert!(c.stdin.get("prevResult").is_none(), "no prevResult: {c:?}");
+        assert_eq!(c.netns.as_deref(), Some("/run/netns/x"));
+    }
+    assert_eq!(kube.log(), ["GET pod blue/p", "GET nads blue/a"]);
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
+
+    // With the annotations passed by the runtime, no pod GET is needed.
+    let bed = Bed::new();
+    let cfg = bed.config(json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "a"}}}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    corrupt(&bed, "ctr1.json");
+    corrupt(&bed, "ctr1.prev");
+    kube.log.lock().unwrap().clear();
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    assert_eq!(dels_of(&bed), ["DEL macvlan net1", "DEL clusterplug eth0"]);
+    assert_eq!(kube.log(), ["GET nads blue/a"]);
+    assert!(bed.all_cache_files().is_empty());
+}
+
+#[test]
+fn del_of_a_corrupt_entry_with_the_api_down_is_try_again_later() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    corrupt(&bed, "ctr1.json");
+    corrupt(&bed, "ctr1.prev");
+    let down = FakeKube {
+        unreachable: true,
+        ..FakeKube::default()
+    };
+    let err = bed.run(&cfg, "DEL", &down, |e| e.del()).unwrap_err();
+    assert_eq!(err.code(), 11, "{err}");
+    assert!(dels_of(&bed).is_empty(), "nothing torn down half-way");
+    assert_eq!(bed.cache_files(), ["ctr1.json"], "kept for the retry");
+    // The runtime retries once the API server is back.
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    assert_eq!(dels_of(&bed), ["DEL macvlan net1", "DEL clusterplug eth0"]);
+    assert!(bed.all_cache_files().is_empty());
+}
+
+#[test]
+fn del_of_a_corrupt_entry_of_a_deleted_pod_tears_down_the_configured_networks() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    corrupt(&bed, "ctr1.json");
+    corrupt(&bed, "ctr1.prev");
+    bed.run(&cfg, "DEL", &FakeKube::default(), |e| e.del())
+        .unwrap();
+    assert_eq!(dels_of(&bed), ["DEL clusterplug eth0"]);
+    assert!(bed.all_cache_files().is_empty());
+}
+
+#[test]
+fn a_torn_current_entry_is_torn_down_from_the_previous_generation() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    corrupt(&bed, "ctr1.json");
+    kube.log.lock().unwrap().clear();
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    assert_eq!(dels_of(&bed), ["DEL macvlan net1", "DEL clusterplug eth0"]);
+    assert!(
+        kube.log().is_empty(),
+        "no API request: the cache still knew"
+    );
+    let del_cluster = bed.exec.calls().pop().unwrap();
+    assert!(
+        del_cluster.stdin.get("prevResult").is_some(),
+        "the previous generation holds the cluster network's result"
+    );
+    assert!(bed.all_cache_files().is_empty());
+}
+
+#[test]
+fn add_del_del_and_a_failed_add_then_del_leave_no_file() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
+    // containerd's RemovePodSandbox: a second DEL, without netns.
+    bed.del_without_netns(&cfg, &kube).unwrap();
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
+
+    bed.exec.fail_on("macvlan", Command::Add);
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    bed.del_without_netns(&cfg, &kube).unwrap();
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
+}
+
+#[test]
+fn a_del_arriving_during_a_retried_add_waits_for_it() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    // The retried ADD tears the first attempt down, then blocks in its macvlan ADD.
+    let gate = bed.exec.gate("macvlan", Command::Add);
+    std::thread::scope(|s| {
+        let add = s.spawn(|| bed.run(&cfg, "ADD", &kube, |e| e.add()));
+        gate.wait_reached();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (bed, cfg, kube) = (&bed, &cfg, &kube);
+        let del = s.spawn(move || {
+            let r = bed.run(cfg, "DEL", kube, |e| e.del());
+            tx.send(()).unwrap();
+            r
+        });
+        // The DEL must queue behind the ADD's lock rather than run alongside it.
+        let finished_early = rx
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_ok();
+        gate.open();
+        add.join().unwrap().unwrap();
+        del.join().unwrap().unwrap();
+        assert!(!finished_early, "DEL finished while the ADD held the lock");
+    });
+    assert_eq!(
+        bed.exec.trace()[2..],
+        [
+            "DEL macvlan net1",
+            "DEL clusterplug eth0",
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0"
+        ]
+    );
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "the DEL came last, so nothing is left: {:?}",
+        bed.all_cache_files()
+    );
+}
+
+#[test]
+fn an_incomplete_rollback_shows_in_the_error_and_keeps_only_what_needs_a_del() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a, b"))
+        .with_nad("blue", "a", macvlan("a"))
+        .with_nad("blue", "b", macvlan("b"));
+    let mut failing = kube;
+    failing.fail_patch = true;
+    bed.exec.fail_on("clusterplug", Command::Del);
+    let cfg = bed.config(json!({}));
+    let err = bed.run(&cfg, "ADD", &failing, |e| e.add()).unwrap_err();
+    assert_eq!(err.code(), 11, "the cause's code: {err}");
+    let EngineError::RollbackIncomplete { cause, report } = &err else {
+        panic!("expected an incomplete rollback: {err:?}");
+    };
+    assert!(matches!(**cause, EngineError::Status { .. }), "{cause:?}");
+    assert_eq!(report.failures.len(), 1);
+    assert_eq!(report.failures[0].network, "cluster");
+    assert_eq!(report.failures[0].ifname, "eth0");
+    let cni = err.to_cni_error("1.0.0");
+    assert!(
+        cni.msg.contains("network-status")
+            && cni
+                .msg
+                .contains("rollback incomplete, DEL will retry: cluster (eth0)"),
+        "{}",
+        cni.msg
+    );
+    assert_eq!(
+        dels_of(&bed),
+        [
+            "DEL macvlan net2",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0"
+        ]
+    );
+    // The runtime's DEL only retries the cluster network.
+    bed.exec.heal("clusterplug", Command::Del);
+    bed.run(&cfg, "DEL", &failing, |e| e.del()).unwrap();
+    assert_eq!(dels_of(&bed)[3..], ["DEL clusterplug eth0"]);
+    assert!(bed.all_cache_files().is_empty());
+}
+
+#[test]
+fn gc_without_valid_attachments_is_invalid_and_touches_nothing() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let files = bed.all_cache_files();
+    let err = bed.run(&cfg, "GC", &kube, |e| e.gc()).unwrap_err();
+    assert_eq!(err.code(), 7, "{err}");
+    assert!(
+        err.to_string().contains("cni.dev/valid-attachments"),
+        "{err}"
+    );
+    assert_eq!(
+        bed.exec.trace().len(),
+        2,
+        "no DEL, no GC: {:?}",
+        bed.exec.trace()
+    );
+    assert_eq!(bed.all_cache_files(), files);
+    // An explicit empty list is a different request: every attachment is stale.
+    let gc_cfg = bed.config(json!({"cni.dev/valid-attachments": []}));
+    bed.run(&gc_cfg, "GC", &kube, |e| e.gc()).unwrap();
+    assert_eq!(dels_of(&bed), ["DEL macvlan net1", "DEL clusterplug eth0"]);
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
+}
+
+#[test]
+fn gc_sweeps_stale_lock_and_temp_files_only() {
+    let bed = Bed::new();
+    let kube = FakeKube::default().with_pod("blue", "p", None);
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let dir = bed.dir.path().join("cache");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let old = |name: &str| {
+        let f = std::fs::File::create(dir.join(name)).unwrap();
+        f.set_modified(hour_ago).unwrap();
+    };
+    old("killed.lock");
+    old(".tmp-killed.AbCd12");
+    std::fs::File::create(dir.join("fresh.lock")).unwrap();
+    // The live pod's lock is old too, but its entry exists.
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("ctr1.lock"))
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let gc_cfg = bed
+        .config(json!({"cni.dev/valid-attachments": [{"containerID": "ctr1", "ifname": "eth0"}]}));
+    bed.run(&gc_cfg, "GC", &kube, |e| e.gc()).unwrap();
+    assert_eq!(
+        bed.all_cache_files(),
+        ["ctr1.json", "ctr1.lock", "ctr1.prev", "fresh.lock"]
+    );
 }
 
 #[test]
@@ -643,7 +776,7 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
         {"type": "macvlan", "master": "eth1"},
         {"type": "tuning", "capabilities": {"mac": true}}
     ]});
-    let ann = r#"[{"name": "c", "mac": "02:11:22:33:44:55", "cni-args": {"foo": "bar"}}, {"name": "plain", "ips": ["10.1.1.1/24"]}]"#;
+    let ann = r#"[{"name": "c", "mac": "02:11:22:33:44:55", "cni-args": {"foo": "bar"}}, {"name": "plain", "portMappings": [{"hostPort": 8080, "containerPort": 80}]}]"#;
     let kube = FakeKube::default()
         .with_pod("blue", "p", Some(ann))
         .with_nad("blue", "c", chain.clone())
@@ -652,7 +785,7 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
     let err = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap_err();
     assert_eq!(err.code(), 7);
     assert!(
-        err.to_string().contains("\"ips\"") && err.to_string().contains("blue/plain"),
+        err.to_string().contains("\"portMappings\"") && err.to_string().contains("blue/plain"),
         "{err}"
     );
     assert!(
@@ -679,6 +812,48 @@ fn capability_requests_need_a_declaring_plugin_and_reach_only_it() {
     );
     assert_eq!(calls[1].stdin["args"]["cni"]["foo"], "bar");
     assert_eq!(calls[2].stdin["args"]["cni"]["foo"], "bar");
+    // Declared: runtimeConfig only, not CNI_ARGS.
+    assert!(!calls[1].args.contains("MAC="), "{}", calls[1].args);
+}
+
+#[test]
+fn ips_and_mac_without_the_capability_reach_the_delegate_in_cni_args() {
+    let bed = Bed::new();
+    let ann = r#"[{"name": "plain", "ips": ["10.1.1.21/24", "fd00::21/64"], "mac": "02:11:22:33:44:55"}, {"name": "other"}]"#;
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some(ann))
+        .with_nad("blue", "plain", macvlan("plain"))
+        .with_nad("blue", "other", macvlan("other"));
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let calls = bed.exec.calls();
+    assert!(
+        calls[1]
+            .args
+            .ends_with(";IP=10.1.1.21/24,fd00::21/64;MAC=02:11:22:33:44:55")
+            && calls[1].args.contains("K8S_POD_NAME=p"),
+        "{}",
+        calls[1].args
+    );
+    assert!(calls[1].stdin.get("runtimeConfig").is_none());
+    // Only the attachment that asked gets them; the cluster network and the others do not.
+    assert!(
+        !calls[0].args.contains("IP=") && !calls[2].args.contains("IP="),
+        "{calls:?}"
+    );
+    // DEL hands the delegate the same CNI_ARGS as its ADD (from the cache).
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    let calls = bed.exec.calls();
+    let del = calls
+        .iter()
+        .find(|c| c.command == Command::Del && c.ifname == "net1")
+        .unwrap();
+    assert!(
+        del.args
+            .ends_with(";IP=10.1.1.21/24,fd00::21/64;MAC=02:11:22:33:44:55"),
+        "{}",
+        del.args
+    );
 }
 
 #[test]
@@ -724,6 +899,16 @@ fn check_uses_the_cached_results_and_skips_old_versions() {
     bed.exec.fail_on("macvlan", Command::Check);
     let err = bed.run(&cfg, "CHECK", &kube, |e| e.check()).unwrap_err();
     assert!(err.to_string().contains("blue/a (net1)"), "{err}");
+
+    // CHECK of a container without an entry fails and leaves no lock file behind.
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    let err = bed.run(&cfg, "CHECK", &kube, |e| e.check()).unwrap_err();
+    assert!(err.to_string().contains("no ADD is recorded"), "{err}");
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
 }
 
 // ---- NPWG v1.3 / CNI 1.1.0 behaviour (issue 3) ----
@@ -757,7 +942,8 @@ fn default_network_annotation_replaces_the_cluster_network() {
     );
     assert_eq!(kube.log()[1], "GET nads kube-system/alt,blue/a");
     let status: Vec<Value> = serde_json::from_str(&kube.patches.lock().unwrap()[0]).unwrap();
-    assert_eq!(status[0]["name"], "alt");
+    // Multus names the override `<multusNamespace>/<name>`, not by its config's name.
+    assert_eq!(status[0]["name"], "kube-system/alt");
     assert_eq!(status[0]["default"], true);
 }
 
@@ -1053,5 +1239,134 @@ fn an_ipam_claim_reference_reaches_the_delegate_in_args_cni() {
     assert!(
         calls[0].stdin.get("args").is_none(),
         "the cluster network is not affected"
+    );
+}
+
+#[test]
+fn the_phases_compose_and_a_guard_dropped_by_a_panic_still_rolls_back() {
+    use plexus_engine::attach::Attach;
+    use plexus_engine::plan::{Purpose, plan};
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({}));
+    let outcome = bed.run(&cfg, "ADD", &kube, |e| {
+        let plan = plan(e, Purpose::Add).unwrap();
+        assert_eq!(plan.label, "blue/p");
+        assert_eq!(plan.attachments.len(), 2);
+        assert!(bed.all_cache_files().is_empty(), "planning writes nothing");
+        assert!(bed.exec.trace().is_empty(), "planning runs nothing");
+        let attach = Attach::begin(e, &plan).unwrap();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            attach.run(|a| {
+                a.add_delegates(&plan)?;
+                panic!("a bug in a later step");
+                #[allow(unreachable_code)]
+                Ok(())
+            })
+        }))
+    });
+    assert!(outcome.is_err(), "the step panicked");
+    assert_eq!(
+        bed.exec.trace(),
+        [
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0"
+        ]
+    );
+    assert!(
+        bed.all_cache_files().is_empty(),
+        "{:?}",
+        bed.all_cache_files()
+    );
+}
+
+#[test]
+fn del_of_a_corrupt_entry_with_an_unusable_kubeconfig_is_try_again_later() {
+    let bed = Bed::new();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({"kubeconfig": "/nonexistent/kubeconfig"}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    corrupt(&bed, "ctr1.json");
+    corrupt(&bed, "ctr1.prev");
+    // The binary passes no client when the configured kubeconfig cannot be loaded.
+    let env = bed.env("DEL", "blue", "p");
+    let err = Engine {
+        config: &cfg,
+        env: &env,
+        exec: &bed.exec,
+        kube: None,
+        routes: &bed.routes,
+    }
+    .del()
+    .unwrap_err();
+    assert_eq!(err.code(), 11, "{err}");
+    assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
+    assert!(dels_of(&bed).is_empty());
+    assert_eq!(bed.cache_files(), ["ctr1.json"]);
+}
+
+#[test]
+fn the_auxiliary_chain_continues_the_cluster_result_on_its_interface_last() {
+    let bed = Bed::new();
+    let net_d = bed.dir.path().join("net.d");
+    std::fs::create_dir_all(net_d.join("aux")).unwrap();
+    let cluster_file = net_d.join("10-c.conflist");
+    std::fs::write(
+        &cluster_file,
+        json!({"cniVersion": "1.0.0", "name": "c", "plugins": [{"type": "clusterplug"}]})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        net_d.join("aux/20-b.conf"),
+        json!({"type": "bplug"}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        net_d.join("aux/10-a.conf"),
+        json!({"type": "aplug"}).to_string(),
+    )
+    .unwrap();
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some("a"))
+        .with_nad("blue", "a", macvlan("a"));
+    let cfg = bed.config(json!({"clusterNetwork": cluster_file, "auxiliaryCNIChainName": "aux"}));
+    let result = bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    assert_eq!(
+        bed.exec.trace(),
+        vec![
+            "ADD clusterplug eth0",
+            "ADD macvlan net1",
+            "ADD aplug eth0",
+            "ADD bplug eth0"
+        ]
+    );
+    let calls = bed.exec.calls();
+    // The chain starts from the cluster network's result, at its version, under its own name.
+    let cluster_result: Value = serde_json::from_value(result.clone()).unwrap();
+    assert_eq!(calls[2].stdin["prevResult"], cluster_result);
+    assert_eq!(calls[2].stdin["name"], "aux");
+    assert_eq!(calls[2].stdin["cniVersion"], "1.0.0");
+    // No network-status entry of its own.
+    let status: Vec<Value> = serde_json::from_str(&kube.patches.lock().unwrap()[0]).unwrap();
+    let names: Vec<&str> = status.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["c", "blue/a"]);
+    // DEL undoes the chain first.
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    let trace = bed.exec.trace();
+    assert_eq!(
+        trace[4..],
+        [
+            "DEL bplug eth0",
+            "DEL aplug eth0",
+            "DEL macvlan net1",
+            "DEL clusterplug eth0"
+        ]
     );
 }

@@ -111,6 +111,8 @@ pub struct LiveKube {
     rt: Runtime,
     client: Client,
     timeout: Duration,
+    /// The API server's URL, for error messages.
+    server: String,
 }
 
 impl fmt::Debug for LiveKube {
@@ -133,6 +135,7 @@ impl LiveKube {
             .map_err(KubeError::Runtime)?;
         // `Client::try_from` spawns the tower Buffer worker, so it must run inside the runtime;
         // kubeconfig loading is async in kube (exec plugins), hence one block_on for all of it.
+        let mut server = String::new();
         let client = rt.block_on(async {
             let (mut config, source_desc) = match creds {
                 Credentials::Kubeconfig(path) => {
@@ -152,6 +155,7 @@ impl LiveKube {
                 ),
             };
             warn_if_insecure(&config, &source_desc);
+            server = config.cluster_url.to_string();
             tune(&mut config, timeout);
             trim_token_file(&mut config);
             Client::try_from(config).map_err(|e| KubeError::Client {
@@ -163,7 +167,18 @@ impl LiveKube {
             rt,
             client,
             timeout,
+            server,
         })
+    }
+
+    /// The API server's URL (as configured, e.g. `https://10.96.0.1:443/`).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The per-call timeout this client was built with.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Runs one API call on the private runtime, bounded by the per-call timeout.
@@ -350,12 +365,9 @@ impl KubeApi for LiveKube {
     }
 }
 
-/// Events are a courtesy to the operator, so their POST gets at most this long, whatever
-/// `apiTimeoutSeconds` says: the CNI result is waiting.
-const EVENT_TIMEOUT: Duration = Duration::from_millis(500);
-
 impl LiveKube {
-    /// POST a core v1 Event (see [`KubeApi::post_event`]); bounded by [`EVENT_TIMEOUT`].
+    /// POST a core v1 Event (see [`KubeApi::post_event`]), bounded by the client's timeout like
+    /// every call: the thin plugin posts events from a detached process, so nothing waits on it.
     fn post_event_impl(&self, ev: &PodEvent) -> Result<(), ApiError> {
         let body = event_body(ev, &rfc3339(std::time::SystemTime::now()));
         let url = format!("/api/v1/namespaces/{}/events", ev.namespace);
@@ -371,7 +383,7 @@ impl LiveKube {
             })?;
         let (ns, pod) = (ev.namespace.as_str(), ev.pod.as_str());
         self.rt.block_on(with_timeout(
-            EVENT_TIMEOUT.min(self.timeout),
+            self.timeout,
             format!("POST event for pod {ns}/{pod}"),
             async {
                 self.client

@@ -8,7 +8,10 @@ pub mod selection;
 pub mod status;
 
 pub use nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
-pub use selection::{NetworkSelectionElement, SelectionError, parse_networks};
+pub use selection::{
+    IgnoredKey, NetworkSelectionElement, Selection, SelectionError, UnknownKeys, parse_networks,
+    parse_selection,
+};
 pub use status::{NetworkStatus, statuses_from_result};
 
 /// Pod annotation listing the networks a pod asks for.

@@ -4,6 +4,10 @@
 //! Everything is validated up front so that a bad annotation fails the pod with a message that
 //! quotes the offending value, instead of surfacing later as an obscure delegate error. Duplicate
 //! interface names are *not* checked here: the engine does that once generated names are known.
+//!
+//! Unknown keys without a '.' (e.g. the pre-NPWG `gateway` of Multus's own examples) are either
+//! rejected ([`UnknownKeys::Reject`], the spec's reading) or reported and skipped
+//! ([`UnknownKeys::Ignore`], what Multus does, so annotations written for it keep working).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,7 +19,8 @@ const MAX_IFNAME_LEN: usize = 15;
 const MAX_LABEL_LEN: usize = 63;
 
 /// Keys of a JSON selection element that this crate understands. Every other key without a '.'
-/// is reserved by the spec and rejected; keys with a '.' are reverse-DNS extensions.
+/// is reserved by the spec (rejected or ignored, see [`UnknownKeys`]); keys with a '.' are
+/// reverse-DNS extensions.
 const KNOWN_KEYS: &[&str] = &[
     "name",
     "namespace",
@@ -267,13 +272,57 @@ pub enum ElementError {
         "unknown key {key:?}: keys without a '.' are reserved by the NPWG spec; extensions must use reverse-DNS keys"
     )]
     ReservedKey { key: String },
+    /// Go's JSON decoder (Multus) would read the key as `known`; ignoring it would attach the pod
+    /// differently from Multus, so it is refused.
+    #[error("key {key:?} differs from the known key {known:?} only in case: write it as {known:?}")]
+    CaseVariantKey { key: String, known: &'static str },
 }
 
 /// An element-level failure before the element index is attached: the name known so far, and
 /// the problem.
 type ElementFailure = (Option<String>, ElementError);
 
-/// Parses the `k8s.v1.cni.cncf.io/networks` annotation value.
+/// What to do with an unknown key without a '.' in a JSON selection element. A key that differs
+/// from a known key only in case, or a known key with a value of the wrong type, is an error
+/// either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnknownKeys {
+    /// Skip it and report it in [`Selection::ignored`] (Multus's behaviour).
+    #[default]
+    Ignore,
+    /// Fail the element with [`ElementError::ReservedKey`] (the NPWG spec's reading).
+    Reject,
+}
+
+/// A parsed selection annotation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub elements: Vec<NetworkSelectionElement>,
+    /// Unknown keys skipped under [`UnknownKeys::Ignore`], in annotation order.
+    pub ignored: Vec<IgnoredKey>,
+}
+
+/// An unknown key that was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredKey {
+    /// 1-based position of the element in the annotation.
+    pub index: usize,
+    /// `<namespace>/<name>` of the element.
+    pub network: String,
+    pub key: String,
+}
+
+impl std::fmt::Display for IgnoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "network selection element {} ({:?}): unknown key {:?} ignored",
+            self.index, self.network, self.key
+        )
+    }
+}
+
+/// Parses the `k8s.v1.cni.cncf.io/networks` annotation value, rejecting unknown keys.
 ///
 /// Empty or blank means "no extra networks". The value is JSON when it contains `[`, `{` or `"`
 /// (the rule Multus and the NAD client use), otherwise the comma form. Unqualified names resolve
@@ -282,13 +331,25 @@ pub fn parse_networks(
     annotation: &str,
     pod_namespace: &str,
 ) -> Result<Vec<NetworkSelectionElement>, SelectionError> {
+    parse_selection(annotation, pod_namespace, UnknownKeys::Reject).map(|s| s.elements)
+}
+
+/// [`parse_networks`] with a choice of what to do with unknown keys.
+pub fn parse_selection(
+    annotation: &str,
+    pod_namespace: &str,
+    unknown: UnknownKeys,
+) -> Result<Selection, SelectionError> {
     if annotation.trim().is_empty() {
-        return Ok(Vec::new());
+        return Ok(Selection::default());
     }
     if annotation.contains(['[', '{', '"']) {
-        parse_json_form(annotation, pod_namespace)
+        parse_json_form(annotation, pod_namespace, unknown)
     } else {
-        parse_short_form(annotation, pod_namespace)
+        parse_short_form(annotation, pod_namespace).map(|elements| Selection {
+            elements,
+            ignored: Vec::new(),
+        })
     }
 }
 
@@ -451,22 +512,35 @@ fn check_namespace(value: &str) -> Result<(), ElementError> {
 fn parse_json_form(
     annotation: &str,
     pod_namespace: &str,
-) -> Result<Vec<NetworkSelectionElement>, SelectionError> {
+    unknown: UnknownKeys,
+) -> Result<Selection, SelectionError> {
     let value: Value =
         serde_json::from_str(annotation).map_err(|e| SelectionError::InvalidJson(e.to_string()))?;
     let Value::Array(items) = value else {
         return Err(SelectionError::NotAList(json_kind(&value)));
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| parse_json_element(item, pod_namespace).map_err(attach_index(index)))
-        .collect()
+    let mut selection = Selection::default();
+    for (index, item) in items.iter().enumerate() {
+        let mut ignored = Vec::new();
+        let element = parse_json_element(item, pod_namespace, unknown, &mut ignored)
+            .map_err(attach_index(index))?;
+        selection
+            .ignored
+            .extend(ignored.into_iter().map(|key| IgnoredKey {
+                index: index + 1,
+                network: element.qualified_name(),
+                key,
+            }));
+        selection.elements.push(element);
+    }
+    Ok(selection)
 }
 
 fn parse_json_element(
     item: &Value,
     pod_namespace: &str,
+    unknown: UnknownKeys,
+    ignored: &mut Vec<String>,
 ) -> Result<NetworkSelectionElement, ElementFailure> {
     let object = item.as_object().ok_or((
         None,
@@ -488,14 +562,18 @@ fn parse_json_element(
             None => pod_namespace,
         };
     let mut element = NetworkSelectionElement::new(namespace, name);
-    fill_fields(&mut element, object).map_err(|e| (Some(element.qualified_name()), e))?;
+    fill_fields(&mut element, object, unknown, ignored)
+        .map_err(|e| (Some(element.qualified_name()), e))?;
     Ok(element)
 }
 
 /// Reads every key except `name`/`namespace` into `element`, then applies the cross-field rules.
+/// Unknown keys go to `ignored` or fail, as `unknown` says.
 fn fill_fields(
     element: &mut NetworkSelectionElement,
     object: &Map<String, Value>,
+    unknown: UnknownKeys,
+    ignored: &mut Vec<String>,
 ) -> Result<(), ElementError> {
     let mut interface_request = None;
     for (key, value) in object {
@@ -520,7 +598,20 @@ fn fill_fields(
             _ if key.contains('.') => {
                 element.extensions.insert(key.clone(), value.clone());
             }
-            _ => return Err(ElementError::ReservedKey { key: key.clone() }),
+            _ => {
+                if let Some(known) = KNOWN_KEYS.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+                    return Err(ElementError::CaseVariantKey {
+                        key: key.clone(),
+                        known,
+                    });
+                }
+                match unknown {
+                    UnknownKeys::Reject => {
+                        return Err(ElementError::ReservedKey { key: key.clone() });
+                    }
+                    UnknownKeys::Ignore => ignored.push(key.clone()),
+                }
+            }
         }
     }
     element.interface = merge_interface(element.interface.take(), interface_request)?;

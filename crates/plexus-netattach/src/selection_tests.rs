@@ -479,3 +479,80 @@ proptest! {
         prop_assert_eq!(parse_networks(&text, "unused").unwrap(), elements);
     }
 }
+
+/// The annotation of Multus's `examples/macvlan-pod.yml`, with the pre-NPWG `gateway` key.
+const MULTUS_MACVLAN_POD: &str = r#"[
+            { "name": "macvlan-conf",
+              "ips": [ "10.1.1.101/24" ],
+              "mac": "c2:b0:57:49:47:f1",
+              "gateway": [ "10.1.1.1" ]
+            }]"#;
+
+#[test]
+fn unknown_keys_are_ignored_and_reported_when_lenient() {
+    let s = parse_selection(MULTUS_MACVLAN_POD, "pod-ns", UnknownKeys::Ignore).unwrap();
+    assert_eq!(s.elements.len(), 1);
+    assert_eq!(s.elements[0].ips, ["10.1.1.101/24"]);
+    assert_eq!(s.elements[0].mac.as_deref(), Some("c2:b0:57:49:47:f1"));
+    assert!(
+        s.elements[0].extensions.is_empty(),
+        "ignored keys are dropped"
+    );
+    assert_eq!(
+        s.ignored,
+        vec![IgnoredKey {
+            index: 1,
+            network: "pod-ns/macvlan-conf".into(),
+            key: "gateway".into()
+        }]
+    );
+    assert_eq!(
+        s.ignored[0].to_string(),
+        r#"network selection element 1 ("pod-ns/macvlan-conf"): unknown key "gateway" ignored"#
+    );
+    // Several elements: each ignored key keeps its element.
+    let s = parse_selection(
+        r#"[{"name": "a", "foo": 1}, {"name": "b", "namespace": "x", "bar": {}, "baz": null}]"#,
+        "pod-ns",
+        UnknownKeys::Ignore,
+    )
+    .unwrap();
+    let keys: Vec<(usize, &str, &str)> = s
+        .ignored
+        .iter()
+        .map(|i| (i.index, i.network.as_str(), i.key.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![(1, "pod-ns/a", "foo"), (2, "x/b", "bar"), (2, "x/b", "baz")]
+    );
+}
+
+#[test]
+fn strict_mode_rejects_unknown_keys() {
+    let e = parse_selection(MULTUS_MACVLAN_POD, "pod-ns", UnknownKeys::Reject).unwrap_err();
+    assert!(
+        matches!(&e, SelectionError::Element { problem: ElementError::ReservedKey { key }, .. } if key == "gateway"),
+        "{e}"
+    );
+    // parse_networks is the strict form.
+    assert!(parse_networks(MULTUS_MACVLAN_POD, "pod-ns").is_err());
+}
+
+#[test]
+fn lenient_mode_still_rejects_wrong_types_and_case_variants() {
+    for unknown in [UnknownKeys::Ignore, UnknownKeys::Reject] {
+        let e = parse_selection(r#"[{"name": "a", "mac": 5}]"#, "ns", unknown).unwrap_err();
+        assert!(
+            e.to_string().contains(r#""mac" must be a string, found 5"#),
+            "{e}"
+        );
+        // Go's decoder would read "Interface" as "interface": ignoring it would name the
+        // interface differently from Multus.
+        let e = parse_selection(r#"[{"name": "a", "Interface": "x"}]"#, "ns", unknown).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"network selection element 1 ("ns/a"): key "Interface" differs from the known key "interface" only in case: write it as "interface""#
+        );
+    }
+}

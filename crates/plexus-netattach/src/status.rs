@@ -1,7 +1,8 @@
 //! The `k8s.v1.cni.cncf.io/network-status` annotation (NPWG v1.3 §5), in the shape the
 //! network-attachment-definition client writes it (and therefore what Multus users' tooling
 //! reads): `gateway` rather than the spec's `default-route`, bare IPs without a prefix, `mtu`,
-//! `default` omitted when false, and one entry per sandbox interface of the result.
+//! `default` omitted when false, `dns` always present (`{}` when the delegate returned none, as
+//! Go writes a struct field), and one entry per sandbox interface of the result.
 
 use plexus_cni::{CniResult, Dns, Interface};
 use serde::{Deserialize, Serialize};
@@ -25,8 +26,10 @@ pub struct NetworkStatus {
     /// True only for the cluster default network's entry.
     #[serde(default, skip_serializing_if = "is_false")]
     pub default: bool,
-    #[serde(default, skip_serializing_if = "dns_is_empty")]
-    pub dns: Option<Dns>,
+    /// The delegate result's `dns`. Always written, `{}` when empty: the NAD client's field is a
+    /// struct, which Go's `omitempty` never omits, so every entry Multus writes has it.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub dns: Dns,
     /// Device-info-spec document for the attached device (SR-IOV, vDPA, …), kept opaque.
     /// Declared before `gateway` because serde writes fields in declaration order and the NAD
     /// client's struct has this order.
@@ -46,12 +49,13 @@ pub struct NetworkStatus {
     pub gateway: Vec<String>,
 }
 
-fn is_false(value: &bool) -> bool {
-    !*value
+/// `"dns": null` (written by Go code with a pointer field) reads as no DNS, not as an error.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Dns, D::Error> {
+    Ok(Option::<Dns>::deserialize(d)?.unwrap_or_default())
 }
 
-fn dns_is_empty(dns: &Option<Dns>) -> bool {
-    dns.as_ref().is_none_or(Dns::is_empty)
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Builds the status entries of one attachment from its ADD result.
@@ -71,7 +75,7 @@ pub fn statuses_from_result(
     let template = NetworkStatus {
         name: network_name.to_string(),
         default: is_default,
-        dns: Some(result.dns.clone()).filter(|dns| !dns.is_empty()),
+        dns: result.dns.clone(),
         gateway: gateways.to_vec(),
         device_info: device_info.cloned(),
         ..NetworkStatus::default()

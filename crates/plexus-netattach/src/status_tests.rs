@@ -58,11 +58,11 @@ fn one_entry_per_sandbox_interface() {
         &[],
         None,
     );
-    let dns = Some(Dns {
+    let dns = Dns {
         nameservers: vec!["10.1.0.1".into()],
         search: vec!["svc.local".into()],
         ..Dns::default()
-    });
+    };
     assert_eq!(
         statuses,
         vec![
@@ -182,7 +182,8 @@ fn result_0_3_1_shape() {
     "ips": [
         "10.128.0.7"
     ],
-    "mac": "0a:58:0a:80:00:07"
+    "mac": "0a:58:0a:80:00:07",
+    "dns": {}
 }]"#
     );
 }
@@ -230,18 +231,23 @@ fn empty_result_gives_minimal_entry() {
     );
     assert_eq!(
         serde_json::to_value(&statuses).unwrap(),
-        json!([{"name": "cluster-net", "interface": "eth0", "default": true}])
+        json!([{"name": "cluster-net", "interface": "eth0", "default": true, "dns": {}}])
     );
 }
 
 #[test]
-fn empty_optional_fields_are_omitted() {
+fn empty_optional_fields_are_omitted_but_dns_is_always_written() {
     let status = NetworkStatus {
         name: "a/b".into(),
-        dns: Some(Dns::default()),
         ..NetworkStatus::default()
     };
-    assert_eq!(serde_json::to_string(&status).unwrap(), r#"{"name":"a/b"}"#);
+    // Multus (the NAD client) writes `"dns": {}` on every entry: Go never omits a struct field.
+    assert_eq!(
+        serde_json::to_string(&status).unwrap(),
+        r#"{"name":"a/b","dns":{}}"#
+    );
+    let back: NetworkStatus = serde_json::from_str(r#"{"name":"a/b","dns":null}"#).unwrap();
+    assert_eq!(back.dns, Dns::default());
 }
 
 #[test]
@@ -266,10 +272,10 @@ fn reads_what_multus_writes() {
     let statuses: Vec<NetworkStatus> = serde_json::from_str(text).unwrap();
     assert_eq!(statuses.len(), 2);
     assert!(statuses[0].default);
-    assert_eq!(statuses[0].dns, Some(Dns::default()));
+    assert_eq!(statuses[0].dns, Dns::default());
     assert!(!statuses[1].default);
     assert_eq!(statuses[1].mtu, Some(1500));
-    assert_eq!(statuses[1].dns.as_ref().unwrap().options, ["ndots:2"]);
+    assert_eq!(statuses[1].dns.options, ["ndots:2"]);
     assert_eq!(statuses[1].gateway, ["192.168.1.1"]);
     assert_eq!(
         statuses[1].device_info.as_ref().unwrap()["pci"]["pci-address"],

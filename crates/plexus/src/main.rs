@@ -2,8 +2,7 @@
 //! config on stdin; it prints exactly one JSON document on stdout (a result or a CNI error) and
 //! logs only to stderr or the configured log file.
 
-use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, codes};
-use plexus_engine::config::LogLevel;
+use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, build, codes};
 use plexus_engine::{Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
@@ -11,7 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cli;
 mod events;
+mod logfile;
+mod logging;
 
 fn main() -> ExitCode {
     if let Ok(payload) = std::env::var(events::EVENT_ENV) {
@@ -20,6 +22,15 @@ fn main() -> ExitCode {
         } else {
             ExitCode::FAILURE
         };
+    }
+    if let Some(rotated) = std::env::var_os(logfile::COMPRESS_ENV) {
+        return match logfile::compress(std::path::Path::new(&rotated)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    if let Some(code) = cli::handle(std::env::args_os().skip(1)) {
+        return code;
     }
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
@@ -79,8 +90,36 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
         .to_owned();
     let config = PlexusConfig::from_map(&conf)
         .map_err(|e| CniError::new(codes::INVALID_CONFIG, e.to_string()).with_version(&version))?;
-    init_logging(&config);
-    tracing::debug!(command = env.command.as_str(), container = %env.container_id, "invoked");
+    let problems = logging::init(&logging::LogSetup {
+        level: config.log_level,
+        file: config.log_file.as_deref(),
+        options: &config.log_options,
+        to_stderr: config.log_to_stderr,
+    });
+    // Every line of this call carries the build and the call, so that lines from concurrent
+    // calls in one log file can be told apart and matched to a binary.
+    let span = tracing::error_span!(
+        "plexus",
+        version = %build::VERSION,
+        commit = %build::COMMIT,
+        command = %env.command.as_str(),
+        container = %env.container_id,
+    );
+    let _entered = span.enter();
+    let pod = match (
+        env.args.get("K8S_POD_NAMESPACE"),
+        env.args.get("K8S_POD_NAME"),
+    ) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        _ => "-".to_owned(),
+    };
+    tracing::info!(%pod, "invoked");
+    for p in problems {
+        tracing::warn!("{p}");
+    }
+    for note in &config.key_notes {
+        tracing::warn!("{note}");
+    }
     if env.command != Command::Status {
         plexus_engine::policy::check_private_dir(&config.cni_dir).map_err(|reason| {
             CniError::new(
@@ -94,16 +133,24 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
     let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
     search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
     let exec = ProcessExec::new(search);
-    let kube = if env.command == Command::Add {
-        live_kube(&config, &version)?
-    } else {
-        None
+    let kube = match env.command {
+        Command::Add => live_kube(&config, &env, &version)?,
+        // DEL reads only the cache, unless the entry is corrupt and must be rebuilt from the pod;
+        // unusable credentials must not fail a DEL that does not need them.
+        Command::Del => live_kube(&config, &env, &version).unwrap_or_else(|e| {
+            tracing::warn!("no Kubernetes API for DEL: {}", e.msg);
+            None
+        }),
+        _ => None,
     };
     let detached = kube.as_ref().map(|(k, creds)| events::DetachedEvents {
         kube: k,
         creds: creds.clone(),
         // Off the critical path, so the whole API timeout is affordable.
         timeout: Duration::from_secs(config.api_timeout_secs),
+        log_file: config.log_file.as_deref(),
+        log_level: config.log_level,
+        log_options: config.log_options,
     });
     let engine = Engine {
         config: &config,
@@ -128,20 +175,40 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
 
 fn live_kube(
     config: &PlexusConfig,
+    env: &CniEnv,
     version: &str,
 ) -> Result<Option<(plexus_kube::LiveKube, plexus_kube::Credentials)>, CniError> {
     let Some(creds) = plexus_kube::Credentials::detect(config.kubeconfig.as_deref()) else {
         return Ok(None);
     };
+    let pod = match (
+        env.args.get("K8S_POD_NAMESPACE"),
+        env.args.get("K8S_POD_NAME"),
+    ) {
+        (Some(ns), Some(name)) => format!("pod {ns}/{name}: "),
+        _ => String::new(),
+    };
+    let fail = |msg: String| {
+        CniError::new(codes::INVALID_CONFIG, format!("{pod}{msg}")).with_version(version)
+    };
+    // Checked here so that the message names the file once and says where it comes from; kube's
+    // own message repeats the path in Rust debug quoting.
+    if let plexus_kube::Credentials::Kubeconfig(path) = &creds
+        && let Err(e) = std::fs::File::open(path)
+    {
+        let what = if e.kind() == std::io::ErrorKind::NotFound {
+            "does not exist".to_owned()
+        } else {
+            format!("cannot be read: {e}")
+        };
+        return Err(fail(format!(
+            "kubeconfig {path:?} (plexus config key \"kubeconfig\") {what}; plexus-install writes it \
+             when the plexus DaemonSet's pod starts on this node: check that pod and its logs"
+        )));
+    }
     plexus_kube::LiveKube::new(&creds, Duration::from_secs(config.api_timeout_secs))
         .map(|k| Some((k, creds)))
-        .map_err(|e| {
-            CniError::new(
-                codes::INVALID_CONFIG,
-                format!("cannot use Kubernetes credentials: {e}"),
-            )
-            .with_version(version)
-        })
+        .map_err(|e| fail(format!("cannot use Kubernetes credentials: {e}")))
 }
 
 /// `{"cniVersion": <the request's>, "supportedVersions": [...]}` (spec §5 "Version").
@@ -154,45 +221,7 @@ fn version_reply(stdin: &[u8]) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| "1.1.0".to_owned());
-    serde_json::json!({"cniVersion": requested, "supportedVersions": SUPPORTED_VERSIONS})
+    // `plexus` is an extra field: runtimes read only the two the spec defines.
+    serde_json::json!({"cniVersion": requested, "supportedVersions": SUPPORTED_VERSIONS, "plexus": build::json()})
         .to_string()
-}
-
-fn init_logging(config: &PlexusConfig) {
-    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
-    let level = match config.log_level {
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error => tracing::Level::ERROR,
-        LogLevel::Off => return,
-    };
-    let file = config.log_file.as_ref().and_then(|p| {
-        // Logs name pods, networks and delegate output: root-only, like the cache.
-        std::os::unix::fs::OpenOptionsExt::mode(
-            std::fs::OpenOptions::new().create(true).append(true),
-            0o600,
-        )
-        .open(p)
-        .inspect(|f| {
-            // A file left by an older version or another tool may be readable by others.
-            let _ = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
-        })
-        .map(std::sync::Arc::new)
-        .ok()
-    });
-    let writer = match (file, config.log_to_stderr) {
-        (Some(f), true) => BoxMakeWriter::new(
-            f.with_max_level(level)
-                .and(std::io::stderr.with_max_level(level)),
-        ),
-        (Some(f), false) => BoxMakeWriter::new(f.with_max_level(level)),
-        (None, true) => BoxMakeWriter::new(std::io::stderr.with_max_level(level)),
-        (None, false) => return,
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .with_max_level(level)
-        .try_init();
 }
