@@ -8,7 +8,9 @@ ensure_root() {
   fi
 }
 
-# Debian packages the tests and demo use: real CNI delegates, iproute2, ping, jq, curl.
+# Debian packages the tests and demo use: real CNI delegates, iproute2, ping, jq, curl, and
+# containerd + runc (tests/tests/e2e_containerd.rs starts its own private containerd; the system
+# service is neither started nor enabled).
 ensure_packages() {
   local need=()
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
@@ -19,10 +21,25 @@ ensure_packages() {
   [ -x /usr/bin/time ] || need+=(time)
   command -v iptables-save >/dev/null 2>&1 || need+=(iptables)   # portmap delegate and its test
   command -v nsenter >/dev/null 2>&1 || need+=(util-linux)       # default-route changes in the pod netns
+  local runtime=0
+  command -v containerd >/dev/null 2>&1 || { need+=(containerd); runtime=1; }  # CRI tests
+  command -v runc >/dev/null 2>&1 || need+=(runc)
   if [ "${#need[@]}" -gt 0 ]; then
     echo "==> installing ${need[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Keep the package's postinst from starting the system containerd (exit 101 = action
+    # forbidden, see invoke-rc.d(8)), unless the machine already has a policy of its own.
+    local policy=/usr/sbin/policy-rc.d own_policy=0
+    if [ "$runtime" = 1 ] && [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && own_policy=1
+    fi
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || rc=$?
+    [ "$own_policy" = 0 ] || rm -f "$policy"
+    [ "$rc" = 0 ] || return "$rc"
+    if [ "$runtime" = 1 ] && [ -d /run/systemd/system ]; then
+      systemctl disable --now containerd.service >/dev/null 2>&1 || true
+    fi
   fi
   if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found (the Rust toolchain from rust-toolchain.toml is required)" >&2

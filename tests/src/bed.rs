@@ -3,12 +3,15 @@
 //! and check that nothing is left behind.
 
 use crate::cni::{
-    Call, Node, Outcome, exec_plexus_with_path, k8s_args, link_names, recorded, recorder_cni_path,
+    Call, Node, Outcome, bin_path, exec_plexus_with_path, k8s_args, link_names, recorded,
+    recorder_cni_path, spawn_plexus_with_path,
 };
 use crate::fakeapi::{FakeApiOptions, FakeApiServer};
 use crate::netns::NetNs;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 /// The pod annotation plexus writes.
 pub const STATUS_KEY: &str = "k8s.v1.cni.cncf.io/network-status";
@@ -45,6 +48,8 @@ impl Bed {
             .expect("kubeconfig");
         let cluster_file = node.write_cluster_file("1.0.0").expect("cluster file");
         let cni_path = recorder_cni_path(&node.root.path().join("recbin")).expect("recorder");
+        let gate = node.root.path().join("recbin").join("cni-gate");
+        std::os::unix::fs::symlink(bin_path("cni-gate"), &gate).expect("link cni-gate");
         let record = node.root.path().join("record.jsonl");
         Self {
             node,
@@ -119,6 +124,116 @@ impl Bed {
             config,
         };
         exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
+    }
+
+    /// [`Bed::call`] without waiting: the returned [`Running`] can be killed mid-command.
+    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
+    pub fn spawn(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: Option<&Path>,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        config: &Value,
+    ) -> Running {
+        let call = Call {
+            command,
+            container_id: cid,
+            netns,
+            ifname: "eth0",
+            args: k8s_args(ns, pod, uid, cid),
+            config,
+        };
+        Running {
+            child: Some(spawn_plexus_with_path(&call, &self.cni_path).expect("spawn plexus")),
+        }
+    }
+
+    /// The two DELs containerd (1.6/1.7) sends for one sandbox after an ADD: StopPodSandbox's, with
+    /// `CNI_NETNS` and, when the ADD succeeded, its result as `prevResult` (libcni's result cache);
+    /// then RemovePodSandbox's, with `CNI_NETNS` empty and no `prevResult` (the netns and the
+    /// libcni cache are gone by then). containerd also sends the first one after a failed ADD.
+    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
+    pub fn containerd_dels(
+        &self,
+        cid: &str,
+        netns: &Path,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        config: &Value,
+        prev_result: Option<&Value>,
+    ) -> [Outcome; 2] {
+        let mut stop = config.clone();
+        if let Some(r) = prev_result {
+            stop["prevResult"] = r.clone();
+        }
+        let first = self.call("DEL", cid, Some(netns), ns, pod, uid, &stop);
+        let second = self.call("DEL", cid, None, ns, pod, uid, config);
+        [first, second]
+    }
+
+    /// Everything a pod's sandbox left on this node, one line per finding (empty: clean): links
+    /// in `pod_ns` but `lo`, host-local leases, ports on the node's bridges, any file in `cniDir`
+    /// (entries, locks, `.tmp-*`), and processes still running with `CNI_CONTAINERID=cid` (a
+    /// delegate must not outlive the plexus that ran it; killed delegates get `settle` to go).
+    pub fn leaks(&self, pod_ns: &NetNs, cid: &str, settle: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        let links: Vec<String> = link_names(pod_ns)
+            .into_iter()
+            .filter(|l| l != "lo")
+            .collect();
+        if !links.is_empty() {
+            out.push(format!("links left in the pod netns: {links:?}"));
+        }
+        let leases = self.node.leases();
+        if !leases.is_empty() {
+            out.push(format!("host-local leases left: {leases:?}"));
+        }
+        for bridge in [&self.node.bridge, &self.node.bridge2] {
+            let ports = bridge_ports(bridge.name());
+            if !ports.is_empty() {
+                out.push(format!("ports left on bridge {}: {ports:?}", bridge.name()));
+            }
+        }
+        let files = self.cni_dir_files();
+        if !files.is_empty() {
+            out.push(format!("files left in cniDir: {files:?}"));
+        }
+        let deadline = Instant::now() + settle;
+        let mut procs = container_processes(cid);
+        while !procs.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            procs = container_processes(cid);
+        }
+        if !procs.is_empty() {
+            out.push(format!("delegate processes still running: {procs:?}"));
+        }
+        out
+    }
+
+    /// Asserts [`Bed::leaks`] finds nothing (5 s for killed delegates to exit).
+    pub fn assert_no_leaks(&self, pod_ns: &NetNs, cid: &str) {
+        let leaks = self.leaks(pod_ns, cid, Duration::from_secs(5));
+        assert!(
+            leaks.is_empty(),
+            "container {cid} leaked:\n  {}",
+            leaks.join("\n  ")
+        );
+    }
+
+    /// Every file name in `cniDir`, sorted (the directory may not exist yet).
+    pub fn cni_dir_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.node.cni_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
     }
 
     /// STATUS/GC/VERSION: no attachment parameters.
@@ -237,4 +352,103 @@ pub fn write_script(path: &Path, script: &str) -> PathBuf {
     std::fs::write(path, script).expect("write script");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
     path.to_owned()
+}
+
+/// A `plexus` process started by [`Bed::spawn`]; killed (SIGKILL) and reaped on drop if the test
+/// did not wait for it.
+#[derive(Debug)]
+pub struct Running {
+    child: Option<Child>,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether the process has exited (its status and output stay for [`Running::wait`]).
+    pub fn finished(&mut self) -> bool {
+        let child = self.child.as_mut().expect("running");
+        matches!(child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(mut self) -> Outcome {
+        let child = self.child.take().expect("running");
+        Outcome::from(child.wait_with_output().expect("wait for plexus"))
+    }
+
+    /// SIGKILLs the process (as a runtime's timeout or an OOM kill does) and reaps it.
+    pub fn kill(mut self) -> Outcome {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        Outcome::from(child.wait_with_output().expect("reap plexus"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The state letter of a `/proc/<pid>/stat` line (`R`, `S`, `Z`...).
+fn stat_state(stat: &str) -> Option<char> {
+    // The command name is in parentheses and may contain spaces or parentheses itself.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Live (non-zombie) processes whose environment has `CNI_CONTAINERID=cid`, as `pid comm`.
+pub fn container_processes(cid: &str) -> Vec<String> {
+    let needle = format!("CNI_CONTAINERID={cid}");
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if !env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if matches!(stat_state(&stat), Some('Z') | None) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        out.push(format!("{pid} {}", comm.trim()));
+    }
+    out
+}
+
+/// Names of the links enslaved to `bridge` in the host namespace.
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "link", "show", "master", bridge])
+        .output()
+        .expect("run ip");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(Vec::new()));
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Kills (SIGKILL) the processes [`container_processes`] finds for `cid`: a test's cleanup of
+/// delegates that a defect left running, after their presence has been reported.
+pub fn kill_container_processes(cid: &str) {
+    for p in container_processes(cid) {
+        if let Some(pid) = p.split(' ').next() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .status();
+        }
+    }
 }

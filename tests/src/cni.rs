@@ -85,6 +85,24 @@ pub fn exec_plexus(call: &Call<'_>) -> Result<Outcome> {
 
 /// [`exec_plexus`] with `CNI_PATH` set to `cni_path` (e.g. `/usr/lib/cni:<recorder dir>`).
 pub fn exec_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<Outcome> {
+    let child = spawn_plexus_with_path(call, cni_path)?;
+    let out = child.wait_with_output()?;
+    Ok(Outcome::from(out))
+}
+
+impl From<std::process::Output> for Outcome {
+    fn from(out: std::process::Output) -> Self {
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Starts `plexus` like [`exec_plexus_with_path`] (stdin written and closed) without waiting, so
+/// that a test can kill it mid-command the way a runtime's timeout does.
+pub fn spawn_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<std::process::Child> {
     let mut cmd = Command::new(plexus_bin());
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -105,12 +123,7 @@ pub fn exec_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<Outcome>
         .take()
         .context("stdin")?
         .write_all(call.config.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    Ok(Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    Ok(child)
 }
 
 /// Makes `dir` hold a `cni-recorder` symlink to the workspace's recorder plugin and returns the

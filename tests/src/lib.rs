@@ -1,7 +1,12 @@
 //! Plexus test bed: an in-process fake Kubernetes API server ([`fakeapi`]), network namespace
-//! helpers ([`netns`]) and the runtime-like driver of the `plexus` binary ([`cni`]).
+//! helpers ([`netns`]), the runtime-like driver of the `plexus` binary ([`cni`]), and a private
+//! containerd driven over CRI like a kubelet does ([`containerd`], [`cri`], [`cri_bed`]).
 
 pub mod bed;
 pub mod cni;
+pub mod containerd;
+pub mod cri;
+pub mod cri_bed;
 pub mod fakeapi;
+pub mod faults;
 pub mod netns;

@@ -125,6 +125,19 @@ impl NetNs {
         Ok(ns)
     }
 
+    /// Names the network namespace of process `pid` (`ip netns attach`), e.g. the one a container
+    /// runtime made for a pod sandbox. The name holds a reference: the namespace outlives the
+    /// runtime's release of it until this is dropped, so a test can still look inside.
+    pub fn attach(prefix: &str, pid: u32) -> anyhow::Result<NetNs> {
+        require_root();
+        let name = unique_name(prefix);
+        ip(&["netns", "attach", &name, &pid.to_string()])?;
+        Ok(NetNs {
+            path: PathBuf::from("/run/netns").join(&name),
+            name,
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

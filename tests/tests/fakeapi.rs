@@ -1,7 +1,7 @@
 //! The fake API server exercised over real HTTP(S) with a deliberately dumb HTTP/1.1 client
 //! (std TCP + rustls), so that what is tested is the wire behaviour, not a client library's.
 
-use plexus_e2e::fakeapi::{FakeApiOptions, FakeApiServer};
+use plexus_e2e::fakeapi::{Fault, FakeApiOptions, FakeApiServer};
 use plexus_e2e::netns::{HostLink, NetNs};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -892,6 +892,93 @@ fn latency_faults_and_the_request_log() {
     );
     api.clear_requests();
     assert!(api.requests().is_empty());
+}
+
+#[test]
+fn scripted_error_faults_answer_like_the_real_server_then_stop() {
+    let api = server();
+    let c = Client::of(&api);
+    pod(&api, "p", "n");
+    api.clear_requests();
+    api.inject(Fault::on("GET", "/pods/p").status(500).times(2));
+    for _ in 0..2 {
+        let r = c.get(&format!("{POD_PATH}/p"));
+        assert_eq!(r.status, 500);
+        let b = r.json();
+        assert_eq!(
+            (b["kind"].clone(), b["reason"].clone(), b["code"].clone()),
+            (json!("Status"), json!("InternalError"), json!(500))
+        );
+        assert!(
+            b["message"].as_str().unwrap().starts_with("Internal error occurred: "),
+            "{b}"
+        );
+    }
+    assert_eq!(c.get(&format!("{POD_PATH}/p")).status, 200, "two faults, then served");
+    assert_eq!(api.statuses("GET", "/pods/p"), [500, 500, 200]);
+
+    // 409 on an object names it; 410 is Expired; other methods and paths are not touched.
+    api.inject(Fault::on("PATCH", "/pods/p/status").status(409));
+    api.inject(Fault::on("GET", "/network-attachment-definitions").status(410));
+    let patch = json!({"metadata": {"annotations": {"a": "b"}}});
+    let r = c.json("PATCH", &format!("{POD_PATH}/p/status"), "application/merge-patch+json", &patch);
+    assert_eq!((r.status, r.json()["reason"].clone()), (409, json!("Conflict")));
+    assert!(r.json()["message"].as_str().unwrap().contains("pods \"p\""), "{}", r.json());
+    assert!(
+        api.get_pod("blue", "p").unwrap()["metadata"]["annotations"].get("a").is_none(),
+        "a failed request changes nothing"
+    );
+    assert_eq!(c.get(&format!("{POD_PATH}/p")).status, 200);
+    let r = c.get(NAD_PATH);
+    assert_eq!((r.status, r.json()["reason"].clone()), (410, json!("Expired")));
+}
+
+#[test]
+fn too_many_requests_carries_retry_after() {
+    let api = server();
+    let c = Client::of(&api);
+    pod(&api, "p", "n");
+    api.inject(Fault::on("*", "/pods/p").too_many_requests(3));
+    let r = c.get(&format!("{POD_PATH}/p"));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("3"));
+    let b = r.json();
+    assert_eq!(b["reason"], "TooManyRequests");
+    assert_eq!(b["details"]["retryAfterSeconds"], 3);
+    assert_eq!(c.get(&format!("{POD_PATH}/p")).status, 200);
+}
+
+#[test]
+fn dropped_connections_get_no_answer_and_are_logged() {
+    let api = server();
+    let c = Client::of(&api);
+    pod(&api, "p", "n");
+    api.clear_requests();
+    api.inject(Fault::on("GET", "/pods/p").drop_connection().once());
+    let mut r = c.send("GET", &format!("{POD_PATH}/p"), None, b"").unwrap();
+    let mut rest = Vec::new();
+    let n = r.read_to_end(&mut rest).unwrap_or(0);
+    assert_eq!(n, 0, "no byte of an answer: {:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(c.get(&format!("{POD_PATH}/p")).status, 200);
+    assert_eq!(api.statuses("GET", "/pods/p"), [0, 200]);
+}
+
+#[test]
+fn flapping_and_slow_faults() {
+    let api = server();
+    let c = Client::of(&api);
+    pod(&api, "p", "n");
+    api.clear_requests();
+    api.inject(Fault::on("GET", "/pods/p").status(503).flapping(1, 2));
+    let seen: Vec<u16> = (0..6).map(|_| c.get(&format!("{POD_PATH}/p")).status).collect();
+    assert_eq!(seen, [503, 200, 200, 503, 200, 200]);
+    api.clear_faults();
+    assert_eq!(c.get(&format!("{POD_PATH}/p")).status, 200);
+
+    api.inject(Fault::on("GET", "/pods/p").delay(Duration::from_millis(1500)).once());
+    let t = Instant::now();
+    assert_eq!(c.get(&format!("{POD_PATH}/p")).status, 200, "served after the delay");
+    assert!(t.elapsed() >= Duration::from_millis(1500), "{:?}", t.elapsed());
 }
 
 #[test]

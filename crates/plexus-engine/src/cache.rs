@@ -31,6 +31,16 @@ const PREV_SUFFIX: &str = ".prev";
 const LOCK_SUFFIX: &str = ".lock";
 const TMP_PREFIX: &str = ".tmp-";
 
+/// Whether `name` is a temp file of `container_id`: `.tmp-<id>.<suffix>` where the suffix (the
+/// random part, or `prev`) has no dot, so that container `a` never claims `.tmp-a.b.<suffix>`,
+/// a temp file of container `a.b`.
+fn is_temp_of(name: &str, container_id: &str) -> bool {
+    name.strip_prefix(TMP_PREFIX)
+        .and_then(|rest| rest.strip_prefix(container_id))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|suffix| !suffix.is_empty() && !suffix.contains('.'))
+}
+
 /// A cache operation that failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
@@ -304,9 +314,21 @@ impl Cache {
         }
     }
 
-    /// Removes a container's entry and its previous generation (missing is fine). The lock file
-    /// stays: only its holder removes it, with [`ContainerLock::unlink`].
+    /// Removes a container's entry, its previous generation and the temp files of its killed
+    /// writes (missing is fine). The caller holds the container's lock, so no write of this
+    /// container is in progress: any temp file of it was left by a writer that died. The lock
+    /// file stays: only its holder removes it, with [`ContainerLock::unlink`].
     pub fn remove(&self, container_id: &str) -> Result<(), CacheError> {
+        for name in self.file_names()? {
+            if is_temp_of(&name, container_id) {
+                let path = self.dir.join(&name);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(&path, "remove")(e)),
+                }
+            }
+        }
         // The previous generation goes first: a crash in between must not leave an old record
         // without the current one.
         for path in [self.prev_path(container_id), self.entry_path(container_id)] {
@@ -547,6 +569,20 @@ mod tests {
         assert_eq!(names(&c), vec!["abc.lock"]);
         lock.unlink().unwrap();
         assert!(names(&c).is_empty());
+    }
+
+    #[test]
+    fn remove_takes_the_temp_files_of_that_container_only() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::new(d.path());
+        cache.write(&entry("a")).unwrap();
+        for name in [".tmp-a.Ab12Cd", ".tmp-a.prev", ".tmp-a.b.Xy34Zw", ".tmp-ab.Qw56Er"] {
+            fs::write(d.path().join(name), b"{").unwrap();
+        }
+        cache.remove("a").unwrap();
+        let mut left = cache.file_names().unwrap();
+        left.sort();
+        assert_eq!(left, vec![".tmp-a.b.Xy34Zw", ".tmp-ab.Qw56Er"]);
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub struct PlexusConfig {
     /// `maxNetworksPerPod`: most networks one pod may ask for (annotation entries plus
     /// `defaultNetworks`), refused before any NAD is fetched.
     pub max_networks_per_pod: usize,
+    /// `callTimeoutSeconds`: the budget of one whole CNI call, delegates and API requests
+    /// included (see [`crate::budget`]).
+    pub call_timeout_secs: u64,
     /// What the runtime sent in `runtimeConfig` (filtered by our declared capabilities).
     pub runtime_config: Map<String, Value>,
     /// `events`: post a Kubernetes Event per ADD (Normal on success, Warning on failure).
@@ -267,6 +270,7 @@ impl PlexusConfig {
                 DEFAULT_MAX_NETWORKS_PER_POD,
                 MAX_NETWORKS_RANGE,
             )? as usize,
+            call_timeout_secs: call_timeout(m)?,
             runtime_config: match m.get("runtimeConfig") {
                 None | Some(Value::Null) => Map::new(),
                 Some(Value::Object(o)) => o.clone(),
@@ -327,6 +331,29 @@ fn type_list(m: &Map<String, Value>, key: &str) -> Result<Option<BTreeSet<String
         }
     }
     Ok(Some(list.into_iter().collect()))
+}
+
+/// The range `callTimeoutSeconds` must be in. Above ten minutes no runtime is still waiting (the
+/// kubelet gives a CRI call two), so a larger value is a mistake such as milliseconds for seconds.
+pub const CALL_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=600;
+
+fn call_timeout(m: &Map<String, Value>) -> Result<u64, ConfigError> {
+    let Some(v) = m.get("callTimeoutSeconds").filter(|v| !v.is_null()) else {
+        return Ok(crate::budget::DEFAULT_CALL_TIMEOUT.as_secs());
+    };
+    v.as_u64()
+        .filter(|n| CALL_TIMEOUT_RANGE.contains(n))
+        .ok_or_else(|| {
+            ConfigError::new(
+                "callTimeoutSeconds",
+                v,
+                format!(
+                    "must be a whole number of seconds from {} to {}",
+                    CALL_TIMEOUT_RANGE.start(),
+                    CALL_TIMEOUT_RANGE.end()
+                ),
+            )
+        })
 }
 
 /// An absent key (or `null`) is `None`: "every attachment is stale" must be said with `[]`.
@@ -668,6 +695,19 @@ mod tests {
         let c = parse(json!({"clusterNetwork": "a", "retryDeleteOnError": true})).unwrap();
         assert_eq!(c.key_notes.len(), 1);
         assert_eq!(c.key_notes[0].key, "retryDeleteOnError");
+    }
+
+    #[test]
+    fn call_timeout_default_and_range() {
+        let c = parse(json!({"clusterNetwork": "a"})).unwrap();
+        assert_eq!(c.call_timeout_secs, 100);
+        let c = parse(json!({"clusterNetwork": "a", "callTimeoutSeconds": 30})).unwrap();
+        assert_eq!(c.call_timeout_secs, 30);
+        for bad in [json!(0), json!(601), json!(-5), json!(2.5), json!("30")] {
+            let e = parse(json!({"clusterNetwork": "a", "callTimeoutSeconds": bad})).unwrap_err();
+            assert_eq!(e.key, "callTimeoutSeconds", "{bad}");
+            assert!(e.to_string().contains("1 to 600"), "{e}");
+        }
     }
 
     #[test]

@@ -151,6 +151,8 @@ pub const KEYS: &[KeyInfo] = &[
     honoured("deniedDelegateTypes", Origin::Plexus),
     honoured("maxNetworksPerPod", Origin::Plexus),
     honoured("events", Origin::Plexus),
+    honoured("strictSelection", Origin::Plexus),
+    honoured("callTimeoutSeconds", Origin::Plexus),
 ];
 
 /// The table entry of `key` (exact, case-sensitive match).

@@ -217,8 +217,12 @@ impl Engine<'_> {
         let (entry, strictness) = match cache.read(id) {
             Ok(Some(entry)) => (entry, Strictness::Cached),
             Ok(None) => {
-                // CNI SPEC §DEL: plugins should handle multiple DELs permissively. The lock file
-                // this DEL created is the only thing left of the container.
+                // CNI SPEC §DEL: plugins should handle multiple DELs permissively. What may be
+                // left of the container: the temp file of a first cache write that was killed,
+                // and the lock file this DEL holds.
+                cache
+                    .remove(id)
+                    .map_err(|source| self.cache_err("remove", source))?;
                 lock.unlink()
                     .map_err(|source| self.cache_err("remove lock", source))?;
                 tracing::debug!(container = %id, "DEL done: no cache entry, nothing to do");

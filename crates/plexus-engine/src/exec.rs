@@ -1,10 +1,17 @@
 //! Running delegate plugins. The engine only sees [`DelegateExec`]; [`ProcessExec`] execs the
-//! binaries the way a CNI runtime does.
+//! binaries the way a CNI runtime does, each against the call's [`Budget`] and in a process group
+//! of its own; [`testing::FakeExec`] records and scripts calls for tests.
 
+mod run;
+pub mod testing;
+pub mod watchdog;
+
+use crate::budget::Budget;
 use plexus_cni::{CniError, Command};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+pub use watchdog::Watchdog;
 
 /// One delegate invocation.
 #[derive(Debug, Clone)]
@@ -32,6 +39,29 @@ pub enum ExecError {
     /// The plugin exited non-zero; its CNI error (or one built from its exit status and stderr).
     #[error("plugin {plugin:?} failed: {}{}", error.msg, if error.details.is_empty() { String::new() } else { format!(" ({})", error.details) })]
     Failed { plugin: String, error: CniError },
+    /// The plugin did not finish within what was left of the call's budget (`callTimeoutSeconds`;
+    /// STATUS at most [`STATUS_TIMEOUT`]); it was killed with its whole process group.
+    #[error("{}", timeout_message(plugin, *command, *given))]
+    Timeout {
+        plugin: String,
+        command: Command,
+        /// The time the invocation was given (zero: the budget was spent before it could start).
+        given: Duration,
+    },
+}
+
+fn timeout_message(plugin: &str, command: Command, given: Duration) -> String {
+    let verb = command.as_str();
+    if given.is_zero() {
+        format!(
+            "plugin {plugin:?} {verb} not started: the call's time budget (callTimeoutSeconds) is spent"
+        )
+    } else {
+        format!(
+            "plugin {plugin:?} did not finish {verb} within the {:.1}s it was given (what was left of callTimeoutSeconds); it was killed with its process group",
+            given.as_secs_f64()
+        )
+    }
 }
 
 /// Runs a delegate and returns its stdout.
@@ -40,14 +70,38 @@ pub trait DelegateExec: Send + Sync {
 }
 
 /// Execs plugin binaries found in `search_path` (our `binDir` first, then the runtime's `CNI_PATH`).
+///
+/// Each delegate runs in a process group of its own, against what is left of the call's
+/// [`Budget`]; the group is killed when that runs out, and whatever is still in the group when the
+/// delegate exits is killed too (see [`run`]). With a [`Watchdog`], the groups are also killed
+/// when this process dies without cleaning up (SIGKILL by the runtime).
 #[derive(Debug, Clone)]
 pub struct ProcessExec {
     pub search_path: Vec<PathBuf>,
+    budget: Option<Budget>,
+    watchdog: Option<Arc<Watchdog>>,
 }
 
 impl ProcessExec {
+    /// No budget and no watchdog: delegates may run as long as they like (STATUS excepted).
     pub fn new(search_path: Vec<PathBuf>) -> Self {
-        Self { search_path }
+        Self {
+            search_path,
+            budget: None,
+            watchdog: None,
+        }
+    }
+
+    /// Every delegate runs against what is left of `budget` (see [`Budget::deadline_for`]).
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Registers every delegate's process group with `watchdog`.
+    pub fn with_watchdog(mut self, watchdog: Arc<Watchdog>) -> Self {
+        self.watchdog = Some(watchdog);
+        self
     }
 
     /// The first executable file named `plugin` in the search path.
@@ -70,15 +124,37 @@ impl ProcessExec {
                     .join(":"),
             })
     }
+
+    /// How long `command` may run, starting now; `None` is "no limit".
+    fn limit(&self, command: Command) -> Option<Duration> {
+        let budget = self
+            .budget
+            .map(|b| b.remaining_for(command, Instant::now()));
+        if command == Command::Status {
+            return Some(budget.map_or(STATUS_TIMEOUT, |b| b.min(STATUS_TIMEOUT)));
+        }
+        budget
+    }
 }
 
 impl DelegateExec for ProcessExec {
     fn exec(&self, req: &ExecRequest<'_>) -> Result<Vec<u8>, ExecError> {
         let bin = self.find(req.plugin)?;
-        let cni_path = std::env::join_paths(&self.search_path).map_err(|e| ExecError::Spawn {
+        let spawn_err = |reason: String| ExecError::Spawn {
             plugin: req.plugin.to_owned(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let cni_path =
+            std::env::join_paths(&self.search_path).map_err(|e| spawn_err(e.to_string()))?;
+        let limit = self.limit(req.command);
+        let timeout = |given| ExecError::Timeout {
+            plugin: req.plugin.to_owned(),
+            command: req.command,
+            given,
+        };
+        if limit.is_some_and(|l| l.is_zero()) {
+            return Err(timeout(Duration::ZERO));
+        }
         let mut cmd = std::process::Command::new(&bin);
         // Inherited CNI_* variables belong to our own invocation, not to the delegate's.
         for (k, _) in std::env::vars_os() {
@@ -89,10 +165,7 @@ impl DelegateExec for ProcessExec {
         // A plexus found under another name refuses to run as our delegate (see crate::policy).
         cmd.env(crate::policy::NESTED_ENV, std::process::id().to_string());
         cmd.env("CNI_COMMAND", req.command.as_str())
-            .env("CNI_PATH", cni_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("CNI_PATH", cni_path);
         // STATUS and GC carry no attachment parameters (CNI 1.1.0 §2).
         if req.command.is_attachment_op() {
             cmd.env("CNI_CONTAINERID", req.container_id)
@@ -102,32 +175,16 @@ impl DelegateExec for ProcessExec {
                 cmd.env("CNI_NETNS", ns);
             }
         }
-        let mut child = cmd.spawn().map_err(|e| ExecError::Spawn {
-            plugin: req.plugin.to_owned(),
-            reason: e.to_string(),
-        })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A plugin may exit without reading stdin (e.g. on a usage error); EPIPE is not our error.
-            let _ = stdin.write_all(req.stdin);
-        }
-        let out = if req.command == Command::Status {
-            wait_bounded(child, STATUS_TIMEOUT)
-        } else {
-            child.wait_with_output()
-        }
-        .map_err(|e| ExecError::Spawn {
-            plugin: req.plugin.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(
-                plugin = req.plugin,
-                command = req.command.as_str(),
-                ifname = req.ifname,
-                "delegate stderr: {line}"
-            );
-        }
+        let out = match run::run(cmd, req.stdin, limit, self.watchdog.as_deref()) {
+            Ok(out) => out,
+            Err(run::RunError::Spawn(e)) => return Err(spawn_err(e.to_string())),
+            Err(run::RunError::Io(e)) => return Err(spawn_err(e.to_string())),
+            Err(run::RunError::TimedOut { stderr }) => {
+                log_stderr(req, &stderr);
+                return Err(timeout(limit.unwrap_or_default()));
+            }
+        };
+        let stderr = log_stderr(req, &out.stderr);
         if out.status.success() {
             return Ok(out.stdout);
         }
@@ -149,62 +206,60 @@ impl DelegateExec for ProcessExec {
     }
 }
 
-/// STATUS must never block (CNI 1.1.0 §2), so a delegate's STATUS gets this long.
-pub const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// `wait_with_output` with a deadline: the child is killed when it has not exited by then.
-/// Output is drained on threads so that a chatty child cannot block on a full pipe.
-fn wait_bounded(
-    mut child: std::process::Child,
-    timeout: std::time::Duration,
-) -> std::io::Result<std::process::Output> {
-    use std::io::Read;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = std::time::Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {timeout:?}; killed"),
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    Ok(std::process::Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
+/// Logs a delegate's stderr line by line; returns it as text.
+fn log_stderr(req: &ExecRequest<'_>, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr).into_owned();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::info!(
+            plugin = req.plugin,
+            command = req.command.as_str(),
+            ifname = req.ifname,
+            "delegate stderr: {line}"
+        );
+    }
+    text
 }
+
+/// STATUS must never block (CNI 1.1.0 §2), so a delegate's STATUS gets at most this long.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn req<'a>(plugin: &'a str, command: Command, stdin: &'a [u8]) -> ExecRequest<'a> {
+        ExecRequest {
+            plugin,
+            command,
+            container_id: "c1",
+            netns: None,
+            ifname: "net1",
+            args: "A=b",
+            stdin,
+        }
+    }
+
+    /// Whether any live (not zombie) process is in group `pgid`.
+    fn group_alive(pgid: i32) -> bool {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid pgrp ...; comm may contain spaces, so split after ')'.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+        })
+    }
 
     #[test]
     fn plugin_names_cannot_escape_the_search_path() {
@@ -223,74 +278,173 @@ mod tests {
     #[test]
     fn runs_a_binary_with_the_cni_environment() {
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("envdump");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\necho \"$CNI_COMMAND $CNI_IFNAME $CNI_ARGS\"; cat\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let e = ProcessExec::new(vec![dir.path().into()]);
-        let out = e
-            .exec(&ExecRequest {
-                plugin: "envdump",
-                command: Command::Add,
-                container_id: "c1",
-                netns: None,
-                ifname: "net1",
-                args: "A=b",
-                stdin: b"{}",
-            })
-            .unwrap();
+        script(
+            dir.path(),
+            "envdump",
+            "echo \"$CNI_COMMAND $CNI_IFNAME $CNI_ARGS\"; cat",
+        );
+        let e = ProcessExec::new(vec![dir.path().into()])
+            .with_budget(Budget::from_now(Duration::from_secs(60)));
+        let out = e.exec(&req("envdump", Command::Add, b"{}")).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "ADD net1 A=b\n{}");
     }
 
     #[test]
-    fn a_hanging_status_is_cut_short() {
+    fn large_stdin_and_stdout_pass_through_whole() {
+        // Both beyond a pipe's 64 KiB: neither side may stall the other.
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("sleeper");
-        std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        script(dir.path(), "echoer", "cat; head -c 300000 /dev/zero >&2");
+        let input = vec![b'x'; 1 << 20];
+        let e = ProcessExec::new(vec![dir.path().into()])
+            .with_budget(Budget::from_now(Duration::from_secs(60)));
+        let out = e.exec(&req("echoer", Command::Add, &input)).unwrap();
+        assert_eq!(out.len(), input.len());
+    }
+
+    #[test]
+    fn a_plugin_that_ignores_stdin_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "deaf", "echo ok");
+        let e = ProcessExec::new(vec![dir.path().into()]);
+        let out = e
+            .exec(&req("deaf", Command::Add, &vec![b'x'; 1 << 20]))
             .unwrap();
-        let child = std::process::Command::new(&script)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        assert_eq!(out, b"ok\n");
+    }
+
+    #[test]
+    fn a_hanging_delegate_times_out_and_its_whole_group_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pgid");
+        // The script (which leads its group, so its PID is the group ID) forks a child and both hang.
+        script(
+            dir.path(),
+            "hang",
+            &format!("sleep 3600 &\necho $$ > {}\nwait", pidfile.display()),
+        );
+        let e = ProcessExec::new(vec![dir.path().into()])
+            .with_budget(Budget::from_now(Duration::from_millis(1500)));
+        let t = Instant::now();
+        let err = e.exec(&req("hang", Command::Add, b"{}")).unwrap_err();
+        let ExecError::Timeout {
+            plugin,
+            command,
+            given,
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!((plugin.as_str(), *command), ("hang", Command::Add));
+        // ADD may use the budget less the teardown reserve (a fifth).
+        assert!(*given <= Duration::from_millis(1200), "{given:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"hang\"") && msg.contains("ADD") && msg.contains("callTimeoutSeconds"),
+            "{msg}"
+        );
+        // Guards against a hang only (the limit is 1.2 s).
+        assert!(t.elapsed() < Duration::from_secs(30));
+        let pgid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
             .unwrap();
-        let t = std::time::Instant::now();
-        let e = wait_bounded(child, std::time::Duration::from_millis(100)).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
-        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            !group_alive(pgid),
+            "process group {pgid} still has live members"
+        );
+    }
+
+    #[test]
+    fn del_may_use_the_teardown_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "slow", "sleep 0.3; echo done");
+        let budget = Budget::from_now(Duration::from_secs(2));
+        // Spend the ADD part of the budget (1.6 s) so that only the reserve is left.
+        std::thread::sleep(budget.work_deadline() - Instant::now());
+        let e = ProcessExec::new(vec![dir.path().into()]).with_budget(budget);
+        let add = e.exec(&req("slow", Command::Add, b"{}")).unwrap_err();
+        assert!(
+            matches!(add, ExecError::Timeout { given, .. } if given.is_zero()),
+            "{add:?}"
+        );
+        assert!(add.to_string().contains("not started"), "{add}");
+        assert_eq!(
+            e.exec(&req("slow", Command::Del, b"{}")).unwrap(),
+            b"done\n"
+        );
+    }
+
+    #[test]
+    fn a_background_child_holding_stdout_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pgid");
+        // Prints its result and exits; the child keeps stdout and stderr open for an hour.
+        script(
+            dir.path(),
+            "leaver",
+            &format!(
+                "echo $$ > {}\nsleep 3600 &\necho '{{\"cniVersion\":\"1.0.0\"}}'",
+                pidfile.display()
+            ),
+        );
+        let e = ProcessExec::new(vec![dir.path().into()])
+            .with_budget(Budget::from_now(Duration::from_secs(600)));
+        let t = Instant::now();
+        let out = e.exec(&req("leaver", Command::Add, b"{}")).unwrap();
+        assert_eq!(out, b"{\"cniVersion\":\"1.0.0\"}\n");
+        // Far below the budget: the call did not wait for the child.
+        assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+        let pgid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!group_alive(pgid), "the leftover child was not killed");
+    }
+
+    #[test]
+    fn status_is_capped_even_with_a_background_child_holding_stdout() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "stuck", "sleep 3600 &\nexec sleep 3600");
+        let e = ProcessExec::new(vec![dir.path().into()]);
+        let t = Instant::now();
+        let err = e.exec(&req("stuck", Command::Status, b"{}")).unwrap_err();
+        assert!(
+            matches!(err, ExecError::Timeout { given, .. } if given == STATUS_TIMEOUT),
+            "{err:?}"
+        );
+        // Guards against a hang only: the cap is 5 s.
+        assert!(t.elapsed() < Duration::from_secs(30));
     }
 
     #[test]
     fn failure_carries_the_plugin_error() {
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("failer");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\necho '{\"code\":7,\"msg\":\"bad\"}'; echo oops >&2; exit 1\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        script(
+            dir.path(),
+            "failer",
+            "echo '{\"code\":7,\"msg\":\"bad\"}'; echo oops >&2; exit 1",
+        );
         let e = ProcessExec::new(vec![dir.path().into()]);
-        let err = e
-            .exec(&ExecRequest {
-                plugin: "failer",
-                command: Command::Add,
-                container_id: "c1",
-                netns: None,
-                ifname: "net1",
-                args: "",
-                stdin: b"{}",
-            })
-            .unwrap_err();
-        match err {
+        match e.exec(&req("failer", Command::Add, b"{}")).unwrap_err() {
             ExecError::Failed { error, .. } => {
                 assert_eq!(error.code, 7);
                 assert_eq!(error.msg, "bad");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn killed_by_a_signal_is_a_failure_with_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "crasher", "echo dying >&2; kill -9 $$");
+        let e = ProcessExec::new(vec![dir.path().into()]);
+        match e.exec(&req("crasher", Command::Add, b"{}")).unwrap_err() {
+            ExecError::Failed { error, .. } => {
+                assert!(error.msg.contains("signal"), "{error:?}");
+                assert_eq!(error.details, "dying");
             }
             other => panic!("unexpected {other:?}"),
         }

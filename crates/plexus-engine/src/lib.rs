@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod attach;
+pub mod budget;
 pub mod cache;
 pub mod chaining;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod teardown;
 pub mod testing;
 
 pub use api::{ApiError, EventType, KubeApi, NadInfo, PodEvent, PodInfo};
+pub use budget::Budget;
 pub use config::PlexusConfig;
 pub use engine::Engine;
 pub use error::{EngineError, GcFailure};

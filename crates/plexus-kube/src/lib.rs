@@ -7,25 +7,38 @@
 //! cost of a call is its network round trips.
 //!
 //! Request budget (DESIGN.md §3): `get_pod` is one GET, `get_nads` is one GET per NAD, all in
-//! flight at once, and `patch_network_status` is one PATCH. kube's default retry layer is turned
-//! off so that these counts hold on the wire and so that a sick API server fails the call fast; the
-//! container runtime retries the whole ADD (CNI error code 11), which is the right level for it.
+//! flight at once, and `patch_network_status` is one PATCH, when the API server answers. A
+//! transient failure (5xx, 429, a refused, reset or dropped connection, a timeout) is retried by
+//! [`retry`] with jittered backoff inside the call's deadline ([`LiveKube::with_deadline`]): all
+//! three are idempotent, and a pod should not wait for the runtime's next attempt because one
+//! request failed. kube's own retry layer is off: it knows no deadline and retries only 429, 503
+//! and 504. Every request carries `User-Agent: plexus/<version>` ([`USER_AGENT`]).
+
+mod retry;
 
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{GetParams, Patch, PatchParams};
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind, Status};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta, Status};
 use kube::{Client, Config, Resource};
 use plexus_engine::api::{ApiError, KubeApi, NadInfo, PodEvent, PodInfo};
 use plexus_netattach::NETWORK_STATUS_ANNOTATION;
 use serde_json::{Map, Value, json};
 use tokio::runtime::Runtime;
+
+pub use retry::RetryPolicy;
+use retry::{Failure, Limits, Retry, with_retries};
+
+/// The `User-Agent` of every request, so that API server audit logs and rate limits can tell
+/// plexus apart from other clients of the node's identity.
+pub const USER_AGENT: &str = concat!("plexus/", env!("CARGO_PKG_VERSION"));
 
 /// Environment variables whose presence means "running in a pod" (the same test client-go's
 /// `rest.InClusterConfig` makes). Both must be non-empty.
@@ -113,6 +126,9 @@ pub struct LiveKube {
     timeout: Duration,
     /// The API server's URL, for error messages.
     server: String,
+    deadline: Option<Instant>,
+    policy: RetryPolicy,
+    retries: AtomicU32,
 }
 
 impl fmt::Debug for LiveKube {
@@ -120,14 +136,18 @@ impl fmt::Debug for LiveKube {
         // The client holds credentials; print only what is harmless.
         f.debug_struct("LiveKube")
             .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
 impl LiveKube {
-    /// Loads `creds` and builds the client. `timeout` bounds every API call (connect, request and
+    /// Loads `creds` and builds the client. `timeout` bounds every request (connect, request and
     /// response together), so an unreachable API server fails the call with
-    /// [`ApiError::Unreachable`] instead of hanging the CNI invocation.
+    /// [`ApiError::Unreachable`] instead of hanging the CNI invocation. Transient failures are
+    /// retried with the default [`RetryPolicy`]; without [`LiveKube::with_deadline`], only the
+    /// attempt limit bounds the retries.
     pub fn new(creds: &Credentials, timeout: Duration) -> Result<LiveKube, KubeError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -168,6 +188,9 @@ impl LiveKube {
             client,
             timeout,
             server,
+            deadline: None,
+            policy: RetryPolicy::default(),
+            retries: AtomicU32::new(0),
         })
     }
 
@@ -176,18 +199,101 @@ impl LiveKube {
         &self.server
     }
 
-    /// The per-call timeout this client was built with.
+    /// The per-attempt timeout this client was built with.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    /// Runs one API call on the private runtime, bounded by the per-call timeout.
-    fn call<T>(
+    /// Every call, retries included, must be over by `deadline` (the call budget's
+    /// [`plexus_engine::Budget::work_deadline`]); each request gets at most what is left of it.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Replaces the default [`RetryPolicy`] ([`RetryPolicy::none`] turns retries off).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How many requests were retried so far (each retry is also logged).
+    pub fn retries(&self) -> u32 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            policy: self.policy,
+            attempt_timeout: self.timeout,
+            deadline: self.deadline.map(tokio::time::Instant::from_std),
+        }
+    }
+
+    /// Sends one request and returns the body of a 2xx answer; anything else becomes a
+    /// [`Failure`] that says whether another attempt may help.
+    async fn attempt(
         &self,
-        what: impl fmt::Display,
-        fut: impl Future<Output = Result<T, ApiError>>,
-    ) -> Result<T, ApiError> {
-        self.rt.block_on(with_timeout(self.timeout, what, fut))
+        request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<u8>, Failure> {
+        let request = request.map_err(|e| Failure {
+            error: ApiError::Other {
+                status: 0,
+                message: format!("cannot build the request: {e}"),
+            },
+            retry: Retry::No,
+        })?;
+        let transport = |e: kube::Error| Failure {
+            retry: if retry::transient(&e) {
+                Retry::Backoff
+            } else {
+                Retry::No
+            },
+            error: map_error(e, kind, namespace, name),
+        };
+        let response = self
+            .client
+            .send(request.map(kube::client::Body::from))
+            .await
+            .map_err(transport)?;
+        let code = response.status();
+        let retry_after = retry::retry_after(response.headers());
+        let body = response
+            .into_body()
+            .collect_bytes()
+            .await
+            .map_err(transport)?
+            .to_vec();
+        if code.is_success() {
+            return Ok(body);
+        }
+        // Not every error body is a Status (a proxy's HTML, a bare "404 page not found").
+        let mut status = serde_json::from_slice::<Status>(&body).unwrap_or_else(|_| {
+            Status::failure(String::from_utf8_lossy(&body).trim(), "").with_code(code.as_u16())
+        });
+        status.code = code.as_u16();
+        let retry = match code.as_u16() {
+            429 | 500..=599 => retry_after.map_or(Retry::Backoff, Retry::After),
+            _ => Retry::No,
+        };
+        Err(Failure {
+            error: map_status(&status, kind, namespace, name),
+            retry,
+        })
+    }
+}
+
+/// A 2xx answer that cannot be decoded: the server is not what we think it is; no retry.
+fn decode_failure(what: &str, e: serde_json::Error) -> Failure {
+    Failure {
+        error: ApiError::Other {
+            status: 0,
+            message: format!("{what}: cannot decode the answer: {e}"),
+        },
+        retry: Retry::No,
     }
 }
 
@@ -215,6 +321,10 @@ fn warn_if_insecure(config: &Config, source_desc: &str) {
 /// Applies the plugin's needs to a loaded config: every transport phase bounded by `timeout`, and
 /// no automatic retries (see the crate docs).
 fn tune(config: &mut Config, timeout: Duration) {
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
@@ -287,22 +397,32 @@ impl KubeApi for LiveKube {
 
     fn get_pod(&self, namespace: &str, name: &str) -> Result<PodInfo, ApiError> {
         tracing::debug!(namespace, name, "GET pod");
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        self.call(format!("GET pod {namespace}/{name}"), async {
-            // Metadata only: the engine needs uid and annotations, and the spec/status of a pod
-            // can be large. Still a single GET.
-            let meta = pods
-                .get_metadata(name)
-                .await
-                .map_err(|e| map_error(e, POD_KIND, namespace, name))?
-                .metadata;
-            Ok(PodInfo {
-                namespace: meta.namespace.unwrap_or_else(|| namespace.to_owned()),
-                name: meta.name.unwrap_or_else(|| name.to_owned()),
-                uid: meta.uid.unwrap_or_default(),
-                annotations: meta.annotations.unwrap_or_default(),
-            })
-        })
+        let what = format!("GET pod {namespace}/{name}");
+        let url = Pod::url_path(&(), Some(namespace));
+        let (url, what_ref) = (url.as_str(), what.as_str());
+        self.rt.block_on(with_retries(
+            self.limits(),
+            &what,
+            &self.retries,
+            move || {
+                // Metadata only: the engine needs uid and annotations, and the spec/status of a
+                // pod can be large. Still a single GET.
+                let request =
+                    kube::core::Request::new(url).get_metadata(name, &GetParams::default());
+                async move {
+                    let body = self.attempt(request, POD_KIND, namespace, name).await?;
+                    let meta = serde_json::from_slice::<PartialObjectMeta<Pod>>(&body)
+                        .map_err(|e| decode_failure(what_ref, e))?
+                        .metadata;
+                    Ok(PodInfo {
+                        namespace: meta.namespace.unwrap_or_else(|| namespace.to_owned()),
+                        name: meta.name.unwrap_or_else(|| name.to_owned()),
+                        uid: meta.uid.unwrap_or_default(),
+                        annotations: meta.annotations.unwrap_or_default(),
+                    })
+                }
+            },
+        ))
     }
 
     fn get_nads(&self, refs: &[(String, String)]) -> Vec<Result<NadInfo, ApiError>> {
@@ -311,21 +431,27 @@ impl KubeApi for LiveKube {
         }
         tracing::debug!(count = refs.len(), "GET network-attachment-definitions");
         let resource = nad_resource();
+        let limits = self.limits();
         let gets = refs.iter().map(|(namespace, name)| {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), namespace, &resource);
-            // Each GET gets its own timeout so one slow answer is reported against its NAD only.
-            with_timeout(
-                self.timeout,
-                format!("GET {NAD_KIND_LABEL} {namespace}/{name}"),
-                async move {
-                    let obj = api
-                        .get(name)
-                        .await
-                        .map_err(|e| map_error(e, NAD_KIND_LABEL, namespace, name))?;
-                    Ok(nad_info(obj, namespace, name))
-                },
-            )
+            let (namespace, name) = (namespace.as_str(), name.as_str());
+            let url = DynamicObject::url_path(&resource, Some(namespace));
+            let what = format!("GET {NAD_KIND_LABEL} {namespace}/{name}");
+            // Each GET is retried on its own, so one failing NAD costs only its own requests.
+            async move {
+                let (url, what_ref) = (url.as_str(), what.as_str());
+                with_retries(limits, &what, &self.retries, move || {
+                    let request = kube::core::Request::new(url).get(name, &GetParams::default());
+                    async move {
+                        let body = self
+                            .attempt(request, NAD_KIND_LABEL, namespace, name)
+                            .await?;
+                        let obj = serde_json::from_slice::<DynamicObject>(&body)
+                            .map_err(|e| decode_failure(what_ref, e))?;
+                        Ok(nad_info(obj, namespace, name))
+                    }
+                })
+                .await
+            }
         });
         // join_all polls every future before awaiting any, so all requests are in flight at once
         // (one connection each over HTTP/1.1), and results come back in input order.
@@ -341,27 +467,31 @@ impl KubeApi for LiveKube {
     ) -> Result<(), ApiError> {
         tracing::debug!(namespace, name, "PATCH pod status network-status");
         let body = status_patch(uid, status_json);
-        let request = kube::core::Request::new(Pod::url_path(&(), Some(namespace)))
-            .patch_subresource(
-                "status",
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(&body),
-            )
-            .map_err(|e| ApiError::Other {
-                status: 0,
-                message: format!("cannot build the status patch: {e}"),
-            })?;
-        self.call(format!("PATCH pod {namespace}/{name}/status"), async {
-            // `request_text` rather than `Api::patch_status`: the patch has taken effect once the
-            // server says 2xx, so the returned pod is not parsed; a response that fails to
-            // deserialize must not turn a successful write into an error (and an ADD rollback).
-            self.client
-                .request_text(request)
-                .await
-                .map(drop)
-                .map_err(|e| map_error(e, POD_KIND, namespace, name))
-        })
+        let what = format!("PATCH pod {namespace}/{name}/status");
+        let url = Pod::url_path(&(), Some(namespace));
+        let (url, body) = (url.as_str(), &body);
+        // A merge patch of one annotation sets the same value however often it is applied, so it
+        // is retried like a read. The answer (the whole pod) is not parsed: the patch has taken
+        // effect once the server says 2xx, and a response that fails to deserialize must not
+        // turn a successful write into an error (and an ADD rollback).
+        self.rt.block_on(with_retries(
+            self.limits(),
+            &what,
+            &self.retries,
+            move || {
+                let request = kube::core::Request::new(url).patch_subresource(
+                    "status",
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(body),
+                );
+                async move {
+                    self.attempt(request, POD_KIND, namespace, name)
+                        .await
+                        .map(drop)
+                }
+            },
+        ))
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{FakeApi, Options, Recorded, Reply, write_kubeconfig};
 use plexus_engine::api::{ApiError, KubeApi};
-use plexus_kube::{Credentials, KubeError, LiveKube};
+use plexus_kube::{Credentials, KubeError, LiveKube, RetryPolicy};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,6 +111,15 @@ fn get_pod_404_is_not_found() {
 
 type Check = fn(&ApiError) -> bool;
 
+/// Retries as the tests want them: fast, so that a test that retries costs milliseconds.
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    }
+}
+
 #[test]
 fn error_statuses_are_classified() {
     let cases: [(u16, Check); 6] = [
@@ -144,7 +153,7 @@ fn error_statuses_are_classified() {
         let server = FakeApi::start(Options::new(move |_| {
             Reply::status(code, "R", &format!("msg-{code}"))
         }));
-        let kube = live(dir.path(), &server);
+        let kube = live(dir.path(), &server).with_retry_policy(RetryPolicy::none());
         let err = kube.get_pod("ns", "p").unwrap_err();
         assert!(check(&err), "{code}: {err:?}");
         // kube's default retry layer (429/503/504) must be off: one request per call.
@@ -153,11 +162,183 @@ fn error_statuses_are_classified() {
 }
 
 #[test]
+fn permanent_errors_are_answered_at_once() {
+    for code in [401, 403, 404, 409, 410, 422] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = FakeApi::start(Options::new(move |_| Reply::status(code, "R", "msg")));
+        let kube = live(dir.path(), &server).with_retry_policy(fast_retries());
+        kube.get_pod("ns", "p").unwrap_err();
+        kube.patch_network_status("ns", "p", "u", "[]").unwrap_err();
+        assert_eq!(server.requests().len(), 2, "{code}: no retry");
+        assert_eq!(kube.retries(), 0);
+    }
+}
+
+/// Answers with `fail(n)` for the first `failures` requests, then with `ok`.
+fn failing_first(
+    failures: usize,
+    fail: impl Fn(usize) -> Reply + Send + Sync + 'static,
+    ok: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+) -> Options {
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    Options::new(move |rec| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n < failures { fail(n) } else { ok(rec) }
+    })
+}
+
+#[test]
+fn transient_errors_are_retried_on_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    // 500, 503, 504, a dropped connection: each retried, and the call then succeeds.
+    let fail = |n: usize| match n % 4 {
+        0 => Reply::status(500, "InternalError", "etcd leader changed"),
+        1 => Reply::status(503, "ServiceUnavailable", "not ready"),
+        2 => Reply::drop_connection(),
+        _ => Reply::status(504, "Timeout", "timeout"),
+    };
+    let server = FakeApi::start(failing_first(3, fail, |_| {
+        Reply::json(200, pod_json("ns1", "pod-a"))
+    }));
+    let kube = live(dir.path(), &server).with_retry_policy(fast_retries());
+    assert_eq!(kube.get_pod("ns1", "pod-a").unwrap().uid, "0c1f-uid");
+    assert_eq!(server.requests().len(), 4);
+    assert_eq!(kube.retries(), 3);
+
+    let server = FakeApi::start(failing_first(2, fail, |_| {
+        Reply::json(200, pod_json("ns1", "pod-a"))
+    }));
+    let kube = live(dir.path(), &server).with_retry_policy(fast_retries());
+    kube.patch_network_status("ns1", "pod-a", "u", "[]")
+        .unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(
+        reqs.iter()
+            .all(|r| r.method == "PATCH" && r.body == reqs[0].body)
+    );
+}
+
+#[test]
+fn each_nad_is_retried_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let b_failures = std::sync::atomic::AtomicUsize::new(0);
+    let server = FakeApi::start(Options::new(move |rec| {
+        if rec.path.ends_with("/b")
+            && b_failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
+        {
+            return Reply::drop_connection();
+        }
+        nad_route(rec)
+    }));
+    let kube = live(dir.path(), &server).with_retry_policy(fast_retries());
+    let got = kube.get_nads(&[("n".into(), "a".into()), ("n".into(), "b".into())]);
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths.iter().filter(|p| p.ends_with("/a")).count(),
+        1,
+        "{paths:?}"
+    );
+    assert_eq!(
+        paths.iter().filter(|p| p.ends_with("/b")).count(),
+        3,
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn persistent_errors_stop_after_the_attempt_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApi::start(Options::new(|_| {
+        Reply::status(500, "InternalError", "down")
+    }));
+    let kube = live(dir.path(), &server).with_retry_policy(fast_retries());
+    let err = kube.get_pod("ns", "p").unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Unreachable(m) if m.contains("down") && m.contains("after 4 attempts")),
+        "{err:?}"
+    );
+    assert_eq!(server.requests().len(), 4);
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApi::start(failing_first(
+        1,
+        |_| Reply::status(429, "TooManyRequests", "slow down").with_header("retry-after", "1"),
+        |_| Reply::json(200, pod_json("ns1", "pod-a")),
+    ));
+    let kube = live(dir.path(), &server).with_retry_policy(fast_retries());
+    let t = std::time::Instant::now();
+    kube.get_pod("ns1", "pod-a").unwrap();
+    // The fast policy would have retried after at most 20 ms; the server asked for a second.
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn retries_stop_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApi::start(Options::new(|_| {
+        Reply::status(429, "TooManyRequests", "slow down").with_header("retry-after", "30")
+    }));
+    let kube = live(dir.path(), &server)
+        .with_retry_policy(fast_retries())
+        .with_deadline(std::time::Instant::now() + Duration::from_secs(5));
+    let t = std::time::Instant::now();
+    let err = kube.get_pod("ns", "p").unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Unreachable(m) if m.contains("deadline")),
+        "{err:?}"
+    );
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a 30 s wait does not fit in 5 s"
+    );
+    // Guards against a hang only.
+    assert!(t.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_spent_deadline_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApi::start(Options::new(|_| Reply::json(200, pod_json("ns", "p"))));
+    let kube = live(dir.path(), &server).with_deadline(std::time::Instant::now());
+    let err = kube.get_pod("ns", "p").unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Unreachable(m) if m.contains("callTimeoutSeconds")),
+        "{err:?}"
+    );
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn every_request_names_plexus_and_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApi::start(Options::new(nad_route));
+    let kube = live(dir.path(), &server);
+    let _ = kube.get_pod("n", "p");
+    let _ = kube.get_nads(&[("n".into(), "a".into())]);
+    let _ = kube.patch_network_status("n", "p", "u", "[]");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    let want = format!("plexus/{}", env!("CARGO_PKG_VERSION"));
+    for r in &reqs {
+        assert_eq!(r.header("user-agent"), Some(want.as_str()), "{}", r.path);
+    }
+    assert_eq!(plexus_kube::USER_AGENT, want);
+}
+
+#[test]
 fn non_status_error_body_keeps_http_code() {
     let dir = tempfile::tempdir().unwrap();
     let server = FakeApi::start(Options::new(|_| Reply {
         status: 404,
         body: "404 page not found".into(),
+        headers: Vec::new(),
     }));
     let kube = live(dir.path(), &server);
     assert!(matches!(
@@ -331,11 +512,13 @@ fn connection_refused_is_unreachable() {
         None,
         TOKEN_USER,
     );
-    let kube = LiveKube::new(&Credentials::Kubeconfig(kc), TIMEOUT).unwrap();
+    let kube = LiveKube::new(&Credentials::Kubeconfig(kc), TIMEOUT)
+        .unwrap()
+        .with_retry_policy(fast_retries());
 
     let err = kube.get_pod("ns", "p").unwrap_err();
     assert!(
-        matches!(err, ApiError::Unreachable(ref m) if m.to_lowercase().contains("refused")),
+        matches!(err, ApiError::Unreachable(ref m) if m.to_lowercase().contains("refused") && m.contains("after 4 attempts")),
         "{err:?}"
     );
     let errs = kube.get_nads(&[("n".into(), "a".into()), ("n".into(), "b".into())]);
@@ -355,7 +538,9 @@ fn silent_server_times_out_as_unreachable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let kc = write_kubeconfig(dir.path(), &url, None, TOKEN_USER);
-    let kube = LiveKube::new(&Credentials::Kubeconfig(kc), Duration::from_millis(300)).unwrap();
+    let kube = LiveKube::new(&Credentials::Kubeconfig(kc), Duration::from_millis(300))
+        .unwrap()
+        .with_retry_policy(fast_retries());
 
     let err = kube.get_pod("ns", "p").unwrap_err();
     assert!(matches!(err, ApiError::Unreachable(_)), "{err:?}");

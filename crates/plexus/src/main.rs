@@ -3,12 +3,14 @@
 //! logs only to stderr or the configured log file.
 
 use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, build, codes};
-use plexus_engine::{Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
+use plexus_engine::exec::{Watchdog, watchdog};
+use plexus_engine::{Budget, Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 mod cli;
 mod events;
@@ -16,6 +18,12 @@ mod logfile;
 mod logging;
 
 fn main() -> ExitCode {
+    // The runtime's clock for this call started when it execed us.
+    let started = Instant::now();
+    if std::env::var_os(watchdog::WATCHDOG_ENV).is_some() {
+        watchdog::serve_stdin();
+        return ExitCode::SUCCESS;
+    }
     if let Ok(payload) = std::env::var(events::EVENT_ENV) {
         return if events::post_from_env(&payload) {
             ExitCode::SUCCESS
@@ -35,7 +43,7 @@ fn main() -> ExitCode {
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let (out, ok) = match read {
-        Ok(_) => run(&stdin),
+        Ok(_) => run(&stdin, started),
         Err(e) => (
             CniError::new(codes::IO_FAILURE, format!("cannot read stdin: {e}")).to_json(),
             false,
@@ -54,14 +62,14 @@ fn main() -> ExitCode {
 }
 
 /// Returns the text for stdout and whether the command succeeded.
-fn run(stdin: &[u8]) -> (String, bool) {
-    match dispatch(stdin) {
+fn run(stdin: &[u8], started: Instant) -> (String, bool) {
+    match dispatch(stdin, started) {
         Ok(out) => (out, true),
         Err(e) => (e.to_json(), false),
     }
 }
 
-fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
+fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
     let env = CniEnv::from_lookup(|k| std::env::var(k).ok())?;
     if env.command == Command::Version {
         return Ok(version_reply(stdin));
@@ -132,12 +140,19 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
 
     let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
     search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
-    let exec = ProcessExec::new(search);
+    let budget = Budget::starting_at(started, Duration::from_secs(config.call_timeout_secs));
+    let mut exec = ProcessExec::new(search).with_budget(budget);
+    match Watchdog::for_current_exe() {
+        Ok(w) => exec = exec.with_watchdog(Arc::new(w)),
+        Err(e) => tracing::warn!(
+            "no delegate watchdog (cannot find our own binary: {e}); delegates will outlive a killed plexus"
+        ),
+    }
     let kube = match env.command {
-        Command::Add => live_kube(&config, &env, &version)?,
+        Command::Add => live_kube(&config, &env, &version, budget.work_deadline())?,
         // DEL reads only the cache, unless the entry is corrupt and must be rebuilt from the pod;
         // unusable credentials must not fail a DEL that does not need them.
-        Command::Del => live_kube(&config, &env, &version).unwrap_or_else(|e| {
+        Command::Del => live_kube(&config, &env, &version, budget.work_deadline()).unwrap_or_else(|e| {
             tracing::warn!("no Kubernetes API for DEL: {}", e.msg);
             None
         }),
@@ -167,6 +182,9 @@ fn dispatch(stdin: &[u8]) -> Result<String, CniError> {
         Command::Gc => engine.gc().map(|()| String::new()),
         Command::Version => unreachable!("handled above"),
     };
+    if let Some(retries) = kube.as_ref().map(|(k, _)| k.retries()).filter(|n| *n > 0) {
+        tracing::info!(command = env.command.as_str(), container = %env.container_id, retries, "API requests were retried");
+    }
     outcome.map_err(|e| {
         tracing::error!(command = env.command.as_str(), container = %env.container_id, "{e}");
         e.to_cni_error(&version)
@@ -177,6 +195,7 @@ fn live_kube(
     config: &PlexusConfig,
     env: &CniEnv,
     version: &str,
+    deadline: Instant,
 ) -> Result<Option<(plexus_kube::LiveKube, plexus_kube::Credentials)>, CniError> {
     let Some(creds) = plexus_kube::Credentials::detect(config.kubeconfig.as_deref()) else {
         return Ok(None);
@@ -207,7 +226,7 @@ fn live_kube(
         )));
     }
     plexus_kube::LiveKube::new(&creds, Duration::from_secs(config.api_timeout_secs))
-        .map(|k| Some((k, creds)))
+        .map(|k| Some((k.with_deadline(deadline), creds)))
         .map_err(|e| fail(format!("cannot use Kubernetes credentials: {e}")))
 }
 

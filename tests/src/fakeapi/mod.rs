@@ -10,6 +10,7 @@
 //! (no graceful deletion or finalizers), strategic merge patch applied as a JSON merge patch, and
 //! watches that fall too far behind are closed rather than sent a `410`.
 
+pub mod faults;
 pub mod patch;
 pub mod resource;
 pub mod selector;
@@ -22,7 +23,8 @@ use anyhow::{Context, bail};
 use resource::Resource;
 use serde::{Deserialize as _, Serialize};
 use serde_json::{Value, json};
-use server::{Fault, Shared, lock};
+pub use faults::Fault;
+use server::{Shared, lock};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -72,6 +74,8 @@ pub struct RequestRecord {
     pub request_bytes: usize,
     /// Response body size (0 for watch streams, whose size is not known when they start).
     pub response_bytes: usize,
+    /// The `User-Agent` header, when sent.
+    pub user_agent: Option<String>,
 }
 
 /// The running server (see the module docs).
@@ -394,13 +398,30 @@ impl FakeApiServer {
     }
 
     /// Answers the next request with `method` whose path contains `path_contains` with `status`
-    /// and a `Status` body (once; queue several by calling again).
+    /// and a `Status` body (once; queue several by calling again). Short for
+    /// `inject(Fault::on(method, path_contains).status(status).once())`.
     pub fn set_fail_next(&self, method: &str, path_contains: &str, status: u16) {
-        lock(&self.shared.faults).push(Fault {
-            method: method.to_owned(),
-            path_contains: path_contains.to_owned(),
-            status,
-        });
+        self.inject(Fault::on(method, path_contains).status(status).once());
+    }
+
+    /// Adds a scripted fault (see [`faults`]); faults apply in the order they were added.
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.shared.faults).push(fault);
+    }
+
+    /// Removes every scripted fault.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// Requests that a fault answered or dropped, and others, in one list: the statuses seen for
+    /// requests with `method` whose path contains `path_contains`, in order (0: dropped).
+    pub fn statuses(&self, method: &str, path_contains: &str) -> Vec<u16> {
+        lock(&self.shared.log)
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.contains(path_contains))
+            .map(|r| r.status)
+            .collect()
     }
 
     /// Changes the accepted bearer token (token rotation); `None` disables authentication.

@@ -2,6 +2,7 @@
 //! store, watch streams, and the request log.
 
 use super::RequestRecord;
+use super::faults::{Decision, Fault, decide};
 use super::patch::PatchType;
 use super::resource::{Resource, Route};
 use super::selector::Selectors;
@@ -27,14 +28,6 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 pub type RespBody = BoxBody<Bytes, Infallible>;
-
-/// A fault queued by `set_fail_next`.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    pub method: String,
-    pub path_contains: String,
-    pub status: u16,
-}
 
 /// State shared by the server tasks and the synchronous handle.
 #[derive(Debug)]
@@ -120,23 +113,58 @@ impl From<ApiError> for Reply {
     }
 }
 
+/// Returned by the service to make hyper close the connection without an answer (a scripted
+/// dropped connection).
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by a scripted fault")]
+pub struct Dropped;
+
 async fn handle(
     shared: Arc<Shared>,
     req: http::Request<Incoming>,
-) -> Result<Response<RespBody>, Infallible> {
+) -> Result<Response<RespBody>, Dropped> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let headers = req.headers().clone();
+    let user_agent = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = req
         .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let log_entry = |status, response_bytes| RequestRecord {
+        user_agent: user_agent.clone(),
+        ..record(&method, &path, &query, status, body.len(), response_bytes)
+    };
 
-    let reply =
-        respond(&shared, &method, &path, &query, &headers, &body).unwrap_or_else(Reply::from);
+    // Faults apply after authentication, as a sick server still checks credentials first.
+    let decision = match authenticate(&shared, &headers, Route::parse(&path).as_ref()) {
+        Ok(()) => decide(&mut lock(&shared.faults), &method, &path),
+        Err(_) => Decision::Serve,
+    };
+    let mut retry_after = None;
+    let reply = match decision {
+        Decision::Drop => {
+            shared.record(log_entry(0, 0));
+            return Err(Dropped);
+        }
+        Decision::Delay(d) => {
+            tokio::time::sleep(d).await;
+            respond(&shared, &method, &path, &query, &headers, &body).unwrap_or_else(Reply::from)
+        }
+        Decision::Fail(e) => {
+            retry_after = e.retry_after;
+            Reply::from(e)
+        }
+        Decision::Serve => {
+            respond(&shared, &method, &path, &query, &headers, &body).unwrap_or_else(Reply::from)
+        }
+    };
     let (status, resp) = match reply {
         Reply::Json(code, v) => {
             let bytes = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
@@ -150,7 +178,7 @@ async fn handle(
             )),
         ),
         Reply::Watch(rx) => {
-            shared.record(record(&method, &path, &query, 200, body.len(), 0));
+            shared.record(log_entry(200, 0));
             delay(&shared).await;
             let resp = Response::builder()
                 .status(200)
@@ -162,22 +190,18 @@ async fn handle(
         }
     };
     let (bytes, ct) = resp.expect("non-watch replies have a body");
-    shared.record(record(
-        &method,
-        &path,
-        &query,
-        status,
-        body.len(),
-        bytes.len(),
-    ));
+    shared.record(log_entry(status, bytes.len()));
     delay(&shared).await;
-    let resp = Response::builder()
+    let mut resp = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", ct)
-        .header("cache-control", "no-cache, private")
+        .header("cache-control", "no-cache, private");
+    if let Some(secs) = retry_after {
+        resp = resp.header("retry-after", secs.to_string());
+    }
+    Ok(resp
         .body(Full::new(bytes).boxed())
-        .expect("valid response");
-    Ok(resp)
+        .expect("valid response"))
 }
 
 fn record(
@@ -195,6 +219,7 @@ fn record(
         status,
         request_bytes,
         response_bytes,
+        user_agent: None,
     }
 }
 
@@ -248,7 +273,6 @@ fn respond(
 ) -> Result<Reply, ApiError> {
     let route = Route::parse(path);
     authenticate(shared, headers, route.as_ref())?;
-    inject_fault(shared, method, path)?;
     let Some(route) = route else {
         return Err(ApiError::no_route());
     };
@@ -380,18 +404,6 @@ fn authenticate(
         None if matches!(route, Some(Route::Health | Route::Version)) => Ok(()),
         _ => Err(ApiError::unauthorized()),
     }
-}
-
-fn inject_fault(shared: &Shared, method: &str, path: &str) -> Result<(), ApiError> {
-    let mut faults = lock(&shared.faults);
-    if let Some(i) = faults
-        .iter()
-        .position(|f| f.method.eq_ignore_ascii_case(method) && path.contains(&f.path_contains))
-    {
-        let f = faults.remove(i);
-        return Err(ApiError::injected(f.status));
-    }
-    Ok(())
 }
 
 fn version() -> Value {

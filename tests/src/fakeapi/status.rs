@@ -12,6 +12,8 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Value,
+    /// Sent as the `Retry-After` header (seconds).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: Value::Null,
+            retry_after: None,
         }
     }
 
@@ -127,6 +130,61 @@ impl ApiError {
 
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 500 as the server wraps an internal failure (`apierrors.NewInternalError`).
+    pub fn internal(cause: &str) -> Self {
+        Self {
+            details: json!({"causes": [{"message": cause}]}),
+            ..Self::new(
+                500,
+                "InternalError",
+                format!("Internal error occurred: {cause}"),
+            )
+        }
+    }
+
+    /// 429 from API Priority and Fairness: `Retry-After` header and `retryAfterSeconds`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self {
+            details: json!({"retryAfterSeconds": retry_after_secs}),
+            retry_after: Some(retry_after_secs),
+            ..Self::new(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            )
+        }
+    }
+
+    /// 503 while the server is not ready (e.g. starting, or its storage is unavailable).
+    pub fn service_unavailable() -> Self {
+        Self::new(
+            503,
+            "ServiceUnavailable",
+            "The server is currently unable to handle the request",
+        )
+    }
+
+    /// 504 when a request outlives the server's own timeout.
+    pub fn timeout() -> Self {
+        Self {
+            details: json!({"retryAfterSeconds": 1}),
+            ..Self::new(
+                504,
+                "Timeout",
+                "Timeout: request did not complete within the allotted timeout",
+            )
+        }
+    }
+
+    /// 410 for a resourceVersion older than the server's compaction window.
+    pub fn expired() -> Self {
+        Self::new(
+            410,
+            "Expired",
+            "The resourceVersion for the provided watch is too old.",
+        )
     }
 
     /// An injected fault with an arbitrary code (see `FakeApiServer::set_fail_next`).

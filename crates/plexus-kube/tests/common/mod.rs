@@ -6,7 +6,6 @@
 
 #![allow(dead_code)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,8 +39,10 @@ impl Recorded {
 /// A canned answer.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// 0: close the connection without answering.
     pub status: u16,
     pub body: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -49,7 +50,22 @@ impl Reply {
         Reply {
             status,
             body: body.to_string(),
+            headers: Vec::new(),
         }
+    }
+
+    /// No answer: the connection is closed once the request is read.
+    pub fn drop_connection() -> Reply {
+        Reply {
+            status: 0,
+            body: String::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Reply {
+        self.headers.push((name, value.to_owned()));
+        self
     }
 
     /// A Kubernetes `Status` failure, as the API server sends it.
@@ -190,10 +206,19 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(st: Arc<State
         .await;
 }
 
-async fn handle(
-    st: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Makes hyper close the connection without an answer.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dropped")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -225,12 +250,16 @@ async fn handle(
             *first = Some(*st.arrived.borrow());
         }
     }
-    let resp = Response::builder()
+    if reply.status == 0 {
+        return Err(Dropped);
+    }
+    let mut resp = Response::builder()
         .status(reply.status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(reply.body)))
-        .unwrap();
-    Ok(resp)
+        .header("content-type", "application/json");
+    for (k, v) in &reply.headers {
+        resp = resp.header(*k, v);
+    }
+    Ok(resp.body(Full::new(Bytes::from(reply.body))).unwrap())
 }
 
 /// Writes a kubeconfig for `server` into `dir`. `user` is the YAML body of the user entry
