@@ -576,7 +576,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let cache = Cache::new(d.path());
         cache.write(&entry("a")).unwrap();
-        for name in [".tmp-a.Ab12Cd", ".tmp-a.prev", ".tmp-a.b.Xy34Zw", ".tmp-ab.Qw56Er"] {
+        for name in [
+            ".tmp-a.Ab12Cd",
+            ".tmp-a.prev",
+            ".tmp-a.b.Xy34Zw",
+            ".tmp-ab.Qw56Er",
+        ] {
             fs::write(d.path().join(name), b"{").unwrap();
         }
         cache.remove("a").unwrap();

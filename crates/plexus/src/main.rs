@@ -152,10 +152,12 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
         Command::Add => live_kube(&config, &env, &version, budget.work_deadline())?,
         // DEL reads only the cache, unless the entry is corrupt and must be rebuilt from the pod;
         // unusable credentials must not fail a DEL that does not need them.
-        Command::Del => live_kube(&config, &env, &version, budget.work_deadline()).unwrap_or_else(|e| {
-            tracing::warn!("no Kubernetes API for DEL: {}", e.msg);
-            None
-        }),
+        Command::Del => {
+            live_kube(&config, &env, &version, budget.work_deadline()).unwrap_or_else(|e| {
+                tracing::warn!("no Kubernetes API for DEL: {}", e.msg);
+                None
+            })
+        }
         _ => None,
     };
     let detached = kube.as_ref().map(|(k, creds)| events::DetachedEvents {
