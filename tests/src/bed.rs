@@ -267,11 +267,21 @@ impl Bed {
 
     /// A recorder cluster conflist file of version 1.1.0 (`fail` scripts failing verbs).
     pub fn recorder_cluster(&self, fail: Value) -> PathBuf {
+        self.recorder_cluster_with(json!({"fail": fail}))
+    }
+
+    /// A recorder cluster conflist file of version 1.1.0 with `extra` keys in its plugin.
+    pub fn recorder_cluster_with(&self, extra: Value) -> PathBuf {
         let p = self.node.root.path().join("cluster-rec.conflist");
+        let mut plugin =
+            json!({"type": "cni-recorder", "recordFile": self.record, "address": "10.99.0.5/24"});
+        if let (Some(c), Some(e)) = (plugin.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
         let c = json!({
             "cniVersion": "1.1.0",
             "name": "rec-cluster",
-            "plugins": [{"type": "cni-recorder", "recordFile": self.record, "address": "10.99.0.5/24", "fail": fail}]
+            "plugins": [plugin]
         });
         std::fs::write(&p, c.to_string()).expect("write cluster conflist");
         p
@@ -338,6 +348,124 @@ impl Bed {
             Vec::<String>::new(),
             "cache entries left"
         );
+    }
+}
+
+/// One pod sandbox as the runtime sees it: the pod in the API server, its netns and its
+/// container ID.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub ns: NetNs,
+    pub cid: String,
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+}
+
+impl Bed {
+    /// Creates pod `namespace/pod` (with `networks` as its selection annotation, when given), a
+    /// netns and a container ID for its sandbox.
+    pub fn sandbox(&self, namespace: &str, pod: &str, networks: Option<&str>) -> Sandbox {
+        let uid = self.pod(namespace, pod, networks);
+        let ns = NetNs::new("pxf").expect("netns");
+        Sandbox {
+            ns,
+            cid: cid(pod),
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            uid,
+        }
+    }
+
+    /// ADD of the sandbox, as the runtime's RunPodSandbox does it.
+    pub fn add(&self, sb: &Sandbox, config: &Value) -> Outcome {
+        let Sandbox {
+            ns,
+            cid,
+            namespace,
+            pod,
+            uid,
+        } = sb;
+        self.call("ADD", cid, Some(ns.path()), namespace, pod, uid, config)
+    }
+
+    /// Starts the ADD of the sandbox and returns at once (to SIGKILL plexus mid-call).
+    pub fn spawn_add(&self, sb: &Sandbox, config: &Value) -> Running {
+        let Sandbox {
+            ns,
+            cid,
+            namespace,
+            pod,
+            uid,
+        } = sb;
+        self.spawn("ADD", cid, Some(ns.path()), namespace, pod, uid, config)
+    }
+
+    /// containerd's two DELs of the sandbox ([`Bed::containerd_dels`]); both must succeed.
+    pub fn teardown(&self, sb: &Sandbox, config: &Value) {
+        let Sandbox {
+            ns,
+            cid,
+            namespace,
+            pod,
+            uid,
+        } = sb;
+        for out in self.containerd_dels(cid, ns.path(), namespace, pod, uid, config, None) {
+            out.assert_ok();
+        }
+    }
+
+    /// Creates NAD `ns/name` running the `cni-recorder` with `extra` keys (`sleep`, `background`,
+    /// `fail`, ... see the recorder's docs).
+    pub fn recorder_nad(&self, ns: &str, name: &str, extra: Value) {
+        let mut conf = self.recorder_conf(name);
+        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        self.nad(ns, name, &conf);
+    }
+
+    /// The recorder's records of `command` for network `name`.
+    pub fn records_of(&self, command: &str, name: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["command"] == command && r["stdin"]["name"] == name)
+            .collect()
+    }
+}
+
+/// Whether any live (not zombie) process is in process group `pgid`. A killed delegate whose
+/// parent died stays a zombie until init reaps it, and a zombie runs nothing.
+pub fn group_alive(pgid: u64) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after its ')'.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+        })
+}
+
+/// Polls `cond` every 50 ms for up to `limit`; true once it holds. For waiting on effects of
+/// another process (never for asserting how long something took).
+pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

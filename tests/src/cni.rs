@@ -90,6 +90,13 @@ pub fn exec_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<Outcome>
     Ok(Outcome::from(out))
 }
 
+/// Execs the plugin binary `bin` (e.g. the copy an installer put into a host's bin dir) as
+/// [`exec_plexus_with_path`] does.
+pub fn exec_plugin(bin: &Path, call: &Call<'_>, cni_path: &str) -> Result<Outcome> {
+    let child = spawn_plugin(bin, call, cni_path)?;
+    Ok(Outcome::from(child.wait_with_output()?))
+}
+
 impl From<std::process::Output> for Outcome {
     fn from(out: std::process::Output) -> Self {
         Outcome {
@@ -103,7 +110,12 @@ impl From<std::process::Output> for Outcome {
 /// Starts `plexus` like [`exec_plexus_with_path`] (stdin written and closed) without waiting, so
 /// that a test can kill it mid-command the way a runtime's timeout does.
 pub fn spawn_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<std::process::Child> {
-    let mut cmd = Command::new(plexus_bin());
+    spawn_plugin(&plexus_bin(), call, cni_path)
+}
+
+/// [`spawn_plexus_with_path`] for the plugin binary `bin`.
+pub fn spawn_plugin(bin: &Path, call: &Call<'_>, cni_path: &str) -> Result<std::process::Child> {
+    let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", call.command)

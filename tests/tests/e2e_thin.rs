@@ -257,7 +257,12 @@ fn failed_status_write_rolls_back() {
     let uid = bed.pod("blue", "nostatus", Some("macvlan-a"));
     let ns = NetNs::new("pxs").unwrap();
     let c = cid("nostatus");
-    bed.api.set_fail_next("PATCH", "/pods/nostatus/status", 500);
+    // Retried like any transient failure, so it takes a server that keeps failing.
+    bed.api.inject(
+        plexus_e2e::fakeapi::Fault::on("PATCH", "/pods/nostatus/status")
+            .status(500)
+            .always(),
+    );
     let out = bed.call(
         "ADD",
         &c,

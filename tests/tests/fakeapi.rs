@@ -1147,3 +1147,98 @@ fn netns_and_host_links_are_cleaned_up() {
         );
     }
 }
+
+#[test]
+fn token_request_binds_to_pods_and_nodes_and_deleting_the_pod_invalidates_its_token() {
+    let api = server();
+    api.create_service_account("plexus-system", "plexus");
+    api.create_node("node-1");
+    api.create_pod(json!({
+        "metadata": {"name": "plexus-abcde", "namespace": "plexus-system"},
+        "spec": {"nodeName": "node-1", "serviceAccountName": "plexus"}
+    }));
+    let pod_token = api
+        .issue_pod_token("plexus-system", "plexus-abcde")
+        .unwrap();
+    let tr_path = "/api/v1/namespaces/plexus-system/serviceaccounts/plexus/token";
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"boundObjectRef": {"apiVersion": "v1", "kind": "Node", "name": "node-1"},
+            "expirationSeconds": 86400}});
+    // Issued tokens turn authentication on: no token, no request.
+    assert_eq!(
+        Client::of(&api)
+            .json("POST", tr_path, "application/json", &body)
+            .status,
+        401
+    );
+    let r =
+        Client::of(&api)
+            .with_token(&pod_token)
+            .json("POST", tr_path, "application/json", &body);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let tr = r.json();
+    assert_eq!(tr["kind"], "TokenRequest");
+    assert_eq!(tr["spec"]["expirationSeconds"], 86400);
+    assert!(
+        tr["status"]["expirationTimestamp"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    let node_token = tr["status"]["token"].as_str().unwrap().to_owned();
+    let claims = plexus_e2e::fakeapi::tokens::claims_of(&node_token).unwrap();
+    assert_eq!(claims["kubernetes.io"]["node"]["name"], "node-1");
+    assert_eq!(claims["sub"], "system:serviceaccount:plexus-system:plexus");
+
+    let path = "/api/v1/namespaces/plexus-system/pods/plexus-abcde";
+    assert_eq!(
+        Client::of(&api).with_token(&pod_token).get(path).status,
+        200
+    );
+    api.delete_pod("plexus-system", "plexus-abcde");
+    let r = Client::of(&api).with_token(&pod_token).get(path);
+    assert_eq!(
+        (
+            r.status,
+            r.json()["kind"].clone(),
+            r.json()["reason"].clone()
+        ),
+        (401, json!("Status"), json!("Unauthorized")),
+        "a token bound to a deleted pod must stop working"
+    );
+    assert_eq!(
+        Client::of(&api)
+            .with_token(&node_token)
+            .get(POD_PATH)
+            .status,
+        200
+    );
+    assert_eq!(
+        Client::of(&api).with_token("made-up").get(POD_PATH).status,
+        401
+    );
+
+    // Older servers: no binding to Nodes, a 400 with the real server's wording.
+    api.set_node_token_binding(false);
+    let r =
+        Client::of(&api)
+            .with_token(&node_token)
+            .json("POST", tr_path, "application/json", &body);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("ServiceAccountTokenNodeBinding"),
+        "{}",
+        r.json()
+    );
+    api.delete_node("node-1");
+    assert_eq!(
+        Client::of(&api)
+            .with_token(&node_token)
+            .get(POD_PATH)
+            .status,
+        401
+    );
+}

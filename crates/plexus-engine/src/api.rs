@@ -33,7 +33,8 @@ pub enum ApiError {
         namespace: String,
         name: String,
     },
-    /// Connection refused, timeout, TLS failure, 5xx, 429: the caller may retry later (CNI code 11).
+    /// Connection refused, timeout, TLS failure, 5xx, 429 (after the implementation's own
+    /// retries, if any), or the call's time budget spent: the caller may retry later (CNI code 11).
     #[error("API server unreachable: {0}")]
     Unreachable(String),
     /// 409 on the UID-guarded status patch: the pod was replaced by one with another UID.
@@ -63,7 +64,8 @@ pub trait KubeApi: Send + Sync {
 
     /// One JSON merge patch of `metadata.annotations[k8s.v1.cni.cncf.io/network-status]` on the
     /// `pods/status` subresource, with `metadata.uid` in the body as a guard (the API server answers
-    /// 409 when the pod's UID differs). No GET, no PUT, no retry loop.
+    /// 409 when the pod's UID differs). No GET, no PUT, no conflict loop; implementations may
+    /// resend it on a transient failure, as it is idempotent.
     fn patch_network_status(
         &self,
         namespace: &str,

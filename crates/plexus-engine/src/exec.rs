@@ -1,9 +1,8 @@
 //! Running delegate plugins. The engine only sees [`DelegateExec`]; [`ProcessExec`] execs the
 //! binaries the way a CNI runtime does, each against the call's [`Budget`] and in a process group
-//! of its own; [`testing::FakeExec`] records and scripts calls for tests.
+//! of its own. Its recording fake is [`crate::testing::FakeExec`].
 
 mod run;
-pub mod testing;
 pub mod watchdog;
 
 use crate::budget::Budget;

@@ -4,6 +4,7 @@
 use crate::daemon::Mode;
 use crate::error::{Error, Result};
 use crate::installer::Settings;
+use crate::token::TokenSpec;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
@@ -52,10 +53,21 @@ pub enum Cmd {
         #[arg(long)]
         skip_binaries: bool,
     },
-    /// Remove everything `install` wrote on the host.
+    /// Remove our config first (the runtime goes back to the primary's), then the credentials,
+    /// the binaries, and the plugin's cache dir when it holds no live entry.
     Uninstall {
         #[command(flatten)]
         host: HostArgs,
+        /// The plugin's cache dir (host path) [default: `cniDir` of the installed config, else
+        /// /var/lib/cni/plexus].
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// After uninstalling, stay up until SIGTERM (the `uninstall` DaemonSet's container).
+        #[arg(long)]
+        then_wait: bool,
+        /// With --then-wait: file touched when uninstall has succeeded (for a readiness probe).
+        #[arg(long)]
+        done_file: Option<PathBuf>,
     },
     /// Exit 0 when the health file was touched recently (exec liveness/readiness probe).
     Health {
@@ -68,6 +80,19 @@ pub enum Cmd {
     Crd,
 }
 
+impl Cmd {
+    /// The verb, for commands that announce themselves (with the build version) in their first
+    /// log line; the probe and the CRD printer stay quiet.
+    pub fn logged_verb(&self) -> Option<&'static str> {
+        match self {
+            Cmd::Install { .. } => Some("install"),
+            Cmd::Run { .. } => Some("run"),
+            Cmd::Uninstall { .. } => Some("uninstall"),
+            Cmd::Health { .. } | Cmd::Crd => None,
+        }
+    }
+}
+
 /// Where things go on the host.
 #[derive(Debug, Clone, Args)]
 pub struct HostArgs {
@@ -75,10 +100,10 @@ pub struct HostArgs {
     #[arg(long, env = "PLEXUS_HOST_ROOT", default_value = "/host")]
     pub host_root: PathBuf,
     /// The host's CNI bin dir (host path).
-    #[arg(long, default_value = "/opt/cni/bin")]
+    #[arg(long, env = "PLEXUS_CNI_BIN_DIR", default_value = "/opt/cni/bin")]
     pub cni_bin_dir: PathBuf,
     /// The host's CNI config dir (host path).
-    #[arg(long, default_value = "/etc/cni/net.d")]
+    #[arg(long, env = "PLEXUS_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
     /// Host dir for the kubeconfig, token and CA [default: <cni-conf-dir>/plexus.d].
     #[arg(long)]
@@ -97,6 +122,21 @@ pub struct ConfigArgs {
     /// The projected service-account dir (token, ca.crt) in this container.
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
     pub service_account_dir: PathBuf,
+    /// This node's name (the DaemonSet sets it from `spec.nodeName`): the plugin's token is then
+    /// requested through the TokenRequest API bound to this Node, so that it outlives this pod.
+    /// Without it the plugin uses this pod's projected token.
+    #[arg(long, env = "PLEXUS_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The service account the plugin's token is requested for.
+    #[arg(long, env = "PLEXUS_SERVICE_ACCOUNT", default_value = "plexus")]
+    pub service_account_name: String,
+    /// Its namespace [default: the `namespace` file of the service-account dir].
+    #[arg(long, env = "PLEXUS_NAMESPACE")]
+    pub service_account_namespace: Option<String>,
+    /// Lifetime to request for the plugin's token; it is refreshed when 80% has passed. It bounds
+    /// how long the plugin keeps working on a node after the DaemonSet is gone.
+    #[arg(long, default_value_t = 86400)]
+    pub token_expiration_seconds: u64,
     /// API server URL for the kubeconfig; must be an IP address [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
     #[arg(long)]
     pub api_server: Option<String>,
@@ -106,8 +146,8 @@ pub struct ConfigArgs {
     /// Host path: wait for it before writing anything; also the plugin's `readinessindicatorfile`.
     #[arg(long)]
     pub readiness_indicator_file: Option<PathBuf>,
-    /// JSON object of plugin options (any key plexus reads); flags win over it.
-    #[arg(long)]
+    /// JSON object of plugin options (any key plexus reads; e.g. a ConfigMap); flags win over it.
+    #[arg(long, env = "PLEXUS_CONFIG_TEMPLATE")]
     pub config_template: Option<PathBuf>,
     /// Plugin `logLevel` (debug, info, warn, error, panic).
     #[arg(long)]
@@ -181,6 +221,7 @@ impl Cli {
             readiness_indicator_file: None,
             template: Map::new(),
             options: Map::new(),
+            token: None,
         };
         if let Some(c) = config {
             s.sa_dir = c.service_account_dir.clone();
@@ -192,12 +233,46 @@ impl Cli {
                 s.template = read_template(t)?;
             }
             s.options = c.options()?;
+            s.token = c.token_spec()?;
         }
         Ok(s)
     }
 }
 
 impl ConfigArgs {
+    /// What to request for the plugin's own token (`None` without `--node-name`).
+    pub fn token_spec(&self) -> Result<Option<TokenSpec>> {
+        let Some(node) = self.node_name.clone().filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        let namespace = match &self.service_account_namespace {
+            Some(ns) => ns.clone(),
+            None => {
+                let p = self.service_account_dir.join("namespace");
+                let ns = std::fs::read_to_string(&p).map_err(|e| Error::InvalidSetting {
+                    flag: "--service-account-namespace",
+                    reason: format!("not given, and {} cannot be read: {e}", p.display()),
+                })?;
+                ns.trim().to_owned()
+            }
+        };
+        if self.token_expiration_seconds < 600 {
+            return Err(Error::InvalidSetting {
+                flag: "--token-expiration-seconds",
+                reason: format!(
+                    "{} is less than the API server's minimum of 600",
+                    self.token_expiration_seconds
+                ),
+            });
+        }
+        Ok(Some(TokenSpec {
+            namespace,
+            service_account: self.service_account_name.clone(),
+            node,
+            expiration: Duration::from_secs(self.token_expiration_seconds),
+        }))
+    }
+
     /// The plugin keys set by flags.
     pub fn options(&self) -> Result<Map<String, Value>> {
         let mut m = Map::new();

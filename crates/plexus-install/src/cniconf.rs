@@ -29,14 +29,48 @@ pub enum PrimaryState {
     },
 }
 
+/// The config dir as the runtime sees it: the primary, and the config files that sort before ours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scan {
+    /// The primary network's config.
+    pub primary: PrimaryState,
+    /// Config files (other than ours) whose names sort before ours, in order. The runtime loads
+    /// the lexically first config file, so while this is not empty it never calls Plexus.
+    pub ahead_of_ours: Vec<String>,
+}
+
+/// File name endings the runtimes load as CNI configs (libcni's `ConfFiles` extensions).
+const CONFIG_EXTENSIONS: [&str; 3] = [".conf", ".conflist", ".json"];
+
+/// Plugin types that are themselves meta plugins: using one as the cluster network would make
+/// Plexus call another multiplexer (or itself) for every pod.
+pub const META_PLUGIN_TYPES: [&str; 6] = [
+    "multus",
+    "multus-shim",
+    "plexus",
+    "plexus-shim",
+    "genie",
+    "danm",
+];
+
 /// Looks for the primary config in `dir` (the host's net.d as seen by the installer). `own_name`
 /// (our conflist) and any config whose plugin type is `plexus` (ours under another name, e.g. left
 /// by an older install) are never the primary.
 pub fn find_primary(dir: &Path, own_name: &str) -> std::io::Result<PrimaryState> {
+    scan(dir, own_name).map(|s| s.primary)
+}
+
+/// Reads `dir` as the runtime would: see [`Scan`].
+pub fn scan(dir: &Path, own_name: &str) -> std::io::Result<Scan> {
     let mut names: Vec<String> = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PrimaryState::Absent),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Scan {
+                primary: PrimaryState::Absent,
+                ahead_of_ours: Vec::new(),
+            });
+        }
         Err(e) => return Err(e),
     };
     for e in entries {
@@ -45,7 +79,7 @@ pub fn find_primary(dir: &Path, own_name: &str) -> std::io::Result<PrimaryState>
         if name == own_name
             || name.starts_with('.')
             || name.starts_with(TEMP_PREFIX)
-            || !(name.ends_with(".conf") || name.ends_with(".conflist"))
+            || !CONFIG_EXTENSIONS.iter().any(|x| name.ends_with(x))
             || !e.path().is_file()
         {
             continue;
@@ -53,6 +87,18 @@ pub fn find_primary(dir: &Path, own_name: &str) -> std::io::Result<PrimaryState>
         names.push(name);
     }
     names.sort();
+    let ahead_of_ours = names
+        .iter()
+        .filter(|n| n.as_str() < own_name)
+        .cloned()
+        .collect();
+    Ok(Scan {
+        primary: primary_of(dir, names)?,
+        ahead_of_ours,
+    })
+}
+
+fn primary_of(dir: &Path, names: Vec<String>) -> std::io::Result<PrimaryState> {
     for name in names {
         let path = dir.join(&name);
         let text = match std::fs::read(&path) {
@@ -85,6 +131,14 @@ pub fn find_primary(dir: &Path, own_name: &str) -> std::io::Result<PrimaryState>
         });
     }
     Ok(PrimaryState::Absent)
+}
+
+/// The type of the first meta plugin (see [`META_PLUGIN_TYPES`]) in a conf or conflist, if any.
+pub fn meta_plugin_type(c: &Map<String, Value>) -> Option<&str> {
+    std::iter::once(c)
+        .chain(plugins(c))
+        .filter_map(|p| p.get("type").and_then(Value::as_str))
+        .find(|t| META_PLUGIN_TYPES.contains(t))
 }
 
 /// True for a config (conf or conflist) whose plugin is `plexus`.
@@ -230,6 +284,45 @@ mod tests {
             find_primary(d.path(), "00-plexus.conflist").unwrap(),
             PrimaryState::Invalid { file_name, .. } if file_name == "09-partial.conf"
         ));
+    }
+
+    #[test]
+    fn scan_lists_configs_ahead_of_ours_and_detects_meta_plugins() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |n: &str, v: Value| std::fs::write(d.path().join(n), v.to_string()).unwrap();
+        w(
+            "00-multus.conf",
+            json!({"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus"}),
+        );
+        w(
+            "10-flannel.conflist",
+            json!({"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel"},{"type":"portmap"}]}),
+        );
+        w(
+            "00-aaa.json",
+            json!({"cniVersion":"0.3.1","name":"j","type":"ptp"}),
+        );
+        let s = scan(d.path(), "00-plexus.conflist").unwrap();
+        assert_eq!(s.ahead_of_ours, vec!["00-aaa.json", "00-multus.conf"]);
+        let PrimaryState::Found { file_name, config } = s.primary else {
+            panic!("{:?}", s.primary)
+        };
+        assert_eq!(file_name, "00-aaa.json");
+        assert_eq!(meta_plugin_type(&config), None);
+        let multus: Map<String, Value> = serde_json::from_str(
+            &std::fs::read_to_string(d.path().join("00-multus.conf")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta_plugin_type(&multus), Some("multus"));
+        let thick =
+            obj(json!({"cniVersion":"1.0.0","name":"m","plugins":[{"type":"multus-shim"}]}));
+        assert_eq!(meta_plugin_type(&thick), Some("multus-shim"));
+        assert!(
+            scan(&d.path().join("missing"), "00-plexus.conflist")
+                .unwrap()
+                .ahead_of_ours
+                .is_empty()
+        );
     }
 
     #[test]

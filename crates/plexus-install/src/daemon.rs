@@ -8,11 +8,13 @@
 use crate::error::{Error, Result};
 use crate::health;
 use crate::installer::{self, Settings, SyncOutcome, WaitLog};
+use crate::token::TokenKeeper;
+use crate::tokenrequest::KubeIssuer;
 use nix::sys::signal::{SigSet, Signal};
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{error, info, warn};
 
 /// How the loop ends.
@@ -59,16 +61,36 @@ pub fn run(s: &Settings, mode: &Mode) -> Result<()> {
     });
 
     installer::install_binaries(s)?;
+    let mut keeper = keeper(s);
     let _watcher = watch(s, tx)?;
     let started = Instant::now();
     let mut wait_log = WaitLog::default();
     let mut failures = 0u32;
     let mut installed = false;
     loop {
-        let next = match installer::sync(s) {
+        let next = match installer::sync(s, keeper.as_mut()) {
             Ok(SyncOutcome::Waiting(reason)) => {
                 failures = 0;
                 wait_log.waiting(&reason);
+                if let Mode::Once { timeout: Some(t) } = mode
+                    && started.elapsed() > *t
+                {
+                    return Err(Error::Timeout(reason));
+                }
+                WAIT_POLL
+            }
+            Ok(SyncOutcome::Refused(reason)) => {
+                failures = 0;
+                wait_log.refused(&reason);
+                // Not ready at once, not only once the last touch ages out.
+                if let Mode::Forever {
+                    health_file: Some(h),
+                    ..
+                } = mode
+                {
+                    health::clear(h)?;
+                }
+                installed = false;
                 if let Mode::Once { timeout: Some(t) } = mode
                     && started.elapsed() > *t
                 {
@@ -93,7 +115,11 @@ pub fn run(s: &Settings, mode: &Mode) -> Result<()> {
                         if let Some(h) = health_file {
                             health::touch(h)?;
                         }
-                        *recheck
+                        // Wake up for the token's refresh (or retry) too.
+                        keeper
+                            .as_ref()
+                            .and_then(|k| k.next_due(SystemTime::now()))
+                            .map_or(*recheck, |due| due.clamp(DEBOUNCE, *recheck))
                     }
                 }
             }
@@ -127,6 +153,39 @@ pub fn run(s: &Settings, mode: &Mode) -> Result<()> {
                     _ => Ok(()),
                 };
             }
+        }
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT (a DaemonSet container that has done its work).
+pub fn wait_for_termination() -> Result<()> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()
+        .map_err(|e| Error::io("block signals for", "plexus-install")(e.into()))?;
+    let sig = set
+        .wait()
+        .map_err(|e| Error::io("wait for signals in", "plexus-install")(e.into()))?;
+    info!("received {sig}");
+    Ok(())
+}
+
+/// The keeper of the plugin's Node-bound token, when a node name is configured.
+fn keeper(s: &Settings) -> Option<installer::Keeper> {
+    let Some(spec) = s.token.clone() else {
+        warn!(
+            "no --node-name: the plugin uses this pod's projected token, which the API server \
+             invalidates when this pod is deleted (during a DaemonSet rollout, pods on this node \
+             fail to get their networks until the new pod has written its token)"
+        );
+        return None;
+    };
+    match KubeIssuer::new(&s.api_server, &s.sa_dir) {
+        Ok(i) => Some(TokenKeeper::new(Box::new(i), spec)),
+        Err(e) => {
+            warn!("{e}; the plugin uses this pod's projected token");
+            None
         }
     }
 }

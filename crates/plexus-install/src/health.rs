@@ -19,6 +19,11 @@ pub fn touch(path: &Path) -> Result<()> {
     atomic::write(path, format!("{now}\n").as_bytes(), 0o644)
 }
 
+/// Records "not healthy" (the probe fails at once).
+pub fn clear(path: &Path) -> Result<()> {
+    atomic::remove(path).map(drop)
+}
+
 /// Ok when `path` was touched within `max_age`; else a message saying why not.
 pub fn check(path: &Path, max_age: Duration) -> Result<Duration, String> {
     let modified = std::fs::metadata(path)
@@ -48,5 +53,8 @@ mod tests {
         assert!(check(&p, Duration::from_secs(5)).is_err());
         touch(&p).unwrap();
         assert!(check(&p, Duration::from_secs(5)).is_ok());
+        clear(&p).unwrap();
+        assert!(check(&p, Duration::from_secs(5)).is_err());
+        clear(&p).unwrap();
     }
 }

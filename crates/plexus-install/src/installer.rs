@@ -6,12 +6,13 @@ use crate::atomic;
 use crate::cniconf::{self, ConfigInputs, PrimaryState};
 use crate::credentials::{self, CredentialPaths, ServiceAccount};
 use crate::error::{Error, Result};
+use crate::token::{Source, TokenIssuer, TokenKeeper, TokenSpec};
 use serde_json::{Map, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use std::time::{Duration, Instant, SystemTime};
+use tracing::{error, info, warn};
 
 /// Everything the installer needs to know; host paths are as seen *on the host* (they end up in
 /// the generated files) and are accessed under `host_root`.
@@ -38,6 +39,8 @@ pub struct Settings {
     pub template: Map<String, Value>,
     /// Plugin options from flags (win over the template).
     pub options: Map<String, Value>,
+    /// What to request for the plugin's own Node-bound token; `None`: use the pod's token.
+    pub token: Option<TokenSpec>,
 }
 
 impl Settings {
@@ -184,11 +187,19 @@ pub enum SyncOutcome {
     Waiting(String),
     /// Config and credentials are current; `changed` is whether anything was written.
     Current { changed: bool },
+    /// The config dir is in a state where our config would not be used as intended (another
+    /// config sorts before ours, or the primary is itself a meta plugin): nothing written, the
+    /// reason names the file that wins and what to do. Not healthy until resolved.
+    Refused(String),
 }
 
+/// The plugin's token keeper as the daemon holds it.
+pub type Keeper = TokenKeeper<Box<dyn TokenIssuer>>;
+
 /// Brings credentials and our conflist up to date with the primary and the service account.
-/// Writes nothing until the readiness indicator (when configured) and a valid primary exist.
-pub fn sync(s: &Settings) -> Result<SyncOutcome> {
+/// Writes nothing until the readiness indicator (when configured) and a valid primary exist. The
+/// token written for the plugin is `keeper`'s Node-bound one when there is one, else the pod's.
+pub fn sync(s: &Settings, keeper: Option<&mut Keeper>) -> Result<SyncOutcome> {
     if let Some(r) = &s.readiness_indicator_file
         && !s.on_host(r).exists()
     {
@@ -198,12 +209,15 @@ pub fn sync(s: &Settings) -> Result<SyncOutcome> {
         )));
     }
     let conf_dir = s.on_host(&s.cni_conf_dir);
-    let (file_name, primary) = match cniconf::find_primary(&conf_dir, &s.config_name)
-        .map_err(Error::io("read CNI config dir", &conf_dir))?
-    {
+    let scan = cniconf::scan(&conf_dir, &s.config_name)
+        .map_err(Error::io("read CNI config dir", &conf_dir))?;
+    if let Some(first) = scan.ahead_of_ours.first() {
+        return Ok(SyncOutcome::Refused(shadowed_reason(s, &conf_dir, first)));
+    }
+    let (file_name, primary) = match scan.primary {
         PrimaryState::Absent => {
             return Ok(SyncOutcome::Waiting(format!(
-                "no primary CNI config (*.conf, *.conflist) in {} yet",
+                "no primary CNI config (*.conf, *.conflist, *.json) in {} yet",
                 s.cni_conf_dir.display()
             )));
         }
@@ -215,7 +229,23 @@ pub fn sync(s: &Settings) -> Result<SyncOutcome> {
         }
         PrimaryState::Found { file_name, config } => (file_name, config),
     };
-    let sa = ServiceAccount::read(&s.sa_dir)?;
+    if let Some(meta) = cniconf::meta_plugin_type(&primary) {
+        return Ok(SyncOutcome::Refused(format!(
+            "the primary CNI config {} is itself a meta plugin (type {meta}): {} would win, but \
+             every pod's cluster network would go through {meta}; remove {} so that the real \
+             primary network's config is found (docs/install.md, \"Migrating from Multus\")",
+            s.cni_conf_dir.join(&file_name).display(),
+            s.config_name,
+            file_name
+        )));
+    }
+    let mut sa = ServiceAccount::read(&s.sa_dir)?;
+    if let Some(k) = keeper {
+        let (token, source) = k.token(SystemTime::now(), &sa.token);
+        if let Source::Own { .. } = source {
+            sa.token = token;
+        }
+    }
     let paths = s.credential_paths();
     let ch = credentials::sync(&sa, &s.api_server, &paths)?;
     if ch.token {
@@ -265,6 +295,26 @@ pub fn sync(s: &Settings) -> Result<SyncOutcome> {
     Ok(SyncOutcome::Current { changed })
 }
 
+/// Why a config file sorting before ours is refused, naming the file the runtime uses instead.
+fn shadowed_reason(s: &Settings, conf_dir: &Path, first: &str) -> String {
+    let kind = std::fs::read(conf_dir.join(first))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Map<String, Value>>(&t).ok())
+        .map(|c| match cniconf::meta_plugin_type(&c) {
+            Some(meta) => format!(" (a {meta} config)"),
+            None => String::new(),
+        })
+        .unwrap_or_default();
+    format!(
+        "{} sorts before {}: the container runtime uses the lexically first config file, so {}{kind} \
+         wins and Plexus would never be called; remove or rename it (docs/install.md, \
+         \"Migrating from Multus\")",
+        s.cni_conf_dir.join(first).display(),
+        s.config_name,
+        first
+    )
+}
+
 /// Removes our conflist (for `--cleanup-on-exit`).
 pub fn remove_config(s: &Settings) -> Result<()> {
     if atomic::remove(&s.on_host(&s.config_path()))? {
@@ -273,12 +323,50 @@ pub fn remove_config(s: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Removes everything the installer put on the host: our conflist, the credential files and their
-/// dir, the installed binaries and any temporary leftovers. The plugin's own cache (`cniDir`) is
-/// not the installer's and is left alone.
-pub fn uninstall(s: &Settings) -> Result<()> {
+/// The plugin's default cache dir (`cniDir`), when neither the flag nor our config names one.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni/plexus";
+
+/// Undoes the install, in the order that keeps the node working: first our conflist (so the
+/// runtime goes back to the primary network's config, which was never modified, at once), then
+/// the credentials and the installed binaries, then the plugin's cache dir, but only when it
+/// holds no live entry.
+///
+/// Live entries are attachments of pods created through Plexus that still exist. The runtime
+/// does not call Plexus for them any more (it now uses the primary's config), so their secondary
+/// interfaces go away with their network namespaces, but IPAM leases of those delegates are only
+/// released by a Plexus DEL; the entries are kept so that reinstalling Plexus can still tear them
+/// down, and the log says how many there are. Drain the node first to have none.
+///
+/// `cache_dir` (host path) overrides the `cniDir` of our installed config.
+pub fn uninstall(s: &Settings, cache_dir: Option<&Path>) -> Result<()> {
+    let conf_path = s.on_host(&s.config_path());
+    let configured_cache = std::fs::read(&conf_path)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Value>(&t).ok())
+        .and_then(|v| v["plugins"][0]["cniDir"].as_str().map(PathBuf::from));
+    let cache_dir = cache_dir
+        .map(Path::to_path_buf)
+        .or(configured_cache)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR));
+
     remove_config(s)?;
-    atomic::remove_leftovers(&s.on_host(&s.cni_conf_dir))?;
+    let conf_dir = s.on_host(&s.cni_conf_dir);
+    atomic::remove_leftovers(&conf_dir)?;
+    match cniconf::scan(&conf_dir, &s.config_name) {
+        Ok(scan) => match scan.primary {
+            PrimaryState::Found { file_name, .. } | PrimaryState::Invalid { file_name, .. } => {
+                info!(
+                    "the container runtime now uses {}",
+                    s.cni_conf_dir.join(file_name).display()
+                )
+            }
+            PrimaryState::Absent => warn!(
+                "no CNI config left in {}: the node has no pod network until one is installed",
+                s.cni_conf_dir.display()
+            ),
+        },
+        Err(e) => warn!("cannot read {}: {e}", s.cni_conf_dir.display()),
+    }
     for p in credentials::remove(&s.credential_paths())? {
         info!("removed {}", p.display());
     }
@@ -289,6 +377,42 @@ pub fn uninstall(s: &Settings) -> Result<()> {
         }
     }
     atomic::remove_leftovers(&bin_dir)?;
+    remove_cache_dir(s, &cache_dir)
+}
+
+/// Removes the cache dir when it has no live entry (`<container>.json`); see [`uninstall`].
+fn remove_cache_dir(s: &Settings, host_path: &Path) -> Result<()> {
+    let dir = s.on_host(host_path);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read cache dir", &dir)(e)),
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let live = names.iter().filter(|n| n.ends_with(".json")).count();
+    if live > 0 {
+        warn!(
+            "kept the cache dir {}: {live} attachment(s) of pods created through Plexus are still \
+             there; their IPAM leases are released only by a Plexus DEL (drain the node before \
+             uninstalling, or reinstall Plexus to tear them down)",
+            host_path.display()
+        );
+        return Ok(());
+    }
+    // Only what the plugin creates there (lock files, temporary files); anything else stays.
+    for n in names
+        .iter()
+        .filter(|n| n.ends_with(".lock") || n.ends_with(".tmp"))
+    {
+        atomic::remove(&dir.join(n))?;
+    }
+    match std::fs::remove_dir(&dir) {
+        Ok(()) => info!("removed {}", host_path.display()),
+        Err(e) => warn!("kept {}: {e}", host_path.display()),
+    }
     Ok(())
 }
 
@@ -302,6 +426,13 @@ impl WaitLog {
     pub fn waiting(&mut self, reason: &str) {
         if self.last.as_deref() != Some(reason) {
             warn!("waiting: {reason}");
+            self.last = Some(reason.to_owned());
+        }
+    }
+    /// Like [`WaitLog::waiting`], at error level: the operator must act.
+    pub fn refused(&mut self, reason: &str) {
+        if self.last.as_deref() != Some(reason) {
+            error!("refusing to install: {reason}");
             self.last = Some(reason.to_owned());
         }
     }

@@ -15,5 +15,7 @@ pub mod daemon;
 pub mod error;
 pub mod health;
 pub mod installer;
+pub mod token;
+pub mod tokenrequest;
 
 pub use error::{Error, Result};

@@ -28,7 +28,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The build version, first in every long-running command's log, so a log line can be tied to the
+/// image that wrote it during a rollout.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(verb) = cli.command.logged_verb() {
+        tracing::info!("plexus-install {VERSION} {verb}");
+    }
     match cli.command {
         Cmd::Install {
             host,
@@ -54,9 +61,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mode = forever(recheck_interval_seconds, health_file, cleanup_on_exit);
             daemon::run(&s, &mode).context("run")
         }
-        Cmd::Uninstall { host } => {
+        Cmd::Uninstall {
+            host,
+            cache_dir,
+            then_wait,
+            done_file,
+        } => {
             let s = Cli::settings(&host, None).context("uninstall")?;
-            installer::uninstall(&s).context("uninstall")
+            installer::uninstall(&s, cache_dir.as_deref()).context("uninstall")?;
+            tracing::info!("uninstalled");
+            if then_wait {
+                if let Some(f) = &done_file {
+                    health::touch(f).context("uninstall")?;
+                }
+                daemon::wait_for_termination().context("uninstall")?;
+            }
+            Ok(())
         }
         Cmd::Health {
             health_file,

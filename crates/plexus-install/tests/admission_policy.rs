@@ -1,4 +1,4 @@
-//! Every CEL expression of deploy/admission-policy.yaml evaluated against allowed and denied
+//! Every CEL expression of deploy/base/admission-policy.yaml evaluated against allowed and denied
 //! requests with a CEL interpreter (no API server runs here). The policy evaluates the way the API
 //! server does: match conditions first (a request that matches none is not subject to the policy),
 //! then the variables in order (visible as `variables.<name>`), then every validation; a false
@@ -28,7 +28,7 @@ fn compile(expr: &str) -> Program {
 }
 
 fn load() -> Policy {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/admission-policy.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base/admission-policy.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     let policy = serde_yaml::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())

@@ -716,3 +716,188 @@ fn api_server_must_be_an_ip_address() {
         stderr(&out)
     );
 }
+
+#[test]
+fn first_log_line_names_the_build_version() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    for sub in ["install", "uninstall"] {
+        let out = h.run(sub, &[]);
+        assert_ok(&out);
+        let first = stderr(&out).lines().next().unwrap_or_default().to_owned();
+        assert!(
+            first.contains(&format!(
+                "plexus-install {} {sub}",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{first}"
+        );
+    }
+}
+
+#[test]
+fn a_config_sorting_before_ours_is_refused_naming_the_winner() {
+    let h = Host::new();
+    h.put_primary(
+        "10-flannel.conflist",
+        &json!({"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel"}]}),
+    );
+    // A leftover of Multus thick mode.
+    h.put_primary(
+        "00-multus.conf",
+        &json!({"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus-shim"}),
+    );
+    let out = h.run("install", &["--wait-timeout-seconds", "1"]);
+    assert!(
+        !out.status.success(),
+        "installed although 00-multus.conf wins"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "refusing to install: /etc/cni/net.d/00-multus.conf sorts before 00-plexus.conflist"
+        ) && err.contains("00-multus.conf (a multus-shim config) wins"),
+        "{err}"
+    );
+    assert!(
+        !h.our_config().exists(),
+        "wrote a config that is never used"
+    );
+    assert!(!err.contains("installed and current"), "{err}");
+
+    // `run`: not healthy while refused; healthy as soon as the leftover is gone.
+    let health = h.src.join("run/health");
+    let d = h.spawn("run", &["--health-file", health.to_str().unwrap()]);
+    let probe = || {
+        Command::new(EXE)
+            .args(["health", "--health-file", health.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!probe(), "healthy while refusing");
+    std::fs::remove_file(h.netd().join("00-multus.conf")).unwrap();
+    assert!(eventually(Duration::from_secs(10), probe), "never healthy");
+    assert!(h.our_config().exists());
+    // A leftover appearing later makes the probe fail at once.
+    h.put_primary(
+        "00-aaa.conf",
+        &json!({"cniVersion":"0.3.1","name":"x","type":"ptp"}),
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !probe()),
+        "still healthy with 00-aaa.conf winning"
+    );
+    let out = d.terminate();
+    assert!(
+        stderr(&out).contains("/etc/cni/net.d/00-aaa.conf sorts before 00-plexus.conflist"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_meta_plugin_primary_is_refused() {
+    let h = Host::new();
+    h.put_primary(
+        "10-multus.conf",
+        &json!({"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus",
+            "delegates":[{"type":"flannel"}]}),
+    );
+    h.put_primary(
+        "20-flannel.conflist",
+        &json!({"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel"}]}),
+    );
+    let out = h.run("install", &["--wait-timeout-seconds", "1"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "the primary CNI config /etc/cni/net.d/10-multus.conf is itself a meta plugin (type multus)"
+        ),
+        "{err}"
+    );
+    assert!(!h.our_config().exists());
+    std::fs::remove_file(h.netd().join("10-multus.conf")).unwrap();
+    assert_ok(&h.run("install", &[]));
+    assert_eq!(
+        h.config()["plugins"][0]["clusterNetwork"],
+        "/etc/cni/net.d/20-flannel.conflist"
+    );
+}
+
+#[test]
+fn uninstall_restores_the_primary_first_and_removes_the_cache_only_without_live_entries() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    assert_ok(&h.run("install", &["--cache-dir", "/var/lib/cni/plexus-test"]));
+    let cache = h.root.join("var/lib/cni/plexus-test");
+    std::fs::create_dir_all(&cache).unwrap();
+    // A pod still attached through Plexus: its entry (and lock) must survive.
+    std::fs::write(cache.join("c1.json"), "{}").unwrap();
+    std::fs::write(cache.join("c1.lock"), "").unwrap();
+    let out = h.run("uninstall", &[]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    let pos = |needle: &str| {
+        err.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not logged: {err}"))
+    };
+    // The config goes first: from then on the runtime uses the primary.
+    assert!(
+        pos("removed /etc/cni/net.d/00-plexus.conflist")
+            < pos("the container runtime now uses /etc/cni/net.d/10-ptp.conf")
+    );
+    assert!(
+        pos("the container runtime now uses") < pos("removed /opt/cni/bin/plexus"),
+        "{err}"
+    );
+    // The cache dir came from the installed config's cniDir.
+    assert!(
+        err.contains("kept the cache dir /var/lib/cni/plexus-test: 1 attachment(s)"),
+        "{err}"
+    );
+    assert!(cache.join("c1.json").exists() && cache.join("c1.lock").exists());
+    // Once the pod is gone (its DEL removed the entry), uninstall removes the dir.
+    std::fs::remove_file(cache.join("c1.json")).unwrap();
+    let out = h.run("uninstall", &["--cache-dir", "/var/lib/cni/plexus-test"]);
+    assert_ok(&out);
+    assert!(!cache.exists(), "{}", stderr(&out));
+    // Something that is not the plugin's is never removed with it.
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("notes.txt"), "mine").unwrap();
+    assert_ok(&h.run("uninstall", &["--cache-dir", "/var/lib/cni/plexus-test"]));
+    assert!(cache.join("notes.txt").exists());
+}
+
+#[test]
+fn uninstall_then_wait_signals_done_and_stays_until_sigterm() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    assert_ok(&h.run("install", &[]));
+    let done = h.src.join("run/uninstalled");
+    let d = h.spawn(
+        "uninstall",
+        &["--then-wait", "--done-file", done.to_str().unwrap()],
+    );
+    assert!(eventually(Duration::from_secs(10), || done.exists()));
+    assert!(!h.our_config().exists());
+    let probe = Command::new(EXE)
+        .args(["health", "--health-file", done.to_str().unwrap()])
+        .args(["--max-age-seconds", "31536000"])
+        .output()
+        .unwrap();
+    assert_ok(&probe);
+    assert_ok(&d.terminate());
+}

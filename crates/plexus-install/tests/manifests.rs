@@ -6,13 +6,14 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
-use std::collections::BTreeSet;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn deploy_dir() -> PathBuf {
@@ -80,6 +81,11 @@ fn all_objects() -> Vec<(String, String, Value)> {
             match kind.as_str() {
                 "v1/Namespace" => drop(typed::<Namespace>(&v, &origin)),
                 "v1/ServiceAccount" => drop(typed::<ServiceAccount>(&v, &origin)),
+                "v1/ConfigMap" => drop(typed::<ConfigMap>(&v, &origin)),
+                "rbac.authorization.k8s.io/v1/Role" => drop(typed::<Role>(&v, &origin)),
+                "rbac.authorization.k8s.io/v1/RoleBinding" => {
+                    drop(typed::<RoleBinding>(&v, &origin))
+                }
                 "rbac.authorization.k8s.io/v1/ClusterRole" => {
                     drop(typed::<ClusterRole>(&v, &origin))
                 }
@@ -120,6 +126,9 @@ fn every_manifest_parses_into_its_type_without_losing_fields() {
     for want in [
         "v1/Namespace",
         "v1/ServiceAccount",
+        "v1/ConfigMap",
+        "rbac.authorization.k8s.io/v1/Role",
+        "rbac.authorization.k8s.io/v1/RoleBinding",
         "rbac.authorization.k8s.io/v1/ClusterRole",
         "rbac.authorization.k8s.io/v1/ClusterRoleBinding",
         "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
@@ -152,22 +161,38 @@ fn crd_is_the_generated_one() {
 }
 
 #[test]
-fn kustomization_lists_every_manifest() {
-    let k: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(deploy_dir().join("kustomization.yaml")).unwrap(),
-    )
-    .unwrap();
-    let listed: BTreeSet<String> = k["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap().to_owned())
+fn kustomizations_list_every_manifest_and_the_crd_only_in_its_own() {
+    let resources = |dir: &str| -> BTreeSet<String> {
+        let k = kustomization(&deploy_dir().join(dir));
+        k["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{dir}/{}", r.as_str().unwrap()))
+            .collect()
+    };
+    let listed: BTreeSet<String> = resources("base")
+        .union(&resources("crds"))
+        .cloned()
         .collect();
     let files: BTreeSet<String> = manifest_files()
         .iter()
         .map(|f| f.strip_prefix(deploy_dir()).unwrap().display().to_string())
         .collect();
     assert_eq!(listed, files);
+    // Deleting Plexus (`kubectl delete -k` of deploy/, an overlay or the uninstall mode) must
+    // never delete the CRD, and with it every NAD.
+    for dir in BUILDS {
+        assert!(
+            !build(dir)
+                .iter()
+                .any(|o| o["kind"] == "CustomResourceDefinition"),
+            "{dir} contains the CRD"
+        );
+    }
+    let crds = build("crds");
+    assert_eq!(crds.len(), 1);
+    assert_eq!(crds[0]["kind"], "CustomResourceDefinition");
 }
 
 #[test]
@@ -314,5 +339,488 @@ fn daemonset_is_guaranteed_critical_tolerant_and_probed() {
     assert!(
         !mounts(main).contains(&"cni-bin".to_owned()),
         "main container needs no bin dir"
+    );
+}
+
+// ------------------------------------------------------------------ kustomize, the parts we use
+//
+// `kubectl kustomize` is not available where the tests run, so the tests build the kustomizations
+// with the subset of kustomize that deploy/ uses, and fail on anything else: `resources` (files
+// and directories), `components`, inline JSON 6902 `patches` (replace/add/remove) with a kind +
+// name target, and `images` (newName/newTag). The result was compared with `kubectl kustomize`
+// (kustomize v5.5) when the overlays were written.
+
+/// Every kustomization an operator applies, except crds/.
+const BUILDS: [&str; 5] = [
+    ".",
+    "overlays/k3s",
+    "overlays/openshift",
+    "overlays/crio",
+    "uninstall",
+];
+
+fn kustomization(dir: &Path) -> Value {
+    let p = dir.join("kustomization.yaml");
+    let v: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let known = [
+        "apiVersion",
+        "kind",
+        "resources",
+        "components",
+        "patches",
+        "images",
+    ];
+    for k in v.as_object().unwrap().keys() {
+        assert!(
+            known.contains(&k.as_str()),
+            "{}: the tests do not model `{k}`",
+            p.display()
+        );
+    }
+    v
+}
+
+/// The objects `kubectl kustomize deploy/<dir>` prints.
+fn build(dir: &str) -> Vec<Value> {
+    build_dir(&deploy_dir().join(dir))
+}
+
+fn build_dir(dir: &Path) -> Vec<Value> {
+    let k = kustomization(dir);
+    let mut objs = Vec::new();
+    for r in k["resources"].as_array().into_iter().flatten() {
+        let p = dir.join(r.as_str().unwrap());
+        if p.is_dir() {
+            objs.extend(build_dir(&p));
+        } else {
+            objs.extend(docs(&p));
+        }
+    }
+    apply_patches(dir, &k, &mut objs);
+    for c in k["components"].as_array().into_iter().flatten() {
+        let cdir = dir.join(c.as_str().unwrap());
+        let ck = kustomization(&cdir);
+        assert_eq!(ck["kind"], "Component", "{}", cdir.display());
+        apply_patches(&cdir, &ck, &mut objs);
+    }
+    for img in k["images"].as_array().into_iter().flatten() {
+        let name = img["name"].as_str().unwrap();
+        let new = format!(
+            "{}:{}",
+            img["newName"].as_str().unwrap_or(name),
+            img["newTag"].as_str().expect("images: newTag")
+        );
+        for o in &mut objs {
+            for list in ["initContainers", "containers"] {
+                for c in o
+                    .pointer_mut(&format!("/spec/template/spec/{list}"))
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    let old = c["image"].as_str().unwrap_or_default();
+                    if old.split(':').next() == Some(name) {
+                        c["image"] = json!(new);
+                    }
+                }
+            }
+        }
+    }
+    objs
+}
+
+fn apply_patches(dir: &Path, k: &Value, objs: &mut [Value]) {
+    for p in k["patches"].as_array().into_iter().flatten() {
+        let (kind, name) = (&p["target"]["kind"], &p["target"]["name"]);
+        let ops: Vec<Value> = serde_yaml::from_str(p["patch"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{}: patch: {e}", dir.display()));
+        let mut hit = false;
+        for o in objs
+            .iter_mut()
+            .filter(|o| &o["kind"] == kind && &o["metadata"]["name"] == name)
+        {
+            hit = true;
+            for op in &ops {
+                apply_op(o, op).unwrap_or_else(|e| panic!("{}: {op}: {e}", dir.display()));
+            }
+        }
+        assert!(
+            hit,
+            "{}: patch target {kind} {name} not found",
+            dir.display()
+        );
+    }
+}
+
+fn apply_op(o: &mut Value, op: &Value) -> Result<(), String> {
+    let path = op["path"].as_str().ok_or("no path")?;
+    let (parent, last) = path.rsplit_once('/').ok_or("bad path")?;
+    let target = o.pointer_mut(parent).ok_or("no such parent")?;
+    match (op["op"].as_str(), target) {
+        (Some("replace"), t) => {
+            *t.pointer_mut(&format!("/{last}"))
+                .ok_or("nothing to replace")? = op["value"].clone()
+        }
+        (Some("add"), Value::Array(a)) if last == "-" => a.push(op["value"].clone()),
+        (Some("add"), Value::Object(m)) => drop(m.insert(last.to_owned(), op["value"].clone())),
+        (Some("remove"), Value::Object(m)) => {
+            m.remove(last).ok_or("nothing to remove")?;
+        }
+        (other, _) => return Err(format!("op {other:?} not modelled")),
+    }
+    Ok(())
+}
+
+fn daemonset(objs: &[Value]) -> DaemonSet {
+    let ds: Vec<&Value> = objs.iter().filter(|o| o["kind"] == "DaemonSet").collect();
+    assert_eq!(ds.len(), 1);
+    serde_json::from_value(ds[0].clone()).unwrap()
+}
+
+fn config_map(objs: &[Value], name: &str) -> BTreeMap<String, String> {
+    let cm = objs
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no ConfigMap {name}"));
+    serde_json::from_value(cm["data"].clone()).unwrap()
+}
+
+fn containers(ds: &DaemonSet) -> Vec<Container> {
+    let pod = ds.spec.clone().unwrap().template.spec.unwrap();
+    pod.init_containers
+        .unwrap_or_default()
+        .into_iter()
+        .chain(pod.containers)
+        .collect()
+}
+
+#[test]
+fn the_image_is_set_in_one_place_and_pullable() {
+    // In the manifests every container names the bare image `plexus`...
+    let ds: DaemonSet = one("apps/v1/DaemonSet");
+    for c in containers(&ds) {
+        assert_eq!(c.image.as_deref(), Some("plexus"), "{}", c.name);
+    }
+    // ...and the kustomization's `images:` makes it a registry reference a node can pull.
+    for dir in BUILDS {
+        for c in containers(&daemonset(&build(dir))) {
+            let image = c.image.unwrap();
+            let (repo, tag) = image.rsplit_once(':').expect("tagged");
+            let registry = repo.split('/').next().unwrap();
+            assert!(
+                repo.contains('/') && registry.contains('.') && registry != "localhost",
+                "{dir}: {image} is not a pullable registry reference"
+            );
+            assert!(!tag.is_empty() && tag != "latest", "{dir}: {image}");
+        }
+    }
+}
+
+#[test]
+fn the_daemonset_runs_only_on_linux_amd64_nodes() {
+    for dir in BUILDS {
+        let pod = daemonset(&build(dir)).spec.unwrap().template.spec.unwrap();
+        let sel = pod.node_selector.unwrap_or_default();
+        assert_eq!(
+            (
+                sel.get("kubernetes.io/os").map(String::as_str),
+                sel.get("kubernetes.io/arch").map(String::as_str)
+            ),
+            (Some("linux"), Some("amd64")),
+            "{dir}"
+        );
+    }
+}
+
+#[test]
+fn both_containers_share_one_config_instead_of_repeated_flags() {
+    let objs = build(".");
+    let ds = daemonset(&objs);
+    let node = config_map(&objs, "plexus-node");
+    let template = node["PLEXUS_CONFIG_TEMPLATE"].clone();
+    let opts: Value = serde_json::from_str(&config_map(&objs, "plexus-config")["plexus.json"])
+        .expect("plexus.json is JSON");
+    assert_eq!(opts["namespaceIsolation"], true, "{opts}");
+    let pod = ds.spec.clone().unwrap().template.spec.unwrap();
+    let config_vol = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| {
+            v.config_map
+                .as_ref()
+                .is_some_and(|c| c.name == "plexus-config")
+        })
+        .expect("plexus-config volume");
+    let cs = containers(&ds);
+    assert_eq!(cs.len(), 2);
+    for c in &cs {
+        let from: Vec<String> = c
+            .env_from
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| e.config_map_ref.map(|r| r.name))
+            .collect();
+        assert_eq!(from, vec!["plexus-node"], "{}", c.name);
+        let mount = c
+            .volume_mounts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.name == config_vol.name)
+            .unwrap_or_else(|| panic!("{}: plexus-config not mounted", c.name));
+        assert_eq!(
+            Path::new(&mount.mount_path).join("plexus.json"),
+            Path::new(&template),
+            "{}",
+            c.name
+        );
+        let env: BTreeSet<String> = c
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(
+            env.contains("PLEXUS_NODE_NAME"),
+            "{}: no node name for the token",
+            c.name
+        );
+    }
+    // No plugin option or host path repeated as a flag: every `--` flag in the two commands is
+    // one only that container has.
+    let flags = |c: &Container| -> BTreeSet<String> {
+        c.command
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.starts_with("--"))
+            .map(|a| a.split('=').next().unwrap().to_owned())
+            .collect()
+    };
+    let shared: Vec<String> = flags(&cs[0])
+        .intersection(&flags(&cs[1]))
+        .cloned()
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "flags repeated in both containers: {shared:?}"
+    );
+}
+
+/// The host paths each layout must use (docs/install.md, "Host paths", has the same table).
+const LAYOUTS: [(&str, &str, &str); 4] = [
+    (".", "/opt/cni/bin", "/etc/cni/net.d"),
+    (
+        "overlays/k3s",
+        "/var/lib/rancher/k3s/data/cni",
+        "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+    ),
+    (
+        "overlays/openshift",
+        "/var/lib/cni/bin",
+        "/etc/kubernetes/cni/net.d",
+    ),
+    ("overlays/crio", "/usr/libexec/cni", "/etc/cni/net.d"),
+];
+
+#[test]
+fn overlays_put_each_distributions_host_paths_everywhere_they_are_needed() {
+    let docs = std::fs::read_to_string(deploy_dir().join("../docs/install.md")).unwrap();
+    for (dir, bin, conf) in LAYOUTS {
+        let objs = build(dir);
+        let node = config_map(&objs, "plexus-node");
+        assert_eq!(
+            (
+                node["PLEXUS_CNI_BIN_DIR"].as_str(),
+                node["PLEXUS_CNI_CONF_DIR"].as_str()
+            ),
+            (bin, conf),
+            "{dir}: the installer's host paths"
+        );
+        let ds = daemonset(&objs);
+        let vols: BTreeMap<String, String> = ds
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .volumes
+            .unwrap()
+            .into_iter()
+            .filter_map(|v| v.host_path.map(|h| (v.name, h.path)))
+            .collect();
+        assert_eq!(vols["cni-bin"], bin, "{dir}");
+        assert_eq!(vols["cni-conf"], conf, "{dir}");
+        // The installer reaches host path P at <host root>/P: every hostPath mount must be there.
+        let root = Path::new(&node["PLEXUS_HOST_ROOT"]);
+        for c in containers(&ds) {
+            for m in c.volume_mounts.unwrap_or_default() {
+                if let Some(host) = vols.get(&m.name) {
+                    assert_eq!(
+                        Path::new(&m.mount_path),
+                        root.join(host.trim_start_matches('/')),
+                        "{dir}: {} mounts {} elsewhere",
+                        c.name,
+                        m.name
+                    );
+                }
+            }
+        }
+        if dir != "." {
+            assert!(
+                docs.contains(&format!("`{bin}`")) && docs.contains(&format!("`{conf}`")),
+                "docs/install.md has no host path row for {dir}"
+            );
+            assert!(
+                docs.contains(&format!("deploy/{dir}")),
+                "docs/install.md does not name {dir}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_uninstall_mode_uninstalls_on_every_node_and_stays_ready() {
+    let ds = daemonset(&build("uninstall"));
+    let pod = ds.spec.clone().unwrap().template.spec.unwrap();
+    let init = &pod.init_containers.clone().unwrap()[0];
+    let main = &pod.containers[0];
+    let cmd = |c: &Container| c.command.clone().unwrap();
+    assert_eq!(cmd(init)[1], "uninstall");
+    assert_eq!(&cmd(main)[1..3], ["uninstall", "--then-wait"]);
+    let cache = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find_map(|v| v.host_path.filter(|h| h.path == "/var/lib/cni/plexus"))
+        .is_some();
+    assert!(cache, "the cache dir is not mounted");
+    assert!(
+        init.volume_mounts
+            .clone()
+            .unwrap()
+            .iter()
+            .any(|m| m.mount_path == "/host/var/lib/cni/plexus")
+    );
+    // The probe's file is the one the main container touches when done, and never ages out.
+    let probe = main
+        .readiness_probe
+        .clone()
+        .unwrap()
+        .exec
+        .unwrap()
+        .command
+        .unwrap();
+    assert!(
+        probe.contains(&"--health-file=/run/plexus/health".to_owned()),
+        "{probe:?}"
+    );
+    assert!(cmd(main).contains(&"--done-file=/run/plexus/health".to_owned()));
+    // Same image and everything else as the install mode.
+    let base = daemonset(&build("."));
+    assert_eq!(
+        containers(&base)
+            .iter()
+            .map(|c| c.image.clone())
+            .collect::<Vec<_>>(),
+        containers(&ds)
+            .iter()
+            .map(|c| c.image.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn the_crd_has_multus_names() {
+    let crd: CustomResourceDefinition = one("apiextensions.k8s.io/v1/CustomResourceDefinition");
+    let names = crd.spec.names;
+    assert_eq!(
+        names.singular.as_deref(),
+        Some("network-attachment-definition")
+    );
+    let short: BTreeSet<String> = names.short_names.unwrap().into_iter().collect();
+    assert_eq!(
+        short,
+        ["nad", "net-attach-def"]
+            .map(str::to_owned)
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(names.plural, "network-attachment-definitions");
+    assert_eq!(crd.spec.group, "k8s.cni.cncf.io");
+}
+
+#[test]
+fn the_image_build_context_excludes_target() {
+    let root = deploy_dir().join("..");
+    let ignore = std::fs::read_to_string(root.join(".containerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
+    assert_eq!(
+        std::fs::read_to_string(root.join(".dockerignore")).unwrap(),
+        ignore
+    );
+}
+
+#[test]
+fn every_installer_flag_is_documented() {
+    let docs = std::fs::read_to_string(deploy_dir().join("../docs/install.md")).unwrap();
+    for sub in ["install", "run", "uninstall", "health"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plexus-install"))
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        for word in help.split_whitespace() {
+            let flag = word.trim_end_matches([',', '.']);
+            let Some(name) = flag.strip_prefix("--") else {
+                continue;
+            };
+            let name: String = name
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            if name.is_empty() || name == "help" {
+                continue;
+            }
+            assert!(
+                docs.contains(&format!("`--{name}")),
+                "`plexus-install {sub} --{name}` is not in docs/install.md"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_token_role_allows_only_this_service_accounts_token() {
+    let sa: ServiceAccount = one("v1/ServiceAccount");
+    let role: Role = one("rbac.authorization.k8s.io/v1/Role");
+    assert_eq!(role.metadata.namespace, sa.metadata.namespace);
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    let r = &rules[0];
+    assert_eq!(r.api_groups.as_deref(), Some(&["".to_owned()][..]));
+    assert_eq!(
+        r.resources.as_deref(),
+        Some(&["serviceaccounts/token".to_owned()][..])
+    );
+    assert_eq!(r.verbs, vec!["create"]);
+    assert_eq!(
+        r.resource_names.as_ref(),
+        Some(&vec![sa.metadata.name.clone().unwrap()])
+    );
+    let b: RoleBinding = one("rbac.authorization.k8s.io/v1/RoleBinding");
+    assert_eq!(b.role_ref.kind, "Role");
+    assert_eq!(Some(b.role_ref.name), role.metadata.name);
+    let s = &b.subjects.unwrap()[0];
+    assert_eq!(
+        (s.kind.as_str(), Some(&s.name)),
+        ("ServiceAccount", sa.metadata.name.as_ref())
     );
 }

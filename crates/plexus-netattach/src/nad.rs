@@ -9,8 +9,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Spec of a `NetworkAttachmentDefinition` (`k8s.cni.cncf.io/v1`, namespaced, short name
-/// `net-attach-def`).
+/// Spec of a `NetworkAttachmentDefinition` (`k8s.cni.cncf.io/v1`, namespaced, short names
+/// `net-attach-def` and `nad`, singular `network-attachment-definition`: Multus's names).
 #[derive(
     CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
 )]
@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
     version = "v1",
     kind = "NetworkAttachmentDefinition",
     plural = "network-attachment-definitions",
+    singular = "network-attachment-definition",
     shortname = "net-attach-def",
+    shortname = "nad",
     namespaced
 )]
 pub struct NetworkAttachmentDefinitionSpec {
@@ -48,7 +50,11 @@ mod tests {
         assert_eq!(crd.spec.names.plural, "network-attachment-definitions");
         assert_eq!(
             crd.spec.names.short_names.as_deref(),
-            Some(&["net-attach-def".to_string()][..])
+            Some(&["net-attach-def".to_string(), "nad".to_string()][..])
+        );
+        assert_eq!(
+            crd.spec.names.singular.as_deref(),
+            Some("network-attachment-definition")
         );
         assert_eq!(crd.spec.versions.len(), 1);
         assert_eq!(crd.spec.versions[0].name, "v1");

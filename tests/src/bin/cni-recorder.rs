@@ -9,6 +9,14 @@
 //!   chained call returns its `prevResult`, and a first plugin returns one sandbox interface named
 //!   `CNI_IFNAME` with the address `address` (default `192.0.2.10/24`) and `gateway` when set.
 //! - `fail`: `{"VERB": "message"}`; that verb fails with code 7 (or `failCode`) and the message.
+//! - `sleep`: `{"VERB": seconds}`; that verb sleeps this long (after recording) before answering:
+//!   a hanging delegate.
+//! - `background`: `{"VERB": seconds}`; that verb first starts a `sleep <seconds>` child that
+//!   inherits stdout and stderr, then answers and exits: a delegate that leaves a background
+//!   child holding its output pipes.
+//!
+//! Each record also has `pid` (the plugin leads its own process group when plexus runs it, so
+//! this is also its group ID) and, with `background`, `childPid`.
 
 use serde_json::{Map, Value, json};
 use std::io::{Read, Write};
@@ -28,7 +36,18 @@ fn main() -> ExitCode {
         .and_then(Value::as_str)
         .unwrap_or("0.1.0")
         .to_owned();
-    record(&conf, &command, &stdin);
+    let child_pid = verb_seconds(&conf, "background", &command).and_then(|secs| {
+        // stdio inherited: the child keeps our stdout and stderr open after we exit.
+        std::process::Command::new("sleep")
+            .arg(secs.to_string())
+            .spawn()
+            .ok()
+            .map(|c| c.id())
+    });
+    record(&conf, &command, &stdin, child_pid);
+    if let Some(secs) = verb_seconds(&conf, "sleep", &command) {
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
 
     if command == "VERSION" {
         return print(
@@ -94,7 +113,12 @@ fn add_result(conf: &Map<String, Value>, version: &str) -> Value {
     })
 }
 
-fn record(conf: &Map<String, Value>, command: &str, stdin: &[u8]) {
+/// `conf[key][command]` as whole seconds.
+fn verb_seconds(conf: &Map<String, Value>, key: &str, command: &str) -> Option<u64> {
+    conf.get(key)?.get(command)?.as_u64()
+}
+
+fn record(conf: &Map<String, Value>, command: &str, stdin: &[u8], child_pid: Option<u32>) {
     let Some(path) = conf.get("recordFile").and_then(Value::as_str) else {
         return;
     };
@@ -104,7 +128,12 @@ fn record(conf: &Map<String, Value>, command: &str, stdin: &[u8]) {
         .collect();
     let stdin: Value = serde_json::from_slice(stdin)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(stdin).into_owned()));
-    let line = json!({"command": command, "env": env, "stdin": stdin}).to_string() + "\n";
+    let mut rec =
+        json!({"command": command, "env": env, "stdin": stdin, "pid": std::process::id()});
+    if let Some(pid) = child_pid {
+        rec["childPid"] = json!(pid);
+    }
+    let line = rec.to_string() + "\n";
     // One write of the whole line with O_APPEND keeps concurrent invocations' lines whole.
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)

@@ -175,7 +175,7 @@ fn status_for(code: u16, retry_after: Option<u64>, path: &str) -> ApiError {
         Some(Route::Object { res, name, .. }) => Some((res, name)),
         _ => None,
     };
-    let mut e = match (code, &object) {
+    let e = match (code, &object) {
         (404, Some((res, name))) => ApiError::not_found(*res, name),
         (409, Some((res, name))) => ApiError::modified(*res, name),
         (410, _) => ApiError::expired(),
@@ -185,10 +185,10 @@ fn status_for(code: u16, retry_after: Option<u64>, path: &str) -> ApiError {
         (504, _) => ApiError::timeout(),
         _ => ApiError::injected(code),
     };
-    if let Some(s) = retry_after {
-        e.retry_after = Some(s);
+    match retry_after {
+        Some(s) => e.with_retry_after(s),
+        None => e,
     }
-    e
 }
 
 #[cfg(test)]
@@ -241,7 +241,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (e.code, e.reason, e.retry_after),
+            (e.code, e.reason, e.retry_after()),
             (429, "TooManyRequests", Some(7))
         );
         assert_eq!(e.to_status()["details"]["retryAfterSeconds"], 7);

@@ -10,6 +10,10 @@
 //! (no graceful deletion or finalizers), strategic merge patch applied as a JSON merge patch, and
 //! watches that fall too far behind are closed rather than sent a `410`.
 
+// `ApiError` mirrors a whole `Status` body (with `Retry-After`); it crosses a few stack frames per
+// request of a test fixture, where boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod faults;
 pub mod patch;
 pub mod resource;
@@ -18,12 +22,13 @@ mod server;
 pub mod status;
 pub mod store;
 mod tls;
+pub mod tokens;
 
 use anyhow::{Context, bail};
+pub use faults::Fault;
 use resource::Resource;
 use serde::{Deserialize as _, Serialize};
 use serde_json::{Value, json};
-pub use faults::Fault;
 use server::{Shared, lock};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -76,6 +81,8 @@ pub struct RequestRecord {
     pub response_bytes: usize,
     /// The `User-Agent` header, when sent.
     pub user_agent: Option<String>,
+    /// When the request arrived, in milliseconds since the server started.
+    pub at_ms: u64,
 }
 
 /// The running server (see the module docs).
@@ -139,6 +146,8 @@ impl FakeApiServer {
             token: Mutex::new(opts.token.clone()),
             faults: Mutex::new(Vec::new()),
             bookmark_interval: opts.bookmark_interval,
+            started: std::time::Instant::now(),
+            tokens: Mutex::new(tokens::Tokens::default()),
         });
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let (closed_tx, closed) = std::sync::mpsc::channel();
@@ -422,6 +431,56 @@ impl FakeApiServer {
             .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.contains(path_contains))
             .map(|r| r.status)
             .collect()
+    }
+
+    // ---- identities and tokens (see the `tokens` module) ----
+
+    /// Creates a service account (idempotent); returns its UID.
+    pub fn create_service_account(&self, ns: &str, name: &str) -> String {
+        lock(&self.shared.tokens).create_service_account(ns, name)
+    }
+
+    /// Registers a node; returns its UID (a new one when re-registered).
+    pub fn create_node(&self, name: &str) -> String {
+        lock(&self.shared.tokens).create_node(name)
+    }
+
+    /// Deletes a node: tokens bound to it stop working.
+    pub fn delete_node(&self, name: &str) -> bool {
+        lock(&self.shared.tokens).delete_node(name)
+    }
+
+    /// What the kubelet does for a pod's projected service-account volume: a token for the pod's
+    /// service account, bound to the pod (it stops working when the pod is deleted). The service
+    /// account must exist.
+    pub fn issue_pod_token(&self, ns: &str, pod: &str) -> anyhow::Result<String> {
+        let store = lock(&self.shared.store);
+        let p = store.get(Resource::Pods, ns, pod)?;
+        let sa = p["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default");
+        let body = json!({"spec": {"boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod,
+            "uid": p["metadata"]["uid"]}, "expirationSeconds": 3607}});
+        let tr = lock(&self.shared.tokens).request(&store, ns, sa, &body)?;
+        Ok(tr["status"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// What the server recorded about a token it issued.
+    pub fn issued_token(&self, token: &str) -> Option<tokens::Issued> {
+        lock(&self.shared.tokens).issued(token)
+    }
+
+    /// Turns the `ServiceAccountTokenNodeBinding` feature on (the default) or off.
+    pub fn set_node_token_binding(&self, on: bool) {
+        lock(&self.shared.tokens).node_binding = on;
+    }
+
+    /// Caps the lifetime of issued tokens (`--service-account-max-token-expiration`).
+    pub fn set_max_token_expiration(&self, max: Option<Duration>) {
+        lock(&self.shared.tokens).max_expiration = max;
     }
 
     /// Changes the accepted bearer token (token rotation); `None` disables authentication.

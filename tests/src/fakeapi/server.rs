@@ -39,6 +39,9 @@ pub struct Shared {
     pub token: Mutex<Option<String>>,
     pub faults: Mutex<Vec<Fault>>,
     pub bookmark_interval: Duration,
+    /// When the server started (request log times are counted from here).
+    pub started: std::time::Instant,
+    pub tokens: Mutex<super::tokens::Tokens>,
 }
 
 /// Locks ignoring poison: a panicking test thread must not take the server down with it.
@@ -137,8 +140,10 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let arrived = shared.started.elapsed().as_millis() as u64;
     let log_entry = |status, response_bytes| RequestRecord {
         user_agent: user_agent.clone(),
+        at_ms: arrived,
         ..record(&method, &path, &query, status, body.len(), response_bytes)
     };
 
@@ -147,7 +152,6 @@ async fn handle(
         Ok(()) => decide(&mut lock(&shared.faults), &method, &path),
         Err(_) => Decision::Serve,
     };
-    let mut retry_after = None;
     let reply = match decision {
         Decision::Drop => {
             shared.record(log_entry(0, 0));
@@ -157,13 +161,17 @@ async fn handle(
             tokio::time::sleep(d).await;
             respond(&shared, &method, &path, &query, &headers, &body).unwrap_or_else(Reply::from)
         }
-        Decision::Fail(e) => {
-            retry_after = e.retry_after;
-            Reply::from(e)
-        }
+        Decision::Fail(e) => Reply::from(e),
         Decision::Serve => {
             respond(&shared, &method, &path, &query, &headers, &body).unwrap_or_else(Reply::from)
         }
+    };
+    // The real server turns `details.retryAfterSeconds` into the header.
+    let retry_after = match &reply {
+        Reply::Json(code, v) if *code >= 400 => v["details"]["retryAfterSeconds"]
+            .as_u64()
+            .filter(|s| *s > 0),
+        _ => None,
     };
     let (status, resp) = match reply {
         Reply::Json(code, v) => {
@@ -199,9 +207,7 @@ async fn handle(
     if let Some(secs) = retry_after {
         resp = resp.header("retry-after", secs.to_string());
     }
-    Ok(resp
-        .body(Full::new(bytes).boxed())
-        .expect("valid response"))
+    Ok(resp.body(Full::new(bytes).boxed()).expect("valid response"))
 }
 
 fn record(
@@ -220,6 +226,7 @@ fn record(
         request_bytes,
         response_bytes,
         user_agent: None,
+        at_ms: 0,
     }
 }
 
@@ -273,6 +280,15 @@ fn respond(
 ) -> Result<Reply, ApiError> {
     let route = Route::parse(path);
     authenticate(shared, headers, route.as_ref())?;
+    if let Some((ns, sa)) = super::tokens::token_request_path(path) {
+        if method != "POST" {
+            return Err(ApiError::method_not_allowed());
+        }
+        let body = parse_body(body)?;
+        let store = lock(&shared.store);
+        let tr = lock(&shared.tokens).request(&store, &ns, &sa, &body)?;
+        return Ok(Reply::Json(201, tr));
+    }
     let Some(route) = route else {
         return Err(ApiError::no_route());
     };
@@ -385,22 +401,33 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
-/// With a token configured, every request needs `Authorization: Bearer <token>`, except that an
-/// anonymous request (no header at all) may read the health and version endpoints, as the real
-/// server's `system:public-info-viewer` binding allows.
+/// With a token configured or any token issued through TokenRequest, every request needs
+/// `Authorization: Bearer <token>`: the configured token, or an issued token that is still valid
+/// (see [`super::tokens::Tokens::check`]). An anonymous request (no header at all) may read the
+/// health and version endpoints, as the real server's `system:public-info-viewer` binding allows.
 fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
     route: Option<&Route>,
 ) -> Result<(), ApiError> {
-    let Some(token) = lock(&shared.token).clone() else {
-        return Ok(());
-    };
-    match headers
+    let bearer = headers
         .get("authorization")
         .map(|v| v.to_str().unwrap_or_default())
+        .map(|h| h.strip_prefix("Bearer ").map(str::trim));
+    let configured = lock(&shared.token).clone();
+    // Lock order: store before tokens (as in the TokenRequest handler).
+    let store = lock(&shared.store);
+    let tokens = lock(&shared.tokens);
+    if let Some(Some(t)) = bearer
+        && tokens.knows(t)
     {
-        Some(h) if h.strip_prefix("Bearer ").is_some_and(|t| t.trim() == token) => Ok(()),
+        return tokens.check(&store, t);
+    }
+    if configured.is_none() && !tokens.any_issued() {
+        return Ok(());
+    }
+    match bearer {
+        Some(Some(t)) if configured.as_deref() == Some(t) => Ok(()),
         None if matches!(route, Some(Route::Health | Route::Version)) => Ok(()),
         _ => Err(ApiError::unauthorized()),
     }

@@ -12,8 +12,6 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Value,
-    /// Sent as the `Retry-After` header (seconds).
-    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,7 +21,6 @@ impl ApiError {
             reason,
             message: message.into(),
             details: Value::Null,
-            retry_after: None,
         }
     }
 
@@ -148,7 +145,6 @@ impl ApiError {
     pub fn too_many_requests(retry_after_secs: u64) -> Self {
         Self {
             details: json!({"retryAfterSeconds": retry_after_secs}),
-            retry_after: Some(retry_after_secs),
             ..Self::new(
                 429,
                 "TooManyRequests",
@@ -204,6 +200,22 @@ impl ApiError {
             _ => "Unknown",
         };
         Self::new(code, reason, format!("injected fault: {code} {reason}"))
+    }
+
+    /// `details.retryAfterSeconds`, which the real server also sends as the `Retry-After` header.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.details["retryAfterSeconds"]
+            .as_u64()
+            .filter(|s| *s > 0)
+    }
+
+    /// Sets `details.retryAfterSeconds` (and so the `Retry-After` header).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        if !self.details.is_object() {
+            self.details = json!({});
+        }
+        self.details["retryAfterSeconds"] = json!(secs);
+        self
     }
 
     /// The `Status` body.
