@@ -28,7 +28,8 @@ fn compile(expr: &str) -> Program {
 }
 
 fn load() -> Policy {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base/admission-policy.yaml");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base/admission-policy.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     let policy = serde_yaml::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())
