@@ -352,6 +352,22 @@ impl Bed {
         p
     }
 
+    /// A directory on this bed's `CNI_PATH` (after the Debian plugins) where tests put plugins.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.node.root.path().join("recbin")
+    }
+
+    /// Installs an executable shell script as plugin `name` in [`Bed::plugin_dir`].
+    pub fn install_script_plugin(&self, name: &str, script: &str) -> PathBuf {
+        write_script(&self.plugin_dir().join(name), script)
+    }
+
+    /// Installs `target` under the plugin name `name` in [`Bed::plugin_dir`] (a symlink, as a
+    /// package or an installer would leave it).
+    pub fn install_plugin_link(&self, name: &str, target: &Path) {
+        std::os::unix::fs::symlink(target, self.plugin_dir().join(name)).expect("symlink plugin");
+    }
+
     /// Every file in `cniDir` that belongs to container `cid`: entry, previous generation, lock,
     /// temp files.
     pub fn cni_files_of(&self, cid: &str) -> Vec<String> {
@@ -521,6 +537,14 @@ pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> b
 /// A container ID unique across tests and test processes.
 pub fn cid(tag: &str) -> String {
     format!("{tag}-{}", crate::netns::unique_name("c"))
+}
+
+/// Writes `script` to `path`, mode 0755, and returns the path.
+pub fn write_script(path: &Path, script: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, script).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+    path.to_owned()
 }
 
 /// A `plexus` process started by [`Bed::spawn`]; killed (SIGKILL) and reaped on drop if the test

@@ -417,18 +417,28 @@ fn parse_entry(path: &Path, container_id: &str) -> Result<Option<CacheEntry>, Ca
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(path, "read")(e)),
     };
+    decode_entry(path, container_id, &bytes).map(Some)
+}
+
+/// Decodes the bytes of `container_id`'s entry file at `path`: anything but an entry of this
+/// format for this container is `Corrupt` (fuzzed in fuzz/fuzz_targets/cache_entry.rs).
+pub fn decode_entry(
+    path: &Path,
+    container_id: &str,
+    bytes: &[u8],
+) -> Result<CacheEntry, CacheError> {
     let corrupt = |reason: String| CacheError::Corrupt {
         path: path.to_owned(),
         reason,
     };
-    let entry: CacheEntry = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let entry: CacheEntry = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if entry.kind != CACHE_KIND {
         return Err(corrupt(format!("unknown kind {:?}", entry.kind)));
     }
     if entry.container_id != container_id {
         return Err(corrupt(format!("holds container {:?}", entry.container_id)));
     }
-    Ok(Some(entry))
+    Ok(entry)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CacheError> {

@@ -5,7 +5,10 @@
 //! neither reliably. Every top-level key is checked against `config_keys::KEYS` first: a misspelt
 //! known key is an error, keys that do nothing here and unknown keys become warnings.
 
+use crate::policy::DelegatePolicy;
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 /// Where the cluster (primary) network comes from.
@@ -114,6 +117,11 @@ pub struct PlexusConfig {
     pub log_options: LogOptions,
     /// Seconds allowed for each API request before the ADD fails with "try again later".
     pub api_timeout_secs: u64,
+    /// `allowedDelegateTypes` / `deniedDelegateTypes`: which plugin types a NAD may run.
+    pub delegate_policy: DelegatePolicy,
+    /// `maxNetworksPerPod`: most networks one pod may ask for (annotation entries plus
+    /// `defaultNetworks`), refused before any NAD is fetched.
+    pub max_networks_per_pod: usize,
     /// `callTimeoutSeconds`: the budget of one whole CNI call, delegates and API requests
     /// included (see [`crate::budget`]).
     pub call_timeout_secs: u64,
@@ -186,6 +194,15 @@ pub const DEFAULT_DEVICE_CHECKPOINT_FILE: &str =
     "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
 pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 
+/// `apiTimeoutSeconds`: at least a second, at most ten minutes (a CNI call held longer than that
+/// is one the runtime has given up on; a huge value would overflow the deadline arithmetic).
+pub const API_TIMEOUT_RANGE: RangeInclusive<u64> = 1..=600;
+/// `maxNetworksPerPod` default: far more interfaces than any real pod has, far fewer NAD GETs
+/// than would load an API server.
+pub const DEFAULT_MAX_NETWORKS_PER_POD: u64 = 32;
+/// `maxNetworksPerPod` range: 1024 is beyond what the kernel's interface naming makes useful.
+pub const MAX_NETWORKS_RANGE: RangeInclusive<u64> = 1..=1024;
+
 impl PlexusConfig {
     /// Parses the runtime's stdin object.
     pub fn from_map(m: &Map<String, Value>) -> Result<Self, ConfigError> {
@@ -257,12 +274,17 @@ impl PlexusConfig {
             log_file: path(m, "logFile")?,
             log_to_stderr: boolean(m, "logToStderr")?.unwrap_or(true),
             log_options: log_options(m)?,
-            api_timeout_secs: match m.get("apiTimeoutSeconds") {
-                None => 10,
-                Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                    ConfigError::new("apiTimeoutSeconds", v, "must be a positive integer")
-                })?,
+            api_timeout_secs: bounded_int(m, "apiTimeoutSeconds", 10, API_TIMEOUT_RANGE)?,
+            delegate_policy: DelegatePolicy {
+                allowed: type_list(m, "allowedDelegateTypes")?,
+                denied: type_list(m, "deniedDelegateTypes")?.unwrap_or_default(),
             },
+            max_networks_per_pod: bounded_int(
+                m,
+                "maxNetworksPerPod",
+                DEFAULT_MAX_NETWORKS_PER_POD,
+                MAX_NETWORKS_RANGE,
+            )? as usize,
             call_timeout_secs: call_timeout(m)?,
             runtime_config: match m.get("runtimeConfig") {
                 None | Some(Value::Null) => Map::new(),
@@ -295,6 +317,47 @@ impl PlexusConfig {
             || pod_namespace == target
             || self.global_namespaces.iter().any(|g| g == target)
     }
+}
+
+/// An integer key with a default, refused (naming key and value) outside `range`. Floats,
+/// negative numbers and strings are refused too: `9.2e18` must not become a saturated deadline.
+pub fn bounded_int(
+    m: &Map<String, Value>,
+    key: &str,
+    default: u64,
+    range: RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(v) = m.get(key).filter(|v| !v.is_null()) else {
+        return Ok(default);
+    };
+    let reason = || {
+        format!(
+            "must be an integer from {} to {}",
+            range.start(),
+            range.end()
+        )
+    };
+    match v.as_u64() {
+        Some(n) if range.contains(&n) => Ok(n),
+        _ => Err(ConfigError::new(key, v, reason())),
+    }
+}
+
+/// A list of plugin types (plain binary names); `None` when absent.
+fn type_list(m: &Map<String, Value>, key: &str) -> Result<Option<BTreeSet<String>>, ConfigError> {
+    let Some(list) = string_list(m, key)? else {
+        return Ok(None);
+    };
+    for t in &list {
+        if t.is_empty() || t.contains('/') || t == "." || t == ".." {
+            return Err(ConfigError::new(
+                key,
+                &m[key],
+                format!("{t:?} is not a plugin type (a binary name without '/')"),
+            ));
+        }
+    }
+    Ok(Some(list.into_iter().collect()))
 }
 
 /// The range `callTimeoutSeconds` must be in. Above ten minutes no runtime is still waiting (the
@@ -710,5 +773,78 @@ mod tests {
             !c.isolation_allows("blue", "default"),
             "setting globalNamespaces replaces default"
         );
+    }
+
+    #[test]
+    fn numbers_are_range_checked_naming_key_and_value() {
+        let c = parse(json!({"clusterNetwork": "a"})).unwrap();
+        assert_eq!(c.api_timeout_secs, 10);
+        assert_eq!(c.max_networks_per_pod, 32);
+        for (key, v, shown) in [
+            ("apiTimeoutSeconds", json!(9.2e18), "9.2e+18"),
+            (
+                "apiTimeoutSeconds",
+                json!(1_000_000_000_000u64),
+                "1000000000000",
+            ),
+            ("apiTimeoutSeconds", json!(601), "601"),
+            ("apiTimeoutSeconds", json!(1.5), "1.5"),
+            ("apiTimeoutSeconds", json!("10"), "\"10\""),
+            ("maxNetworksPerPod", json!(0), "0"),
+            ("maxNetworksPerPod", json!(-3), "-3"),
+            ("maxNetworksPerPod", json!(1025), "1025"),
+        ] {
+            let e = parse(json!({"clusterNetwork": "a", key: v})).unwrap_err();
+            assert_eq!(e.key, key);
+            assert_eq!(e.value, shown);
+            assert!(e.reason.contains("integer from"), "{e}");
+        }
+        let c =
+            parse(json!({"clusterNetwork": "a", "apiTimeoutSeconds": 600, "maxNetworksPerPod": 1}))
+                .unwrap();
+        assert_eq!((c.api_timeout_secs, c.max_networks_per_pod), (600, 1));
+    }
+
+    #[test]
+    fn delegate_type_lists() {
+        let c = parse(json!({"clusterNetwork": "a"})).unwrap();
+        assert_eq!(c.delegate_policy, DelegatePolicy::default());
+        let c = parse(json!({"clusterNetwork": "a", "allowedDelegateTypes": ["macvlan"], "deniedDelegateTypes": ["host-device"]}))
+            .unwrap();
+        assert_eq!(
+            c.delegate_policy.allowed,
+            Some(["macvlan".to_owned()].into())
+        );
+        assert!(c.delegate_policy.denied.contains("host-device"));
+        for bad in [
+            json!("host-device"),
+            json!(["../x"]),
+            json!([""]),
+            json!([3]),
+        ] {
+            let e = parse(json!({"clusterNetwork": "a", "deniedDelegateTypes": bad})).unwrap_err();
+            assert_eq!(e.key, "deniedDelegateTypes");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any JSON number (or other value) in a numeric key is either accepted within its
+        /// range or refused naming the key; never a panic, never a value outside the range.
+        #[test]
+        fn numeric_keys_never_escape_their_range(
+            n in proptest::prelude::any::<i64>(),
+            f in proptest::prelude::any::<f64>(),
+            key in proptest::sample::select(vec!["apiTimeoutSeconds", "maxNetworksPerPod"]),
+        ) {
+            for v in [json!(n), json!(f), json!(n.to_string())] {
+                match parse(json!({"clusterNetwork": "a", key: v})) {
+                    Ok(c) => {
+                        proptest::prop_assert!(API_TIMEOUT_RANGE.contains(&c.api_timeout_secs));
+                        proptest::prop_assert!(MAX_NETWORKS_RANGE.contains(&(c.max_networks_per_pod as u64)));
+                    }
+                    Err(e) => proptest::prop_assert_eq!(e.key.as_str(), key),
+                }
+            }
+        }
     }
 }

@@ -147,6 +147,9 @@ pub const KEYS: &[KeyInfo] = &[
     no_effect("overrideNetworkName", Origin::MultusDaemon, GENERATOR),
     // Plexus
     honoured("apiTimeoutSeconds", Origin::Plexus),
+    honoured("allowedDelegateTypes", Origin::Plexus),
+    honoured("deniedDelegateTypes", Origin::Plexus),
+    honoured("maxNetworksPerPod", Origin::Plexus),
     honoured("events", Origin::Plexus),
     honoured("strictSelection", Origin::Plexus),
     honoured("callTimeoutSeconds", Origin::Plexus),

@@ -27,6 +27,21 @@ pub enum EngineError {
         network: String,
         allowed: String,
     },
+    /// The delegate policy refused a plugin of this network (crate::policy).
+    #[error("pod {pod}: network {network}: {violation}")]
+    Policy {
+        pod: String,
+        network: String,
+        violation: crate::policy::Violation,
+    },
+    #[error(
+        "pod {pod}: asks for {count} networks (cluster network and defaultNetworks included); maxNetworksPerPod is {max}"
+    )]
+    TooManyNetworks {
+        pod: String,
+        count: usize,
+        max: usize,
+    },
     #[error("pod {pod}: interface {ifname} requested twice (by {first} and by {second})")]
     DuplicateInterface {
         pod: String,
@@ -202,6 +217,8 @@ impl EngineError {
             Self::Config(_)
             | Self::Annotation { .. }
             | Self::Isolation { .. }
+            | Self::Policy { .. }
+            | Self::TooManyNetworks { .. }
             | Self::DuplicateInterface { .. }
             | Self::DefaultNetwork { .. }
             | Self::DefaultRoute { .. } => codes::INVALID_CONFIG,

@@ -161,6 +161,8 @@ impl DelegateExec for ProcessExec {
                 cmd.env_remove(&k);
             }
         }
+        // A plexus found under another name refuses to run as our delegate (see crate::policy).
+        cmd.env(crate::policy::NESTED_ENV, std::process::id().to_string());
         cmd.env("CNI_COMMAND", req.command.as_str())
             .env("CNI_PATH", cni_path);
         // STATUS and GC carry no attachment parameters (CNI 1.1.0 §2).

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod plan;
+pub mod policy;
 pub mod request;
 pub mod resolve;
 pub mod routes;

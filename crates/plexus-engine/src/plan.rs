@@ -106,6 +106,8 @@ pub fn plan(engine: &Engine<'_>, purpose: Purpose) -> Result<Plan, EngineError> 
     let mut ignored = Vec::new();
     let selections = match (&pod, annotations.get(NETWORKS_ANNOTATION)) {
         (Some(p), Some(text)) => {
+            // A huge annotation is refused before it is parsed (docs/security.md §4).
+            crate::resolve::check_annotation_size(engine.config, p, text)?;
             let (elements, skipped) = crate::request::parse_annotation(
                 engine.config,
                 NETWORKS_ANNOTATION,

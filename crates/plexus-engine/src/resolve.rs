@@ -89,10 +89,115 @@ struct Planned {
     selection: Option<NetworkSelectionElement>,
 }
 
+/// Most NAD GETs in flight at once for one pod: enough for every realistic pod in one round
+/// trip, few enough that a pod cannot make its node open connections by the hundred.
+pub const NAD_FETCH_CONCURRENCY: usize = 8;
+
+/// How a network was named, which decides the isolation exceptions (docs/configuration.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedBy {
+    /// An entry of `k8s.v1.cni.cncf.io/networks`: own namespace and `globalNamespaces` only.
+    Annotation,
+    /// `v1.multus-cni.io/default-network`; also `multusNamespace`, where its namespace defaults.
+    DefaultNetworkAnnotation,
+    /// `clusterNetwork` by name (a NAD in `multusNamespace`).
+    ClusterNetwork,
+    /// `defaultNetworks` by name (a NAD in `multusNamespace`).
+    DefaultNetworks,
+}
+
+/// The one isolation check every named network goes through. With `namespaceIsolation` on, a pod
+/// may use NADs of its own namespace and of `globalNamespaces`; a network named by anything but
+/// the `networks` annotation may also live in `multusNamespace` (the operator's namespace, where
+/// the names of `clusterNetwork`, `defaultNetworks` and `default-network` resolve).
+pub fn check_isolation(
+    cfg: &PlexusConfig,
+    pod: Option<&PodRef>,
+    pod_label: &str,
+    namespace: &str,
+    name: &str,
+    by: NamedBy,
+) -> Result<(), EngineError> {
+    let Some(p) = pod else { return Ok(()) };
+    let multus_ok = by != NamedBy::Annotation && namespace == cfg.multus_namespace;
+    if cfg.isolation_allows(&p.namespace, namespace) || multus_ok {
+        return Ok(());
+    }
+    let mut allowed = allowed_namespaces(cfg, &p.namespace);
+    if by != NamedBy::Annotation {
+        allowed.push_str(&format!(", {} (multusNamespace)", cfg.multus_namespace));
+    }
+    Err(EngineError::Isolation {
+        pod: pod_label.to_owned(),
+        network: format!("{namespace}/{name}"),
+        allowed,
+    })
+}
+
+/// Refuses a `networks` annotation with more entries than `maxNetworksPerPod` allows before it
+/// is parsed: one linear byte scan, so a 45,000-entry annotation costs microseconds, not a parse.
+/// Counts the short form's comma-separated entries, or the JSON form's top-level objects (strings
+/// are skipped, so braces inside values do not count). [`resolve`] checks the exact count again.
+pub fn check_annotation_size(
+    cfg: &PlexusConfig,
+    pod: &PodRef,
+    text: &str,
+) -> Result<(), EngineError> {
+    let entries = count_entries(text);
+    let system_pod = cfg.system_namespaces.iter().any(|s| s == &pod.namespace);
+    let defaults = if system_pod {
+        0
+    } else {
+        cfg.default_networks.len()
+    };
+    let count = 1 + defaults + entries;
+    if count > cfg.max_networks_per_pod {
+        return Err(EngineError::TooManyNetworks {
+            pod: pod.to_string(),
+            count,
+            max: cfg.max_networks_per_pod,
+        });
+    }
+    Ok(())
+}
+
+fn count_entries(text: &str) -> usize {
+    let t = text.trim_start();
+    if !t.starts_with('[') {
+        return t.split(',').filter(|e| !e.trim().is_empty()).count();
+    }
+    let (mut depth, mut in_string, mut escaped, mut n) = (0usize, false, false, 0usize);
+    for b in t.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                n += usize::from(b == b'{' && depth == 2);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    n
+}
+
 /// Builds the attachment list. `selections` are the parsed annotation entries (empty when the pod
 /// has none); `cluster_override` is the pod's `v1.multus-cni.io/default-network` entry, which
 /// replaces the cluster network (its NAD must exist: no confDir fallback, as in Multus); `kube` is
 /// `None` when no API server is configured.
+///
+/// Before any NAD is fetched: the pod's network count is bounded by `maxNetworksPerPod`, and
+/// every named network passes [`check_isolation`]. Before anything runs: every config passes the
+/// delegate policy ([`crate::policy`]).
 pub fn resolve(
     cfg: &PlexusConfig,
     env: &CniEnv,
@@ -104,43 +209,93 @@ pub fn resolve(
     let pod_label = pod
         .map(|p| p.to_string())
         .unwrap_or_else(|| format!("container {}", env.container_id));
+    let system_pod = pod.is_some_and(|p| cfg.system_namespaces.iter().any(|s| s == &p.namespace));
+    let defaults = if system_pod {
+        0
+    } else {
+        cfg.default_networks.len()
+    };
+    let count = 1 + defaults + selections.len();
+    if count > cfg.max_networks_per_pod {
+        return Err(EngineError::TooManyNetworks {
+            pod: pod_label,
+            count,
+            max: cfg.max_networks_per_pod,
+        });
+    }
     let cluster = match cluster_override {
-        Some(sel) => Planned {
-            source: Source::Nad {
-                namespace: sel.namespace.clone(),
-                name: sel.name.clone(),
-                fallback_to_file: false,
-            },
-            is_default: true,
-            selection: Some(sel),
-        },
+        Some(sel) => {
+            check_isolation(
+                cfg,
+                pod,
+                &pod_label,
+                &sel.namespace,
+                &sel.name,
+                NamedBy::DefaultNetworkAnnotation,
+            )?;
+            Planned {
+                source: Source::Nad {
+                    namespace: sel.namespace.clone(),
+                    name: sel.name.clone(),
+                    fallback_to_file: false,
+                },
+                is_default: true,
+                selection: Some(sel),
+            }
+        }
         None => Planned {
             source: plan_ref(cfg, &cfg.cluster_network, &pod_label)?,
             is_default: true,
             selection: None,
         },
     };
+    if let Source::Nad {
+        namespace, name, ..
+    } = &cluster.source
+        && cluster.selection.is_none()
+    {
+        check_isolation(
+            cfg,
+            pod,
+            &pod_label,
+            namespace,
+            name,
+            NamedBy::ClusterNetwork,
+        )?;
+    }
     let mut planned = vec![cluster];
-    let system_pod = pod.is_some_and(|p| cfg.system_namespaces.iter().any(|s| s == &p.namespace));
     if !system_pod {
         for d in &cfg.default_networks {
+            let source = plan_ref(cfg, d, &pod_label)?;
+            if let Source::Nad {
+                namespace, name, ..
+            } = &source
+            {
+                check_isolation(
+                    cfg,
+                    pod,
+                    &pod_label,
+                    namespace,
+                    name,
+                    NamedBy::DefaultNetworks,
+                )?;
+            }
             planned.push(Planned {
-                source: plan_ref(cfg, d, &pod_label)?,
+                source,
                 is_default: false,
                 selection: None,
             });
         }
     }
     for sel in selections {
-        if let Some(p) = pod
-            && !cfg.isolation_allows(&p.namespace, &sel.namespace)
-        {
-            return Err(EngineError::Isolation {
-                pod: pod_label.clone(),
-                network: format!("{}/{}", sel.namespace, sel.name),
-                allowed: allowed_namespaces(cfg, &p.namespace),
-            });
-        }
+        check_isolation(
+            cfg,
+            pod,
+            &pod_label,
+            &sel.namespace,
+            &sel.name,
+            NamedBy::Annotation,
+        )?;
         planned.push(Planned {
             source: Source::Nad {
                 namespace: sel.namespace.clone(),
@@ -153,9 +308,11 @@ pub fn resolve(
     }
 
     let fetched = fetch_nads(&planned, kube, &pod_label)?;
+    let own_name = crate::policy::own_binary_name();
     let mut out = Vec::with_capacity(planned.len());
     for (index, p) in planned.into_iter().enumerate() {
         let mut resource_name = None;
+        let from_nad = matches!(p.source, Source::Nad { .. });
         let (config, network) = match p.source {
             Source::Ready(c, n) => (c, n),
             Source::Nad {
@@ -164,7 +321,13 @@ pub fn resolve(
                 fallback_to_file,
             } => {
                 let network = format!("{namespace}/{name}");
-                let nad = fetched.get(&(namespace.clone(), name.clone()));
+                let nad = fetched.results.get(&(namespace.clone(), name.clone()));
+                if nad.is_none()
+                    && let Some((key, Err(e))) = fetched.stopped_by()
+                {
+                    // Not fetched because an earlier GET failed for good: report that one.
+                    return Err(nad_error(pod_label, &format!("{}/{}", key.0, key.1), e));
+                }
                 match nad {
                     // Named `<ns>/<name>` in network-status, the cluster network too (Multus
                     // writes `kube-system/<name>` for a NAD-backed cluster or default network).
@@ -193,23 +356,23 @@ pub fn resolve(
                         })?;
                         (config, name)
                     }
-                    Some(Err(ApiError::NotFound { .. })) | None => {
+                    None => {
                         return Err(EngineError::NetworkNotFound {
                             pod: pod_label,
                             network: network.clone(),
                             detail: format!("network-attachment-definition {network} not found"),
                         });
                     }
-                    Some(Err(e)) => {
-                        return Err(EngineError::Api {
-                            pod: pod_label,
-                            what: format!("get network-attachment-definition {network}"),
-                            source: e.clone(),
-                        });
-                    }
+                    Some(Err(e)) => return Err(nad_error(pod_label, &network, e)),
                 }
             }
         };
+        crate::policy::check(&cfg.delegate_policy, &config, from_nad, own_name.as_deref())
+            .map_err(|violation| EngineError::Policy {
+                pod: pod_label.clone(),
+                network: network.clone(),
+                violation,
+            })?;
         let ifname = match (&p.selection, p.is_default) {
             (_, true) => env.ifname.clone(),
             (Some(sel), _) if sel.interface.is_some() => sel.interface.clone().unwrap_or_default(),
@@ -295,14 +458,53 @@ fn plan_ref(cfg: &PlexusConfig, r: &ClusterNetwork, pod: &str) -> Result<Source,
     }
 }
 
-type Fetched = BTreeMap<(String, String), Result<NadInfo, ApiError>>;
+/// `(namespace, name)` of a NAD.
+type NadKey = (String, String);
 
+/// The answers of [`fetch_nads`].
+#[derive(Default)]
+struct Fetched {
+    results: BTreeMap<NadKey, Result<NadInfo, ApiError>>,
+    /// The NAD whose fatal answer stopped the fetch, if one did.
+    stopped_at: Option<NadKey>,
+}
+
+impl Fetched {
+    fn stopped_by(&self) -> Option<(&NadKey, &Result<NadInfo, ApiError>)> {
+        let key = self.stopped_at.as_ref()?;
+        self.results.get(key).map(|r| (key, r))
+    }
+}
+
+/// The error of a failed NAD GET.
+fn nad_error(pod: String, network: &str, e: &ApiError) -> EngineError {
+    match e {
+        ApiError::NotFound { .. } => EngineError::NetworkNotFound {
+            pod,
+            network: network.to_owned(),
+            detail: format!("network-attachment-definition {network} not found"),
+        },
+        e => EngineError::Api {
+            pod,
+            what: format!("get network-attachment-definition {network}"),
+            source: e.clone(),
+        },
+    }
+}
+
+/// GETs every distinct NAD the plan names, at most [`NAD_FETCH_CONCURRENCY`] at a time, in plan
+/// order, and stops after the first batch holding a fatal answer (anything but a NotFound that a
+/// confDir file may stand in for): the ADD fails on it anyway, so later GETs would only load the
+/// API server. NADs left unfetched are absent from the map; the caller meets the fatal answer
+/// first because it walks the plan in the same order.
 fn fetch_nads(
     planned: &[Planned],
     kube: Option<&dyn KubeApi>,
     pod: &str,
 ) -> Result<Fetched, EngineError> {
+    // (namespace, name) in first-seen order, and whether a NotFound for it is fatal.
     let mut refs: Vec<(String, String)> = Vec::new();
+    let mut not_found_fatal: BTreeMap<(String, String), bool> = BTreeMap::new();
     let mut need_api = None;
     for p in planned {
         if let Source::Nad {
@@ -312,8 +514,12 @@ fn fetch_nads(
         } = &p.source
         {
             let key = (namespace.clone(), name.clone());
-            if !refs.contains(&key) {
-                refs.push(key);
+            match not_found_fatal.get_mut(&key) {
+                Some(fatal) => *fatal |= !fallback_to_file,
+                None => {
+                    not_found_fatal.insert(key.clone(), !fallback_to_file);
+                    refs.push(key);
+                }
             }
             if !fallback_to_file && need_api.is_none() {
                 need_api = Some(format!("{namespace}/{name}"));
@@ -327,13 +533,27 @@ fn fetch_nads(
                 network,
             });
         }
-        return Ok(Fetched::new());
+        return Ok(Fetched::default());
     };
-    if refs.is_empty() {
-        return Ok(Fetched::new());
+    let mut fetched = Fetched::default();
+    for batch in refs.chunks(NAD_FETCH_CONCURRENCY) {
+        let results = kube.get_nads(batch);
+        for (key, r) in batch.iter().cloned().zip(results) {
+            let fatal = match &r {
+                Ok(_) => false,
+                Err(ApiError::NotFound { .. }) => not_found_fatal[&key],
+                Err(_) => true,
+            };
+            if fatal && fetched.stopped_at.is_none() {
+                fetched.stopped_at = Some(key.clone());
+            }
+            fetched.results.insert(key, r);
+        }
+        if fetched.stopped_at.is_some() {
+            break;
+        }
     }
-    let results = kube.get_nads(&refs);
-    Ok(refs.into_iter().zip(results).collect())
+    Ok(fetched)
 }
 
 /// The config of a NAD: `spec.config`, or the file in confDir named after it when empty.
@@ -446,5 +666,23 @@ pub fn local_config(
             Ok(Source::Nad { .. }) => Ok(None),
             Err(e) => Err(e.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_entries;
+
+    #[test]
+    fn entries_are_counted_without_parsing() {
+        assert_eq!(count_entries("a, b/c@net1,d"), 3);
+        assert_eq!(count_entries(" a ,, "), 1);
+        assert_eq!(count_entries(""), 0);
+        let json = r#"[{"name": "a", "bandwidth": {"ingressRate": 1}, "cni-args": {"x": "}{"}},
+                      {"name": "b\"{"}]"#;
+        assert_eq!(count_entries(json), 2);
+        assert_eq!(count_entries("[]"), 0);
+        let many: Vec<String> = (0..10_000).map(|i| format!("n{i}")).collect();
+        assert_eq!(count_entries(&many.join(",")), 10_000);
     }
 }

@@ -140,6 +140,9 @@ pub struct ConfigArgs {
     /// API server URL for the kubeconfig; must be an IP address [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
     #[arg(long)]
     pub api_server: Option<String>,
+    /// Accept a plain-HTTP `--api-server` (the token then travels in clear text; test clusters only).
+    #[arg(long)]
+    pub insecure_http: bool,
     /// Host path: wait for it before writing anything; also the plugin's `readinessindicatorfile`.
     #[arg(long)]
     pub readiness_indicator_file: Option<PathBuf>,
@@ -224,6 +227,7 @@ impl Cli {
             s.sa_dir = c.service_account_dir.clone();
             s.api_server =
                 crate::credentials::api_server(c.api_server.as_deref(), |k| std::env::var(k).ok())?;
+            crate::credentials::check_transport(&s.api_server, c.insecure_http)?;
             s.readiness_indicator_file = c.readiness_indicator_file.clone();
             if let Some(t) = &c.config_template {
                 s.template = read_template(t)?;

@@ -98,6 +98,27 @@ pub fn api_server(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> R
     Ok(url)
 }
 
+/// Refuses a plain-HTTP API server unless `insecure_http` (`--insecure-http`) says the operator
+/// means it: the kubeconfig always carries the service-account token, which would then cross the
+/// network in clear text on every CNI call (anyone on the path could replay it).
+pub fn check_transport(url: &str, insecure_http: bool) -> Result<()> {
+    if url.starts_with("http:") && !insecure_http {
+        return Err(Error::InvalidSetting {
+            flag: "--api-server",
+            reason: format!(
+                "{url:?} is plain HTTP: the plugin's bearer token would travel in clear text; \
+                 use https, or pass --insecure-http if this is a test cluster on a trusted link"
+            ),
+        });
+    }
+    if url.starts_with("http:") {
+        tracing::warn!(
+            "--insecure-http: the kubeconfig points at plain-HTTP {url}; the token travels in clear text"
+        );
+    }
+    Ok(())
+}
+
 /// Where the credential files go on the host (`dir` is the host path; `on_disk` is where the
 /// installer sees it).
 #[derive(Debug, Clone)]
@@ -215,6 +236,17 @@ mod tests {
         );
         let e = api_server(Some("https://kubernetes.default.svc:443"), |_| None).unwrap_err();
         assert!(e.to_string().contains("cannot resolve host names"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_needs_the_explicit_flag() {
+        let e = check_transport("http://127.0.0.1:8080", false).unwrap_err();
+        assert!(
+            e.to_string().contains("--insecure-http") && e.to_string().contains("clear text"),
+            "{e}"
+        );
+        assert!(check_transport("http://127.0.0.1:8080", true).is_ok());
+        assert!(check_transport("https://10.96.0.1:443", false).is_ok());
     }
 
     #[test]

@@ -176,6 +176,7 @@ impl LiveKube {
                     "in-cluster config".to_owned(),
                 ),
             };
+            warn_if_insecure(&config, &source_desc);
             server = config.cluster_url.to_string();
             tune(&mut config, timeout);
             trim_token_file(&mut config);
@@ -295,6 +296,27 @@ fn decode_failure(what: &str, e: serde_json::Error) -> Failure {
             message: format!("{what}: cannot decode the answer: {e}"),
         },
         retry: Retry::No,
+    }
+}
+
+/// One warning per CNI call (this runs once per process) when the token can be read or replaced
+/// on the wire: TLS verification off (`insecure-skip-tls-verify`), or plain HTTP with credentials.
+fn warn_if_insecure(config: &Config, source_desc: &str) {
+    if config.accept_invalid_certs {
+        tracing::warn!(
+            "{source_desc}: insecure-skip-tls-verify is set: the API server's certificate is not \
+             verified, so anyone on the path can impersonate it and capture the token"
+        );
+    }
+    let has_credentials = config.auth_info.token.is_some()
+        || config.auth_info.token_file.is_some()
+        || config.auth_info.client_key_data.is_some()
+        || config.auth_info.client_key.is_some();
+    if config.cluster_url.scheme_str() == Some("http") && has_credentials {
+        tracing::warn!(
+            "{source_desc}: the API server {} is plain HTTP: the credentials travel in clear text",
+            config.cluster_url
+        );
     }
 }
 

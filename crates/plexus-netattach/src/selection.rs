@@ -343,7 +343,7 @@ pub fn parse_selection(
     if annotation.trim().is_empty() {
         return Ok(Selection::default());
     }
-    if annotation.contains(['[', '{', '"']) {
+    if annotation.contains(JSON_MARKERS) {
         parse_json_form(annotation, pod_namespace, unknown)
     } else {
         parse_short_form(annotation, pod_namespace).map(|elements| Selection {
@@ -352,6 +352,9 @@ pub fn parse_selection(
         })
     }
 }
+
+/// Characters whose presence makes an annotation value JSON rather than the comma form.
+const JSON_MARKERS: [char; 3] = ['[', '{', '"'];
 
 /// Formats elements in the comma form (`ns/name[@ifname]`, joined with `,`), or `None` when an
 /// element has fields the comma form cannot express. Parsing the result gives the elements back.
@@ -369,7 +372,13 @@ fn element_short_form(element: &NetworkSelectionElement) -> Option<String> {
     }
     match &element.interface {
         None => Some(element.qualified_name()),
-        Some(ifname) if ifname_problem(ifname).is_none() && !ifname.contains([',', '@']) => {
+        // An interface name holding a JSON marker would make the printed text parse as JSON
+        // (found by fuzz/fuzz_targets/networks_annotation.rs).
+        Some(ifname)
+            if ifname_problem(ifname).is_none()
+                && !ifname.contains([',', '@'])
+                && !ifname.contains(JSON_MARKERS) =>
+        {
             Some(format!("{}@{ifname}", element.qualified_name()))
         }
         Some(_) => None,

@@ -454,6 +454,26 @@ fn plain_element() -> impl Strategy<Value = NetworkSelectionElement> {
     })
 }
 
+/// Regression (fuzz/fuzz_targets/networks_annotation.rs): an interface name with a JSON marker
+/// has no comma form, since printing it would make the text parse as JSON.
+#[test]
+fn an_interface_with_a_json_marker_has_no_short_form() {
+    let parsed = parse_networks(
+        r#"[{"name":"a","namespace":"blu","interface":"net4[["}]"#,
+        "x",
+    )
+    .unwrap();
+    assert_eq!(parsed[0].interface.as_deref(), Some("net4[["));
+    assert_eq!(to_short_form(&parsed), None);
+    for marker in ["{", "\"", "["] {
+        let e = NetworkSelectionElement {
+            interface: Some(format!("n{marker}")),
+            ..NetworkSelectionElement::new("ns", "a")
+        };
+        assert_eq!(to_short_form(&[e]), None, "{marker}");
+    }
+}
+
 proptest! {
     #[test]
     fn parse_never_panics(annotation in ".*") {

@@ -19,6 +19,7 @@ use plexus_engine::config::LogOptions;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -52,7 +53,14 @@ pub fn open(path: &Path, options: &LogOptions, now: SystemTime) -> io::Result<Op
         std::fs::rename(path, &backup)?;
         rotated = Some(backup);
     }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    // Logs name pods, networks and delegate output: root-only, like the cache; a file left by an
+    // older version or another tool is tightened too.
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     // Taken before the directory lock is released, so that a later rotation's compressor, which
     // can only start after that rotation, finds this process's lock on the file it wrote.
     file.lock_shared()?;
@@ -168,7 +176,12 @@ pub fn compress(rotated: &Path) -> io::Result<PathBuf> {
         PathBuf::from(s)
     };
     {
-        let out = File::create(&tmp)?;
+        let out = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
         io::copy(&mut src, &mut enc)?;
         enc.finish()?.sync_all()?;

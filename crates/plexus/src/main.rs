@@ -74,6 +74,17 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
     if env.command == Command::Version {
         return Ok(version_reply(stdin));
     }
+    // Exec'd by a plexus (as a NAD's delegate, or as a delegate's IPAM) under a name the policy
+    // did not recognise: the config on stdin was written by a NAD author; trust nothing of it.
+    if let Some(parent) = std::env::var_os(plexus_engine::policy::NESTED_ENV) {
+        return Err(CniError::new(
+            codes::INVALID_CONFIG,
+            format!(
+                "plexus was run as a delegate of plexus (pid {}); meta plugins never run as delegates",
+                parent.to_string_lossy()
+            ),
+        ));
+    }
     let conf: Map<String, Value> = serde_json::from_slice(stdin).map_err(|e| {
         CniError::new(
             codes::DECODING_FAILURE,
@@ -116,6 +127,15 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
     }
     for note in &config.key_notes {
         tracing::warn!("{note}");
+    }
+    if env.command != Command::Status {
+        plexus_engine::policy::check_private_dir(&config.cni_dir).map_err(|reason| {
+            CniError::new(
+                codes::CACHE_ERROR,
+                format!("unsafe cache directory (cniDir): {reason}"),
+            )
+            .with_version(&version)
+        })?;
     }
 
     let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
