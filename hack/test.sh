@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit tests, and the end-to-end tests that exec the real
+# Checks formatting and lints, then runs every test of the workspace: unit tests, and the
+# end-to-end tests that exec the real
 # `plexus` binary with real delegates in real network namespaces (root required).
 # Installs what it needs first, so it works on a fresh Debian 12 machine.
 set -euo pipefail
@@ -9,6 +10,10 @@ source hack/lib.sh
 ensure_root
 ensure_packages
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "==> format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> building binaries"
 cargo build --workspace --bins --locked
