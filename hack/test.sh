@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks formatting and lints, then runs every test of the workspace: unit tests, and the
-# end-to-end tests that exec the real
-# `plexus` binary with real delegates in real network namespaces (root required).
+# end-to-end tests that exec the real `plexus` binary with real delegates in real network
+# namespaces and through a private containerd (root required).
 # Installs what it needs first, so it works on a fresh Debian 12 machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
