@@ -548,6 +548,12 @@ fn both_containers_share_one_config_instead_of_repeated_flags() {
     let opts: Value = serde_json::from_str(&config_map(&objs, "plexus-config")["plexus.json"])
         .expect("plexus.json is JSON");
     assert_eq!(opts["namespaceIsolation"], true, "{opts}");
+    // A NAD author must not be able to take a host interface (docs/security.md).
+    assert_eq!(
+        opts["deniedDelegateTypes"],
+        serde_json::json!(["host-device"]),
+        "{opts}"
+    );
     let pod = ds.spec.clone().unwrap().template.spec.unwrap();
     let config_vol = pod
         .volumes
