@@ -3,7 +3,7 @@
 //! from a `00-plexus.conflist`, and one helper per step of a pod's life as the kubelet drives it
 //! over CRI (run, inspect, stop, remove) and for checking that nothing of a pod is left.
 
-use crate::bed::Bed;
+use crate::bed::{Bed, bridge_ports};
 use crate::cni::link_names;
 use crate::containerd::Containerd;
 use crate::cri::{CriClient, PodRef, kubelet_sandbox_config, pb};
@@ -174,20 +174,6 @@ impl CriBed {
         v
     }
 
-    /// The ports of a host bridge.
-    pub fn bridge_ports(&self, bridge: &str) -> Vec<String> {
-        let out = std::process::Command::new("ip")
-            .args(["-j", "link", "show", "master", bridge])
-            .output()
-            .expect("ip link show master");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(Vec::new()));
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
-            .collect()
-    }
-
     /// Asserts that the runtime and plexus left nothing of any pod: no sandbox, no netns held by
     /// the runtime, no port on either bridge, no host-local lease, no file at all in `cniDir`;
     /// and, for each attached sandbox netns, only `lo` in it.
@@ -209,12 +195,12 @@ impl CriBed {
         );
         let node = &self.bed.node;
         assert_eq!(
-            self.bridge_ports(node.bridge.name()),
+            bridge_ports(node.bridge.name()),
             Vec::<String>::new(),
             "ports left on the cluster bridge"
         );
         assert_eq!(
-            self.bridge_ports(node.bridge2.name()),
+            bridge_ports(node.bridge2.name()),
             Vec::<String>::new(),
             "ports left on the NAD bridge"
         );
