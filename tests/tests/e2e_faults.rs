@@ -217,7 +217,10 @@ fn a_hanging_delegate_fails_the_add_within_the_budget_and_leaves_nothing() {
     let adds = bed.records_of("ADD", "hang");
     assert_eq!(adds.len(), 1);
     let pid = adds[0]["pid"].as_u64().expect("pid recorded");
-    assert!(!group_alive(pid), "the hanging delegate still runs");
+    assert!(
+        wait_for(Duration::from_secs(10), || !group_alive(pid)),
+        "the hanging delegate still runs"
+    );
     assert_eq!(bed.records_of("DEL", "hang").len(), 1, "rolled back");
     bed.assert_no_leaks(&sb.ns, &sb.cid);
 }
@@ -235,7 +238,10 @@ fn a_delegate_leaving_a_child_on_its_stdout_does_not_block() {
     let add = &bed.records_of("ADD", "leaver")[0];
     let (pid, child) = (add["pid"].as_u64().unwrap(), add["childPid"].as_u64());
     assert!(child.is_some(), "the recorder started its child: {add}");
-    assert!(!group_alive(pid), "the leftover child was not killed");
+    assert!(
+        wait_for(Duration::from_secs(10), || !group_alive(pid)),
+        "the leftover child was not killed"
+    );
     bed.teardown(&sb, &config);
     bed.assert_no_leaks(&sb.ns, &sb.cid);
 }
@@ -257,7 +263,10 @@ fn status_of_a_hanging_cluster_network_is_capped() {
     let pid = bed.records_of("STATUS", "rec-cluster")[0]["pid"]
         .as_u64()
         .unwrap();
-    assert!(!group_alive(pid), "the hanging STATUS still runs");
+    assert!(
+        wait_for(Duration::from_secs(10), || !group_alive(pid)),
+        "the hanging STATUS still runs"
+    );
 }
 
 #[test]
