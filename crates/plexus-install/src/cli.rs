@@ -1,11 +1,12 @@
 //! Command line. Every host path is a flag (resolved under `--host-root`), so tests and unusual
 //! node layouts need no code change.
 
+use crate::cniconf::PluginMode;
 use crate::daemon::Mode;
 use crate::error::{Error, Result};
 use crate::installer::Settings;
 use crate::token::TokenSpec;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -116,9 +117,25 @@ pub struct HostArgs {
     pub binaries: Vec<PathBuf>,
 }
 
+/// `--mode`: which Plexus plugin the runtime calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// `plexus`: one process per CNI call does all the work.
+    Thin,
+    /// `plexus-shim`: forwards each call to the node daemon `plexusd` over a unix socket.
+    Thick,
+}
+
 /// What goes into the kubeconfig and the conflist.
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArgs {
+    /// Thin (`plexus`) or thick (`plexus-shim` forwarding to `plexusd`); switching rewrites the
+    /// config in one rename.
+    #[arg(long, env = "PLEXUS_MODE", value_enum, default_value_t = ModeArg::Thin)]
+    pub mode: ModeArg,
+    /// Thick mode: the host path of plexusd's socket (the shim config's `daemonSocket`).
+    #[arg(long, default_value = crate::cniconf::DEFAULT_DAEMON_SOCKET)]
+    pub daemon_socket: PathBuf,
     /// The projected service-account dir (token, ca.crt) in this container.
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
     pub service_account_dir: PathBuf,
@@ -222,6 +239,7 @@ impl Cli {
             template: Map::new(),
             options: Map::new(),
             token: None,
+            mode: PluginMode::Thin,
         };
         if let Some(c) = config {
             s.sa_dir = c.service_account_dir.clone();
@@ -234,12 +252,30 @@ impl Cli {
             }
             s.options = c.options()?;
             s.token = c.token_spec()?;
+            s.mode = c.plugin_mode()?;
         }
         Ok(s)
     }
 }
 
 impl ConfigArgs {
+    /// The plugin mode, with the daemon's socket checked to be an absolute host path.
+    pub fn plugin_mode(&self) -> Result<PluginMode> {
+        match self.mode {
+            ModeArg::Thin => Ok(PluginMode::Thin),
+            ModeArg::Thick if !self.daemon_socket.is_absolute() => Err(Error::InvalidSetting {
+                flag: "--daemon-socket",
+                reason: format!(
+                    "{} must be an absolute host path",
+                    self.daemon_socket.display()
+                ),
+            }),
+            ModeArg::Thick => Ok(PluginMode::Thick {
+                daemon_socket: self.daemon_socket.clone(),
+            }),
+        }
+    }
+
     /// What to request for the plugin's own token (`None` without `--node-name`).
     pub fn token_spec(&self) -> Result<Option<TokenSpec>> {
         let Some(node) = self.node_name.clone().filter(|n| !n.is_empty()) else {

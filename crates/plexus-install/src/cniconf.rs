@@ -14,6 +14,34 @@ pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations"
 /// Name of the generated conflist (and the network name the runtime reports).
 pub const NETWORK_NAME: &str = "plexus-cni-network";
 
+/// Where `plexusd` listens by default (the `daemonSocket` of a thick-mode config).
+pub const DEFAULT_DAEMON_SOCKET: &str = "/run/plexus/plexusd.sock";
+
+/// Which Plexus plugin the runtime calls: the whole engine in one process per call, or the shim
+/// that forwards each call to the node daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginMode {
+    /// `type: plexus`: the thin plugin does all the work itself.
+    Thin,
+    /// `type: plexus-shim`, forwarding to `plexusd` on `daemon_socket` (a host path). Every other
+    /// key is the thin plugin's: the shim needs `cniDir`/`binDir` for its local DEL when the
+    /// daemon is down, and the daemon reads the same file as its own config.
+    Thick { daemon_socket: std::path::PathBuf },
+}
+
+impl PluginMode {
+    /// The plugin `type` the config names, which is also the binary's file name in the bin dir.
+    pub fn plugin_type(&self) -> &'static str {
+        match self {
+            PluginMode::Thin => "plexus",
+            PluginMode::Thick { .. } => "plexus-shim",
+        }
+    }
+}
+
+/// Our plugin types, in either mode: never a primary, and what `uninstall` removes.
+pub const OWN_PLUGIN_TYPES: [&str; 2] = ["plexus", "plexus-shim"];
+
 /// What the config dir holds, as far as the primary is concerned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PrimaryState {
@@ -54,8 +82,8 @@ pub const META_PLUGIN_TYPES: [&str; 6] = [
 ];
 
 /// Looks for the primary config in `dir` (the host's net.d as seen by the installer). `own_name`
-/// (our conflist) and any config whose plugin type is `plexus` (ours under another name, e.g. left
-/// by an older install) are never the primary.
+/// (our conflist) and any config whose plugin type is `plexus` or `plexus-shim` (ours under
+/// another name, e.g. left by an older install) are never the primary.
 pub fn find_primary(dir: &Path, own_name: &str) -> std::io::Result<PrimaryState> {
     scan(dir, own_name).map(|s| s.primary)
 }
@@ -141,10 +169,14 @@ pub fn meta_plugin_type(c: &Map<String, Value>) -> Option<&str> {
         .find(|t| META_PLUGIN_TYPES.contains(t))
 }
 
-/// True for a config (conf or conflist) whose plugin is `plexus`.
+/// True for a config (conf or conflist) whose plugin is ours (`plexus` or `plexus-shim`).
 fn is_plexus(c: &Map<String, Value>) -> bool {
-    c.get("type").and_then(Value::as_str) == Some("plexus")
-        || plugins(c).any(|p| p.get("type").and_then(Value::as_str) == Some("plexus"))
+    let ours = |m: &Map<String, Value>| {
+        m.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| OWN_PLUGIN_TYPES.contains(&t))
+    };
+    ours(c) || plugins(c).any(ours)
 }
 
 fn plugins(c: &Map<String, Value>) -> impl Iterator<Item = &Map<String, Value>> {
@@ -189,16 +221,23 @@ pub struct ConfigInputs<'a> {
     pub template: &'a Map<String, Value>,
     /// Keys set by flags (highest precedence).
     pub options: &'a Map<String, Value>,
+    /// Thin or thick: the plugin `type`, and the daemon's socket in thick mode.
+    pub mode: &'a PluginMode,
 }
 
 /// Renders our conflist. Precedence, lowest first: generated values (`clusterNetwork`,
-/// `kubeconfig`, capabilities), the template, flags. `type` is always `plexus`; capabilities are
+/// `kubeconfig`, capabilities), the template, flags. `type` is always the mode's (`plexus` or
+/// `plexus-shim`) and `daemonSocket` is the thick mode's socket (absent in thin mode), whatever
+/// the template says, so the file always names a plugin we installed; capabilities are
 /// merged (primary ∪ template ∪ pod annotations) rather than replaced, so a template can never drop
 /// a capability the primary needs. `name` and `cniVersion` given in a template or flag name the
 /// conflist (the runtime copies them into the plugin object).
 pub fn render(inputs: &ConfigInputs<'_>) -> Value {
     let mut plugin = Map::new();
-    plugin.insert("type".into(), json!("plexus"));
+    plugin.insert("type".into(), json!(inputs.mode.plugin_type()));
+    if let PluginMode::Thick { daemon_socket } = inputs.mode {
+        plugin.insert("daemonSocket".into(), json!(daemon_socket));
+    }
     plugin.insert("clusterNetwork".into(), json!(inputs.primary_path));
     plugin.insert("kubeconfig".into(), json!(inputs.kubeconfig));
     plugin.insert("binDir".into(), json!(inputs.bin_dir));
@@ -215,7 +254,7 @@ pub fn render(inputs: &ConfigInputs<'_>) -> Value {
     for layer in [inputs.template, inputs.options] {
         for (k, v) in layer {
             match k.as_str() {
-                "type" => {}
+                "type" | "daemonSocket" => {}
                 "name" => name = v.clone(),
                 "cniVersion" => version = v.clone(),
                 "capabilities" => {
@@ -343,6 +382,7 @@ mod tests {
             readiness_indicator_file: None,
             template: &template,
             options: &options,
+            mode: &PluginMode::Thin,
         });
         assert_eq!(
             v,
@@ -357,5 +397,71 @@ mod tests {
                     "io.kubernetes.cri.pod-annotations":true}
             }]})
         );
+    }
+
+    #[test]
+    fn thick_mode_names_the_shim_and_its_socket_whatever_the_template_says() {
+        let primary = obj(json!({"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}));
+        let template =
+            obj(json!({"type":"plexus","daemonSocket":"/tmp/evil.sock","logLevel":"info"}));
+        let options = obj(json!({"cniDir":"/var/lib/cni/plexus"}));
+        let render_mode = |mode: &PluginMode| {
+            render(&ConfigInputs {
+                primary_path: Path::new("/etc/cni/net.d/10-bridge.conf"),
+                primary: &primary,
+                kubeconfig: Path::new("/etc/cni/net.d/plexus.d/plexus.kubeconfig"),
+                bin_dir: Path::new("/opt/cni/bin"),
+                readiness_indicator_file: None,
+                template: &template,
+                options: &options,
+                mode,
+            })
+        };
+        let thick = render_mode(&PluginMode::Thick {
+            daemon_socket: "/run/plexus/plexusd.sock".into(),
+        });
+        assert_eq!(
+            thick,
+            json!({"cniVersion":"1.0.0","name":"plexus-cni-network","plugins":[{
+                "type":"plexus-shim",
+                "daemonSocket":"/run/plexus/plexusd.sock",
+                "clusterNetwork":"/etc/cni/net.d/10-bridge.conf",
+                "kubeconfig":"/etc/cni/net.d/plexus.d/plexus.kubeconfig",
+                "binDir":"/opt/cni/bin",
+                "logLevel":"info",
+                "cniDir":"/var/lib/cni/plexus",
+                "capabilities":{"io.kubernetes.cri.pod-annotations":true}
+            }]})
+        );
+        // Thin mode: the same keys, the thin plugin, and no socket (a template's is dropped).
+        let mut thin = render_mode(&PluginMode::Thin);
+        assert_eq!(thin["plugins"][0]["type"], "plexus");
+        assert!(thin["plugins"][0].get("daemonSocket").is_none(), "{thin}");
+        let mut expected = thick.clone();
+        expected["plugins"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("daemonSocket");
+        expected["plugins"][0]["type"] = json!("x");
+        thin["plugins"][0]["type"] = json!("x");
+        assert_eq!(thin, expected);
+    }
+
+    #[test]
+    fn a_shim_config_is_ours_never_the_primary() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |n: &str, v: Value| std::fs::write(d.path().join(n), v.to_string()).unwrap();
+        w(
+            "05-plexus-old.conflist",
+            json!({"cniVersion":"1.0.0","name":"x","plugins":[{"type":"plexus-shim"}]}),
+        );
+        w(
+            "10-a.conf",
+            json!({"cniVersion":"0.3.1","name":"a","type":"bridge"}),
+        );
+        match find_primary(d.path(), "00-plexus.conflist").unwrap() {
+            PrimaryState::Found { file_name, .. } => assert_eq!(file_name, "10-a.conf"),
+            other => panic!("{other:?}"),
+        }
     }
 }

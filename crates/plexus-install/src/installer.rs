@@ -3,7 +3,7 @@
 //! and a restarted pod can all call them without coordinating.
 
 use crate::atomic;
-use crate::cniconf::{self, ConfigInputs, PrimaryState};
+use crate::cniconf::{self, ConfigInputs, PluginMode, PrimaryState};
 use crate::credentials::{self, CredentialPaths, ServiceAccount};
 use crate::error::{Error, Result};
 use crate::token::{Source, TokenIssuer, TokenKeeper, TokenSpec};
@@ -41,6 +41,8 @@ pub struct Settings {
     pub options: Map<String, Value>,
     /// What to request for the plugin's own Node-bound token; `None`: use the pod's token.
     pub token: Option<TokenSpec>,
+    /// Thin (`plexus`) or thick (`plexus-shim` + `plexusd`): which plugin our config names.
+    pub mode: PluginMode,
 }
 
 impl Settings {
@@ -79,6 +81,20 @@ impl Settings {
 pub fn install_binaries(s: &Settings) -> Result<()> {
     if s.binaries.is_empty() {
         return Ok(());
+    }
+    // The config names the mode's plugin: installing binaries without it would leave every pod
+    // on this node failing with "plugin not found" once the config is written.
+    let wanted = s.mode.plugin_type();
+    if !s.binary_names().iter().any(|n| n == wanted) {
+        return Err(Error::InvalidSetting {
+            flag: "--binary",
+            reason: format!(
+                "the {} mode's config names the plugin {wanted}, but no --binary is named {wanted} \
+                 (got {:?})",
+                mode_name(&s.mode),
+                s.binary_names()
+            ),
+        });
     }
     let bin_dir = s.on_host(&s.cni_bin_dir);
     if !bin_dir.is_dir() {
@@ -277,22 +293,40 @@ pub fn sync(s: &Settings, keeper: Option<&mut Keeper>) -> Result<SyncOutcome> {
         readiness_indicator_file: s.readiness_indicator_file.as_deref(),
         template: &s.template,
         options: &s.options,
+        mode: &s.mode,
     });
     let bytes = cniconf::to_bytes(&conf);
     let dest = s.on_host(&s.config_path());
     let mut changed = ch != credentials::Changes::default();
     if !atomic::same_content(&dest, &bytes) {
         atomic::remove_leftovers(&conf_dir)?;
+        // One rename: a runtime loading the config sees the old mode's file or the new one,
+        // never a mix, so switching modes needs no pause in pod creation.
         atomic::write(&dest, &bytes, 0o644)?;
         info!(
-            "wrote {} (primary {}, cniVersion {})",
+            "wrote {} ({} mode, plugin {}{}; primary {}, cniVersion {})",
             s.config_path().display(),
+            mode_name(&s.mode),
+            s.mode.plugin_type(),
+            match &s.mode {
+                PluginMode::Thin => String::new(),
+                PluginMode::Thick { daemon_socket } =>
+                    format!(" forwarding to plexusd at {}", daemon_socket.display()),
+            },
             primary_path.display(),
             conf["cniVersion"]
         );
         changed = true;
     }
     Ok(SyncOutcome::Current { changed })
+}
+
+/// The mode's name as the `--mode` flag spells it.
+pub fn mode_name(m: &PluginMode) -> &'static str {
+    match m {
+        PluginMode::Thin => "thin",
+        PluginMode::Thick { .. } => "thick",
+    }
 }
 
 /// Why a config file sorting before ours is refused, naming the file the runtime uses instead.
@@ -371,7 +405,15 @@ pub fn uninstall(s: &Settings, cache_dir: Option<&Path>) -> Result<()> {
         info!("removed {}", p.display());
     }
     let bin_dir = s.on_host(&s.cni_bin_dir);
-    for name in s.binary_names() {
+    // Both modes' plugins, whichever this node ran last: a switch leaves the other one in place
+    // (a runtime may still run it with a config it loaded before the switch).
+    let mut names = s.binary_names();
+    for own in cniconf::OWN_PLUGIN_TYPES {
+        if !names.iter().any(|n| n == own) {
+            names.push(own.to_owned());
+        }
+    }
+    for name in names {
         if atomic::remove(&bin_dir.join(&name))? {
             info!("removed {}", s.cni_bin_dir.join(&name).display());
         }

@@ -901,3 +901,207 @@ fn uninstall_then_wait_signals_done_and_stays_until_sigterm() {
     assert_ok(&probe);
     assert_ok(&d.terminate());
 }
+
+/// A fake `plexus-shim`: answers VERSION like the real one.
+const FAKE_SHIM: &str =
+    "#!/bin/sh\necho '{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]}'\n";
+
+impl Host {
+    /// `install` in thick mode with the shim in the image.
+    fn install_thick(&self, extra: &[&str]) -> Output {
+        let shim = self.write_src("plexus-shim", FAKE_SHIM.as_bytes());
+        let mut args = vec!["--mode", "thick", "--binary", shim.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run("install", &args)
+    }
+}
+
+#[test]
+fn thick_mode_installs_the_shim_and_writes_the_thin_config_with_the_shim_type_and_socket() {
+    let h = Host::new();
+    h.put_primary(
+        "10-bridge.conf",
+        &json!({"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}),
+    );
+    let out = h.install_thick(&["--namespace-isolation", "true"]);
+    assert_ok(&out);
+    assert_eq!(
+        h.config(),
+        json!({"cniVersion":"1.0.0","name":"plexus-cni-network","plugins":[{
+            "type":"plexus-shim",
+            "daemonSocket":"/run/plexus/plexusd.sock",
+            "clusterNetwork":"/etc/cni/net.d/10-bridge.conf",
+            "kubeconfig":"/etc/cni/net.d/plexus.d/plexus.kubeconfig",
+            "binDir":"/opt/cni/bin",
+            "namespaceIsolation":true,
+            "capabilities":{"io.kubernetes.cri.pod-annotations":true}
+        }]})
+    );
+    let shim = h.bin().join("plexus-shim");
+    assert_eq!(std::fs::read(&shim).unwrap(), FAKE_SHIM.as_bytes());
+    assert_eq!(mode(&shim), 0o755);
+    assert!(
+        stderr(&out).contains(
+            "thick mode, plugin plexus-shim forwarding to plexusd at /run/plexus/plexusd.sock"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // Another socket path, from the flag.
+    assert_ok(&h.install_thick(&["--daemon-socket", "/var/run/plexus/d.sock"]));
+    assert_eq!(
+        h.config()["plugins"][0]["daemonSocket"],
+        "/var/run/plexus/d.sock"
+    );
+    let out = h.install_thick(&["--daemon-socket", "run/d.sock"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid setting --daemon-socket"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn thick_mode_without_the_shim_binary_fails_before_writing_anything() {
+    let h = Host::new();
+    h.put_primary(
+        "10-bridge.conf",
+        &json!({"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}),
+    );
+    // The Host's command gives only `--binary .../plexus`.
+    let out = h.run("install", &["--mode", "thick"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("names the plugin plexus-shim, but no --binary is named plexus-shim"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!h.our_config().exists());
+    assert_eq!(std::fs::read_dir(h.bin()).unwrap().count(), 0);
+}
+
+/// Reads our config in a loop until stopped; returns every distinct (type, daemonSocket) seen.
+/// A read that is not a complete config (a half-written file) panics the reader.
+fn watch_config(
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, std::collections::BTreeSet<String>)> {
+    std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut reads = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok(bytes) = std::fs::read(&path) else {
+                panic!("{} vanished during a mode switch", path.display());
+            };
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "a reader saw a partial config ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+            let p = &v["plugins"][0];
+            seen.insert(format!("{} {}", p["type"], p["daemonSocket"]));
+            reads += 1;
+        }
+        (reads, seen)
+    })
+}
+
+#[test]
+fn switching_modes_replaces_the_config_in_one_rename_and_keeps_both_plugins() {
+    let h = Host::new();
+    h.put_primary(
+        "10-bridge.conf",
+        &json!({"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}),
+    );
+    assert_ok(&h.run("install", &[]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = watch_config(h.our_config(), stop.clone());
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let mut last = inode(&h.our_config());
+    for _ in 0..5 {
+        assert_ok(&h.install_thick(&[]));
+        assert_eq!(h.config()["plugins"][0]["type"], "plexus-shim");
+        assert_ne!(inode(&h.our_config()), last, "rewritten in place");
+        last = inode(&h.our_config());
+        assert_ok(&h.run("install", &[]));
+        assert_eq!(h.config()["plugins"][0]["type"], "plexus");
+        assert!(h.config()["plugins"][0].get("daemonSocket").is_none());
+        assert_ne!(inode(&h.our_config()), last, "rewritten in place");
+        last = inode(&h.our_config());
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (reads, seen) = reader.join().expect("the reader saw a broken config");
+    assert!(reads > 0);
+    // Only the two complete configs were ever visible.
+    for s in &seen {
+        assert!(
+            s == "\"plexus\" null" || s == "\"plexus-shim\" \"/run/plexus/plexusd.sock\"",
+            "{seen:?}"
+        );
+    }
+    // No temporary file left; both plugins stay installed (a runtime may still run either one
+    // with a config it loaded before the switch).
+    let mut names: Vec<String> = std::fs::read_dir(h.netd())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["00-plexus.conflist", "10-bridge.conf", "plexus.d"]
+    );
+    assert!(h.bin().join("plexus").is_file() && h.bin().join("plexus-shim").is_file());
+}
+
+#[test]
+fn the_keeper_switches_modes_from_its_environment() {
+    // The DaemonSet switches by the `PLEXUS_MODE` of its ConfigMap: the restarted keeper rewrites
+    // the config it finds in the other mode.
+    let h = Host::new();
+    h.put_primary(
+        "10-bridge.conf",
+        &json!({"cniVersion":"1.0.0","name":"cbr0","type":"bridge"}),
+    );
+    assert_ok(&h.install_thick(&[]));
+    let mut keeper = h.command("run", &["--skip-binaries"]);
+    keeper.env("PLEXUS_MODE", "thin");
+    let d = Daemon(keeper.spawn().unwrap());
+    assert!(
+        eventually(Duration::from_secs(10), || h.config()["plugins"][0]["type"]
+            == "plexus"),
+        "the keeper did not switch to thin mode"
+    );
+    assert_ok(&d.terminate());
+    let mut keeper = h.command("run", &["--skip-binaries"]);
+    keeper.env("PLEXUS_MODE", "thick");
+    let d = Daemon(keeper.spawn().unwrap());
+    assert!(
+        eventually(Duration::from_secs(10), || h.config()["plugins"][0]["type"]
+            == "plexus-shim"),
+        "the keeper did not switch to thick mode"
+    );
+    assert_ok(&d.terminate());
+}
+
+#[test]
+fn uninstall_removes_both_modes_plugins() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    let before = listing(&h.root);
+    assert_ok(&h.run("install", &[]));
+    assert_ok(&h.install_thick(&[]));
+    // The uninstall mode's command names only `plexus` (deploy/components/uninstall).
+    let out = h.run("uninstall", &[]);
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("removed /opt/cni/bin/plexus-shim"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(listing(&h.root), before);
+}

@@ -350,17 +350,19 @@ fn daemonset_is_guaranteed_critical_tolerant_and_probed() {
 //
 // `kubectl kustomize` is not available where the tests run, so the tests build the kustomizations
 // with the subset of kustomize that deploy/ uses, and fail on anything else: `resources` (files
-// and directories), `components`, inline JSON 6902 `patches` (replace/add/remove) with a kind +
-// name target, and `images` (newName/newTag). The result was compared with `kubectl kustomize`
+// and directories), `components`, inline JSON 6902 `patches` (replace/add/remove/copy) with a
+// kind + name target, and `images` (newName/newTag), applied per kustomization after its patches
+// (so a container that an overlay adds does not get the image of base's `images:`). The result was compared with `kubectl kustomize`
 // (kustomize v5.5) when the overlays were written.
 
 /// Every kustomization an operator applies, except crds/.
-const BUILDS: [&str; 5] = [
+const BUILDS: [&str; 6] = [
     ".",
     "overlays/k3s",
     "overlays/openshift",
     "overlays/crio",
     "uninstall",
+    "thick",
 ];
 
 fn kustomization(dir: &Path) -> Value {
@@ -472,6 +474,11 @@ fn apply_op(o: &mut Value, op: &Value) -> Result<(), String> {
         (Some("add"), Value::Object(m)) => drop(m.insert(last.to_owned(), op["value"].clone())),
         (Some("remove"), Value::Object(m)) => {
             m.remove(last).ok_or("nothing to remove")?;
+        }
+        (Some("copy"), _) => {
+            let from = op["from"].as_str().ok_or("copy without from")?;
+            let v = o.pointer(from).ok_or("nothing to copy")?.clone();
+            return apply_op(o, &json!({"op": "add", "path": path, "value": v}));
         }
         (other, _) => return Err(format!("op {other:?} not modelled")),
     }
@@ -833,4 +840,239 @@ fn the_token_role_allows_only_this_service_accounts_token() {
         (s.kind.as_str(), Some(&s.name)),
         ("ServiceAccount", sa.metadata.name.as_ref())
     );
+}
+
+// ------------------------------------------------------------------ thick mode (deploy/thick)
+
+fn pod_spec(ds: &DaemonSet) -> k8s_openapi::api::core::v1::PodSpec {
+    ds.spec.clone().unwrap().template.spec.unwrap()
+}
+
+fn container<'a>(pod: &'a k8s_openapi::api::core::v1::PodSpec, name: &str) -> &'a Container {
+    pod.containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// The value of `--flag=value` in a command.
+fn flag(c: &Container, name: &str) -> Option<String> {
+    let prefix = format!("--{name}=");
+    c.command
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix(&prefix).map(str::to_owned))
+}
+
+/// The host path that `path` reaches in container `c` through its hostPath mounts (the longest
+/// mount prefix wins), if any.
+fn host_path_of(
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    c: &Container,
+    path: &str,
+) -> Option<PathBuf> {
+    let vols: BTreeMap<String, String> = pod
+        .volumes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.host_path.map(|h| (v.name, h.path)))
+        .collect();
+    c.volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| {
+            let rest = Path::new(path).strip_prefix(&m.mount_path).ok()?;
+            let host = vols.get(&m.name)?;
+            Some((m.mount_path.len(), Path::new(host).join(rest)))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, p)| p)
+}
+
+#[test]
+fn thick_mode_writes_the_shim_config_and_installs_the_shim_with_everything_else() {
+    let thin = build(".");
+    let objs = build("thick");
+    assert_eq!(config_map(&objs, "plexus-node")["PLEXUS_MODE"], "thick");
+    assert!(!config_map(&thin, "plexus-node").contains_key("PLEXUS_MODE"));
+    let (base, ds) = (daemonset(&thin), daemonset(&objs));
+    let (base_pod, pod) = (pod_spec(&base), pod_spec(&ds));
+    // Both installer containers read the mode from plexus-node (envFrom), so they agree.
+    for c in pod
+        .init_containers
+        .iter()
+        .flatten()
+        .chain([container(&pod, "keeper")])
+    {
+        let from: Vec<String> = c
+            .env_from
+            .iter()
+            .flatten()
+            .filter_map(|e| e.config_map_ref.as_ref().map(|r| r.name.clone()))
+            .collect();
+        assert_eq!(from, vec!["plexus-node"], "{}", c.name);
+    }
+    // The init container installs what thin mode installs, with the shim instead of plexus.
+    let binaries = |p: &k8s_openapi::api::core::v1::PodSpec| -> BTreeSet<String> {
+        p.init_containers.as_ref().unwrap()[0]
+            .command
+            .iter()
+            .flatten()
+            .filter_map(|a| a.strip_prefix("--binary="))
+            .map(|b| b.rsplit('/').next().unwrap().to_owned())
+            .collect()
+    };
+    let mut want = binaries(&base_pod);
+    assert!(want.remove("plexus"), "{want:?}");
+    want.insert("plexus-shim".into());
+    assert_eq!(binaries(&pod), want);
+    let init_cmd = &pod.init_containers.as_ref().unwrap()[0]
+        .command
+        .clone()
+        .unwrap();
+    assert_eq!(init_cmd[1], "install");
+    // The keeper is thin mode's, unchanged, and still needs no bin dir.
+    let keeper = container(&pod, "keeper");
+    assert_eq!(keeper, container(&base_pod, "keeper"));
+}
+
+#[test]
+fn plexusd_reads_the_installers_config_listens_where_the_shim_looks_and_is_probed() {
+    let objs = build("thick");
+    let node = config_map(&objs, "plexus-node");
+    let ds = daemonset(&objs);
+    let pod = pod_spec(&ds);
+    assert_eq!(pod.containers.len(), 2);
+    let d = container(&pod, "plexusd");
+    assert_eq!(d.command.as_ref().unwrap()[0], "/usr/local/bin/plexusd");
+    // The same image as the installer (base's `images:` is the one place it is set).
+    assert_eq!(d.image, container(&pod, "keeper").image);
+    // --config is the installer's conflist (`--config-name` default), reached at its host path:
+    // the host paths inside it (clusterNetwork, kubeconfig) then resolve in the container too.
+    let conf_dir = &node["PLEXUS_CNI_CONF_DIR"];
+    let config = flag(d, "config").expect("--config");
+    assert_eq!(config, format!("{conf_dir}/00-plexus.conflist"));
+    assert_eq!(host_path_of(&pod, d, &config), Some(PathBuf::from(&config)));
+    // The socket is where the shim config points by default, on the host.
+    let socket = flag(d, "socket").expect("--socket");
+    assert_eq!(socket, plexus_install::cniconf::DEFAULT_DAEMON_SOCKET);
+    assert_eq!(host_path_of(&pod, d, &socket), Some(PathBuf::from(&socket)));
+    // Probes: HTTP on the health address's port.
+    let port: i32 = flag(d, "health-addr")
+        .expect("--health-addr")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ports = d.ports.clone().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].container_port, port);
+    for (probe, path) in [
+        (&d.liveness_probe, "/healthz"),
+        (&d.readiness_probe, "/readyz"),
+    ] {
+        let get = probe
+            .clone()
+            .expect("probe")
+            .http_get
+            .expect("httpGet probe");
+        assert_eq!(get.path.as_deref(), Some(path));
+        let target = serde_json::to_value(&get.port).unwrap();
+        assert!(
+            target == json!(port)
+                || Some(target.as_str().unwrap_or("")) == ports[0].name.as_deref(),
+            "{path} probes {target}"
+        );
+    }
+    // Guaranteed QoS like the other containers; the node's name for the pod watch.
+    let r = d.resources.clone().unwrap();
+    assert_eq!(r.requests, r.limits);
+    assert!(r.limits.unwrap().contains_key("memory"));
+    assert!(d.env.iter().flatten().any(|e| {
+        e.name == "PLEXUS_NODE_NAME"
+            && e.value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str())
+                == Some("spec.nodeName")
+    }));
+    assert_eq!(ds.spec.unwrap().template.spec.unwrap().host_pid, Some(true));
+}
+
+#[test]
+fn every_host_path_the_daemon_and_its_delegates_use_is_the_hosts() {
+    // plexusd runs the delegates in its own container: each path the engine and the delegates
+    // read or write by default must be the host's, at the same path (the shim's local DEL and
+    // thin mode read the same cache and IPAM leases on the host).
+    use plexus_engine::config as c;
+    let pod = pod_spec(&daemonset(&build("thick")));
+    let d = container(&pod, "plexusd");
+    // On the host /var/run is a symlink to /run (FHS 3.0; every systemd distribution).
+    let host = |p: &Path| -> PathBuf {
+        p.strip_prefix("/var/run")
+            .map_or_else(|_| p.to_path_buf(), |rest| Path::new("/run").join(rest))
+    };
+    for path in [
+        c::DEFAULT_CNI_DIR,
+        c::DEFAULT_BIN_DIR,
+        c::DEFAULT_CONF_DIR,
+        c::DEFAULT_POD_RESOURCES_SOCKET,
+        c::DEFAULT_DEVICE_CHECKPOINT_FILE,
+        c::DEFAULT_DEVICE_INFO_DIR,
+        // host-local's default dataDir.
+        "/var/lib/cni/networks",
+        // Network namespaces as containerd and CRI-O name them, and as iproute2 does.
+        "/var/run/netns/cni-0",
+        "/run/netns/cni-0",
+    ] {
+        assert_eq!(
+            host_path_of(&pod, d, path).map(|p| host(&p)),
+            Some(host(Path::new(path))),
+            "{path} does not reach the host's {path} in plexusd"
+        );
+    }
+}
+
+#[test]
+fn thick_rbac_adds_only_the_watches() {
+    let role = |objs: &[Value]| -> BTreeSet<(String, String, String)> {
+        let r: ClusterRole = serde_json::from_value(
+            objs.iter()
+                .find(|o| o["kind"] == "ClusterRole")
+                .unwrap()
+                .clone(),
+        )
+        .unwrap();
+        let mut got = BTreeSet::new();
+        for r in r.rules.unwrap_or_default() {
+            assert!(r.resource_names.is_none() && r.non_resource_urls.is_none());
+            for g in r.api_groups.clone().unwrap_or_default() {
+                for res in r.resources.clone().unwrap_or_default() {
+                    for v in &r.verbs {
+                        got.insert((g.clone(), res.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+        got
+    };
+    let thin = role(&build("."));
+    let thick = role(&build("thick"));
+    let t = |g: &str, r: &str, v: &str| (g.to_owned(), r.to_owned(), v.to_owned());
+    let added: BTreeSet<_> = thick.difference(&thin).cloned().collect();
+    assert_eq!(
+        added,
+        [
+            t("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
+            t("k8s.cni.cncf.io", "network-attachment-definitions", "watch"),
+            t("", "pods", "list"),
+            t("", "pods", "watch"),
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert!(thin.is_subset(&thick), "{:?}", thin.difference(&thick));
 }
