@@ -992,7 +992,7 @@ fn plexusd_reads_the_installers_config_listens_where_the_shim_looks_and_is_probe
     assert_eq!(r.requests, r.limits);
     assert!(r.limits.unwrap().contains_key("memory"));
     assert!(d.env.iter().flatten().any(|e| {
-        e.name == "PLEXUS_NODE_NAME"
+        e.name == "NODE_NAME"
             && e.value_from
                 .as_ref()
                 .and_then(|v| v.field_ref.as_ref())

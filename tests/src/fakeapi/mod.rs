@@ -85,6 +85,18 @@ pub struct RequestRecord {
     pub at_ms: u64,
 }
 
+impl RequestRecord {
+    /// A list or watch of a whole collection (`GET .../pods`, `GET .../network-attachment-definitions`,
+    /// any `watch=` query): what a watch cache does, never a CNI call, which reads or writes
+    /// one named object.
+    pub fn is_collection_read(&self) -> bool {
+        self.method == "GET"
+            && (self.query.split('&').any(|q| q.starts_with("watch="))
+                || self.path.ends_with("/pods")
+                || self.path.ends_with("/network-attachment-definitions"))
+    }
+}
+
 /// The running server (see the module docs).
 #[derive(Debug)]
 pub struct FakeApiServer {
