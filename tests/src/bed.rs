@@ -3,9 +3,10 @@
 //! and check that nothing is left behind.
 
 use crate::cni::{
-    Call, Node, Outcome, bin_path, exec_plexus_with_path, k8s_args, link_names, recorded,
-    recorder_cni_path, spawn_plexus_with_path,
+    Call, Node, Outcome, bin_path, exec_plugin, k8s_args, link_names, recorded, recorder_cni_path,
+    spawn_plugin,
 };
+use crate::daemon::{Daemon, DaemonOptions};
 use crate::fakeapi::{FakeApiOptions, FakeApiServer};
 use crate::netns::NetNs;
 use serde_json::{Value, json};
@@ -16,9 +17,22 @@ use std::time::{Duration, Instant};
 /// The pod annotation plexus writes.
 pub const STATUS_KEY: &str = "k8s.v1.cni.cncf.io/network-status";
 
+/// How the bed's runtime calls Plexus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The runtime execs `plexus` for every call.
+    Thin,
+    /// `plexusd` runs against the fake API server; the runtime execs `plexus-shim`, which
+    /// forwards each call to it.
+    Thick,
+}
+
 /// A node with a fake API server. `CNI_PATH` holds the Debian plugins and the `cni-recorder`.
 #[derive(Debug)]
 pub struct Bed {
+    /// Thick mode's daemon (first, so that it stops before the node's links go).
+    pub daemon: Option<Daemon>,
+    pub mode: Mode,
     pub node: Node,
     pub api: FakeApiServer,
     pub kubeconfig: PathBuf,
@@ -40,6 +54,66 @@ impl Bed {
         Self::with_options(FakeApiOptions::default())
     }
 
+    /// A bed in `mode` (thick: `plexusd` started and synced).
+    pub fn in_mode(mode: Mode) -> Self {
+        Self::with_mode(mode, FakeApiOptions::default(), DaemonOptions::default())
+    }
+
+    /// A bed in `mode` with these fake API server and daemon options.
+    pub fn with_mode(mode: Mode, opts: FakeApiOptions, daemon: DaemonOptions) -> Self {
+        let mut bed = Self::with_options(opts);
+        if mode == Mode::Thick {
+            let conf = bed.thin_config(json!({}));
+            bed.daemon = Some(
+                Daemon::start(&bed.node.root.path().join("plexusd"), &conf, daemon)
+                    .expect("plexusd starts"),
+            );
+            bed.mode = Mode::Thick;
+        }
+        bed
+    }
+
+    /// The running daemon (panics in thin mode).
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("a thick-mode bed")
+    }
+
+    /// The daemon, mutably (to kill or restart it).
+    pub fn daemon_mut(&mut self) -> &mut Daemon {
+        self.daemon.as_mut().expect("a thick-mode bed")
+    }
+
+    /// The plugin binary the runtime execs in this bed's mode.
+    pub fn plugin_bin(&self) -> PathBuf {
+        match self.mode {
+            Mode::Thin => bin_path("plexus"),
+            Mode::Thick => bin_path("plexus-shim"),
+        }
+    }
+
+    /// In thin mode `n`, in thick mode 0: the reads (pod and NAD GETs) that thick mode serves
+    /// from its watch caches.
+    pub fn reads(&self, n: usize) -> usize {
+        match self.mode {
+            Mode::Thin => n,
+            Mode::Thick => 0,
+        }
+    }
+
+    /// The API requests made for CNI calls: all of them but the daemon's lists and watches of
+    /// its caches (collections; a CNI call only ever reads or writes one named object).
+    pub fn cni_requests(&self) -> Vec<crate::fakeapi::RequestRecord> {
+        self.api
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                !(r.method == "GET"
+                    && (r.path.ends_with("/pods")
+                        || r.path.ends_with("/network-attachment-definitions")))
+            })
+            .collect()
+    }
+
     pub fn with_options(opts: FakeApiOptions) -> Self {
         let node = Node::new().expect("node");
         let api = FakeApiServer::start(opts).expect("fake API server");
@@ -52,6 +126,8 @@ impl Bed {
         std::os::unix::fs::symlink(bin_path("cni-gate"), &gate).expect("link cni-gate");
         let record = node.root.path().join("record.jsonl");
         Self {
+            daemon: None,
+            mode: Mode::Thin,
             node,
             api,
             kubeconfig,
@@ -62,7 +138,18 @@ impl Bed {
     }
 
     /// The plexus config with the cluster network given as a conflist path, `extra` merged in.
+    /// In thick mode, the shim's: `"type": "plexus-shim"` and the daemon's socket.
     pub fn config(&self, extra: Value) -> Value {
+        let mut c = self.thin_config(extra);
+        if let Some(d) = &self.daemon {
+            c["type"] = json!("plexus-shim");
+            c["daemonSocket"] = json!(d.socket);
+        }
+        c
+    }
+
+    /// The thin plugin's config (also what the daemon reads with `--config`).
+    pub fn thin_config(&self, extra: Value) -> Value {
         self.node.plexus_config(
             self.cluster_file.to_str().expect("utf-8 path"),
             Some(&self.kubeconfig),
@@ -70,8 +157,28 @@ impl Bed {
         )
     }
 
+    /// Creates NAD `ns/name`; in thick mode, returns once the daemon's cache holds it.
     pub fn nad(&self, ns: &str, name: &str, config: &Value) {
-        self.api.create_nad(ns, name, Some(&config.to_string()));
+        let nad = self.api.create_nad(ns, name, Some(&config.to_string()));
+        self.synced("nads", &nad);
+    }
+
+    /// In thick mode with the daemon running, waits until the daemon's `cache` (`pods` or `nads`) has seen `obj`'s
+    /// resourceVersion, so that the next call does not race the watch (tests of the cache-miss
+    /// path create their objects through `self.api` directly).
+    pub fn synced(&self, cache: &str, obj: &Value) {
+        let (Some(d), Some(rv)) = (
+            self.daemon.as_ref().filter(|d| d.pid().is_some()),
+            obj["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok()),
+        ) else {
+            return;
+        };
+        assert!(
+            d.wait_version(cache, rv),
+            "plexusd's {cache} cache never saw resourceVersion {rv}"
+        );
     }
 
     /// Creates a pod with `networks` (when given) as its selection annotation; returns its UID.
@@ -90,6 +197,7 @@ impl Bed {
             "metadata": {"name": name, "namespace": ns, "annotations": annotations},
             "spec": {"nodeName": "node-1"}
         }));
+        self.synced("pods", &pod);
         pod["metadata"]["uid"].as_str().expect("uid").to_owned()
     }
 
@@ -123,7 +231,7 @@ impl Bed {
             args: k8s_args(ns, pod, uid, cid),
             config,
         };
-        exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
+        exec_plugin(&self.plugin_bin(), &call, &self.cni_path).expect("exec plexus")
     }
 
     /// [`Bed::call`] without waiting: the returned [`Running`] can be killed mid-command.
@@ -147,7 +255,9 @@ impl Bed {
             config,
         };
         Running {
-            child: Some(spawn_plexus_with_path(&call, &self.cni_path).expect("spawn plexus")),
+            child: Some(
+                spawn_plugin(&self.plugin_bin(), &call, &self.cni_path).expect("spawn plexus"),
+            ),
         }
     }
 
@@ -246,7 +356,7 @@ impl Bed {
             args: String::new(),
             config,
         };
-        exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
+        exec_plugin(&self.plugin_bin(), &call, &self.cni_path).expect("exec plexus")
     }
 
     /// A recorder conf (one plugin) declaring every capability a selection can request.

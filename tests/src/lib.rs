@@ -1,6 +1,6 @@
 //! Plexus test bed: an in-process fake Kubernetes API server ([`fakeapi`]), network namespace
 //! helpers ([`netns`]), a fake kubelet PodResources server ([`fakekubelet`]), the runtime-like
-//! driver of the `plexus` binary ([`cni`]), and a private containerd driven over CRI like a kubelet
+//! driver of the `plexus` binary ([`cni`]), `plexusd` for thick mode ([`daemon`]), and a private containerd driven over CRI like a kubelet
 //! does ([`containerd`], [`cri`], [`cri_bed`]).
 
 pub mod bed;
@@ -8,6 +8,7 @@ pub mod cni;
 pub mod containerd;
 pub mod cri;
 pub mod cri_bed;
+pub mod daemon;
 pub mod fakeapi;
 pub mod fakekubelet;
 pub mod faults;

@@ -63,8 +63,7 @@ const fn no_effect(key: &'static str, origin: Origin, why: &'static str) -> KeyI
     }
 }
 
-const DAEMON: &str =
-    "it configures Multus's thick daemon; Plexus runs as a thin plugin and has no daemon";
+const DAEMON: &str = "it configures Multus's thick daemon; plexusd (Plexus's thick mode) takes its settings from its command line and from this same plugin config (docs/architecture.md)";
 const GENERATOR: &str = "it configures Multus's config generator; plexus-install generates Plexus's config (docs/install.md)";
 
 /// Every key Plexus recognises, in the order of docs/migration.md's table.
@@ -130,7 +129,7 @@ pub const KEYS: &[KeyInfo] = &[
     no_effect(
         "daemonSocketDir",
         Origin::Multus,
-        "it tells multus-shim where the thick daemon listens; Plexus runs as a thin plugin and has no daemon",
+        "it tells multus-shim where the thick daemon listens; plexus-shim reads daemonSocket (the socket's path) instead",
     ),
     // Multus thick daemon config, merged over the plugin config by Multus.
     no_effect("chrootDir", Origin::MultusDaemon, DAEMON),
@@ -157,6 +156,8 @@ pub const KEYS: &[KeyInfo] = &[
     honoured("deviceCheckpointFile", Origin::Plexus),
     honoured("kubeletTimeoutSeconds", Origin::Plexus),
     honoured("deviceInfoDir", Origin::Plexus),
+    // Read by plexus-shim (thick mode), not by the engine.
+    honoured("daemonSocket", Origin::Plexus),
 ];
 
 /// The table entry of `key` (exact, case-sensitive match).
@@ -285,7 +286,7 @@ mod tests {
                 .to_string()
                 .contains("not a Plexus, Multus or CNI key")
         );
-        assert!(notes[2].to_string().contains("no daemon"));
+        assert!(notes[2].to_string().contains("Multus's thick daemon"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Two rules:
 //! - **Meta plugins never run as delegates.** A NAD, an annotation or `defaultNetworks` naming
-//!   `plexus`, `multus`, `multus-shim` or the running binary's own name would make Plexus (or a
+//!   `plexus`, `plexus-shim`, `plexusd`, `multus`, `multus-shim` or the running binary's own name would make Plexus (or a
 //!   Multus left in the plugin directory) exec itself with a config written by whoever wrote the
 //!   NAD, and that inner call would take `binDir`, `cniDir`, `logFile` and `kubeconfig` from it:
 //!   root code execution for any NAD author. Every `"type"` anywhere in a config counts (a
@@ -21,7 +21,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// Plugin types that are meta plugins: they exec other plugins chosen by their own config.
-pub const META_PLUGINS: &[&str] = &["plexus", "multus", "multus-shim"];
+pub const META_PLUGINS: &[&str] = &["plexus", "plexus-shim", "plexusd", "multus", "multus-shim"];
 
 /// Set in the environment of every delegate. A `plexus` that starts with it set was exec'd by a
 /// plexus (directly, or by a delegate such as a plugin's IPAM) and refuses to run.
@@ -52,7 +52,7 @@ impl std::fmt::Display for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Rule::MetaPlugin => {
-                "meta plugins (plexus, multus, multus-shim, or this binary's own name) never run as delegates"
+                "meta plugins (plexus, plexus-shim, plexusd, multus, multus-shim, or this binary's own name) never run as delegates"
             }
             Rule::Denied => "the type is listed in deniedDelegateTypes",
             Rule::NotAllowed => "allowedDelegateTypes is set and does not list the type",

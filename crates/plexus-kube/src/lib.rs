@@ -16,7 +16,9 @@
 
 mod retry;
 
+pub mod cached;
 pub mod dra;
+pub mod watch;
 
 use std::fmt;
 use std::future::Future;
@@ -121,9 +123,28 @@ pub enum KubeError {
     },
 }
 
-/// The live API client of the thin plugin. See the crate docs for why it owns a runtime.
+/// Where [`LiveKube`]'s blocking calls run their futures.
+enum Rt {
+    /// The thin plugin's private current-thread runtime.
+    Owned(Runtime),
+    /// A runtime owned by someone else (the node daemon's); calls must come from threads outside
+    /// it, such as `spawn_blocking` workers.
+    Shared(tokio::runtime::Handle),
+}
+
+impl Rt {
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        match self {
+            Rt::Owned(rt) => rt.block_on(f),
+            Rt::Shared(handle) => handle.block_on(f),
+        }
+    }
+}
+
+/// The live API client of the thin plugin (and of the daemon's cache misses and status patches).
+/// See the crate docs for why it owns a runtime in thin mode.
 pub struct LiveKube {
-    rt: Runtime,
+    rt: Rt,
     client: Client,
     timeout: Duration,
     /// The API server's URL, for error messages.
@@ -157,36 +178,9 @@ impl LiveKube {
             .map_err(KubeError::Runtime)?;
         // `Client::try_from` spawns the tower Buffer worker, so it must run inside the runtime;
         // kubeconfig loading is async in kube (exec plugins), hence one block_on for all of it.
-        let mut server = String::new();
-        let client = rt.block_on(async {
-            let (mut config, source_desc) = match creds {
-                Credentials::Kubeconfig(path) => {
-                    let wrap = |source| KubeError::Kubeconfig {
-                        path: path.clone(),
-                        source,
-                    };
-                    let kc = Kubeconfig::read_from(path).map_err(wrap)?;
-                    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                        .await
-                        .map_err(wrap)?;
-                    (config, format!("kubeconfig {}", path.display()))
-                }
-                Credentials::InCluster => (
-                    Config::incluster().map_err(KubeError::InCluster)?,
-                    "in-cluster config".to_owned(),
-                ),
-            };
-            warn_if_insecure(&config, &source_desc);
-            server = config.cluster_url.to_string();
-            tune(&mut config, timeout);
-            trim_token_file(&mut config);
-            Client::try_from(config).map_err(|e| KubeError::Client {
-                source_desc,
-                message: error_chain(&e),
-            })
-        })?;
+        let (client, server) = rt.block_on(build_client(creds, timeout))?;
         Ok(LiveKube {
-            rt,
+            rt: Rt::Owned(rt),
             client,
             timeout,
             server,
@@ -194,6 +188,27 @@ impl LiveKube {
             policy: RetryPolicy::default(),
             retries: AtomicU32::new(0),
         })
+    }
+
+    /// A client that runs its calls on `handle` (a runtime owned by the caller, which must call
+    /// from outside it, e.g. from `spawn_blocking`) over `client`, built by [`build_client`] in
+    /// that runtime. Cheap: the node daemon makes one per CNI request so that each has its own
+    /// deadline and retry count, while all of them share `client`'s connection pool.
+    pub fn on_handle(
+        handle: tokio::runtime::Handle,
+        client: Client,
+        server: String,
+        timeout: Duration,
+    ) -> LiveKube {
+        LiveKube {
+            rt: Rt::Shared(handle),
+            client,
+            timeout,
+            server,
+            deadline: None,
+            policy: RetryPolicy::default(),
+            retries: AtomicU32::new(0),
+        }
     }
 
     /// The API server's URL (as configured, e.g. `https://10.96.0.1:443/`).
@@ -286,6 +301,41 @@ impl LiveKube {
             retry,
         })
     }
+}
+
+/// Loads `creds` and builds a client in the current tokio runtime (kube spawns the client's
+/// buffer worker there, so the client is usable only while that runtime runs). Returns the client
+/// and the API server's URL. `timeout` bounds every transport phase of every request.
+pub async fn build_client(
+    creds: &Credentials,
+    timeout: Duration,
+) -> Result<(Client, String), KubeError> {
+    let (mut config, source_desc) = match creds {
+        Credentials::Kubeconfig(path) => {
+            let wrap = |source| KubeError::Kubeconfig {
+                path: path.clone(),
+                source,
+            };
+            let kc = Kubeconfig::read_from(path).map_err(wrap)?;
+            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(wrap)?;
+            (config, format!("kubeconfig {}", path.display()))
+        }
+        Credentials::InCluster => (
+            Config::incluster().map_err(KubeError::InCluster)?,
+            "in-cluster config".to_owned(),
+        ),
+    };
+    warn_if_insecure(&config, &source_desc);
+    let server = config.cluster_url.to_string();
+    tune(&mut config, timeout);
+    trim_token_file(&mut config);
+    let client = Client::try_from(config).map_err(|e| KubeError::Client {
+        source_desc,
+        message: error_chain(&e),
+    })?;
+    Ok((client, server))
 }
 
 /// A 2xx answer that cannot be decoded: the server is not what we think it is; no retry.

@@ -366,6 +366,18 @@ impl FakeApiServer {
         )?)
     }
 
+    /// Applies a JSON merge patch to a NAD, as `kubectl edit` would (watchers see MODIFIED).
+    pub fn patch_nad(&self, ns: &str, name: &str, merge_patch: &Value) -> anyhow::Result<Value> {
+        Ok(lock(&self.shared.store).patch(
+            Resource::Nads,
+            ns,
+            name,
+            None,
+            patch::PatchType::Merge,
+            merge_patch,
+        )?)
+    }
+
     /// All pods, in namespace/name order.
     pub fn pods(&self) -> Vec<Value> {
         lock(&self.shared.store).all(Resource::Pods, None)
