@@ -22,6 +22,8 @@ pub struct DaemonOptions {
     pub queue: usize,
     /// `NODE_NAME`.
     pub node: String,
+    /// `PLEXUSD_LOG` (the bench logs at warn: a debug log would be part of what it measures).
+    pub log: String,
 }
 
 impl Default for DaemonOptions {
@@ -30,6 +32,7 @@ impl Default for DaemonOptions {
             max_inflight: 16,
             queue: 64,
             node: "node-1".to_owned(),
+            log: "debug".to_owned(),
         }
     }
 }
@@ -82,7 +85,7 @@ impl Daemon {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("NODE_NAME", &self.opts.node)
-            .env("PLEXUSD_LOG", "debug")
+            .env("PLEXUSD_LOG", &self.opts.log)
             .arg("--config")
             .arg(&self.config)
             .arg("--socket")

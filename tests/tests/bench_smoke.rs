@@ -1,5 +1,6 @@
-//! Keeps hack/bench.sh from rotting: runs the bench driver with 2 samples and checks that it
-//! measured what it claims (numbers are not judged: benchmarks never fail CI on a figure).
+//! Keeps hack/bench.sh from rotting: runs the bench driver with 2 samples in both modes and checks
+//! that it measured what it claims (numbers are not judged: benchmarks never fail CI on a figure;
+//! API request counts are behaviour, not timing, and are checked).
 
 use serde_json::Value;
 
@@ -16,6 +17,8 @@ fn bench_driver_runs_and_reports_every_figure() {
             "0,1",
             "--pods",
             "4",
+            "--memory",
+            "20:5,40:10",
             "--json",
         ])
         .arg(&json)
@@ -27,13 +30,19 @@ fn bench_driver_runs_and_reports_every_figure() {
         "bench failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("| networks | API |"), "{stdout}");
-    assert!(stdout.contains("### Throughput"), "{stdout}");
+    for heading in [
+        "| mode | networks | API |",
+        "### Throughput",
+        "### plexusd memory",
+        "### Startup and size",
+    ] {
+        assert!(stdout.contains(heading), "{heading}: {stdout}");
+    }
 
     let raw: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let scenarios = raw["scenarios"].as_array().unwrap();
-    // 2 network counts × (http 0 ms, http 10 ms, https 0 ms).
-    assert_eq!(scenarios.len(), 6);
+    // 2 network counts × 2 modes × (http 0 ms, http 10 ms, https 0 ms).
+    assert_eq!(scenarios.len(), 12);
     for s in scenarios {
         let n = s["networks"].as_u64().unwrap() as usize;
         for key in ["add", "check", "del", "base_add", "base_check", "base_del"] {
@@ -43,21 +52,43 @@ fn bench_driver_runs_and_reports_every_figure() {
                 "{key} in {s}"
             );
         }
-        // The API budget the bench reports: 1 pod GET + N NAD GETs + 1 PATCH; none on DEL.
+        // The API budget the bench reports. Thin: 1 pod GET + N NAD GETs + 1 PATCH. Thick: the
+        // PATCH only, pods and NADs coming from the daemon's caches. None on DEL.
+        let want = match s["mode"].as_str().unwrap() {
+            "thin" => n + 2,
+            "thick" => 1,
+            other => panic!("mode {other}"),
+        };
         assert_eq!(
             s["api_requests_add"].as_u64().unwrap() as usize,
-            n + 2,
+            want,
             "{s}"
         );
         assert_eq!(s["api_requests_del"], 0);
         assert!(s["rss_kib_add"].as_u64().unwrap() > 0);
+        assert_eq!(
+            s["daemon_peak_rss_kib"].as_u64().is_some(),
+            s["mode"] == "thick",
+            "{s}"
+        );
     }
-    assert_eq!(
-        raw["throughput"]["per_pod_add_ms"]
-            .as_array()
-            .unwrap()
-            .len(),
-        4
-    );
-    assert!(raw["binary_bytes"].as_u64().unwrap() > 0);
+    let tps = raw["throughput"].as_array().unwrap();
+    let whats: Vec<&str> = tps.iter().map(|t| t["what"].as_str().unwrap()).collect();
+    assert_eq!(whats, ["thin", "thick", "bare"]);
+    for t in tps {
+        assert_eq!(t["per_pod_add_ms"].as_array().unwrap().len(), 4, "{t}");
+        assert_eq!(t["per_pod_del_ms"].as_array().unwrap().len(), 4, "{t}");
+    }
+    let curve = raw["memory"].as_array().unwrap();
+    assert_eq!(curve.len(), 2);
+    for (p, want) in curve.iter().zip([(20, 5), (40, 10)]) {
+        assert_eq!(
+            (p["pods"].as_u64(), p["nads"].as_u64()),
+            (Some(want.0), Some(want.1))
+        );
+        assert!(p["rss_kib"].as_u64().unwrap() > 0, "{p}");
+    }
+    for b in ["plexus", "plexus-shim", "plexusd"] {
+        assert!(raw["binary_bytes"][b].as_u64().unwrap() > 0, "{b}");
+    }
 }

@@ -10,6 +10,7 @@
 use plexus_e2e::cni::{
     CNI_BIN_DIR, Call, Node, Outcome, bin_path, exec_plugin, k8s_args, link_names,
 };
+use plexus_e2e::daemon::{Daemon, DaemonOptions};
 use plexus_e2e::fakeapi::tokens::Bound;
 use plexus_e2e::fakeapi::{FakeApiOptions, FakeApiServer};
 use plexus_e2e::netns::{NetNs, unique_name};
@@ -226,10 +227,13 @@ impl InstallBed {
         p
     }
 
+    /// Runs `command` through the plugin the installed config names (`plexus` or
+    /// `plexus-shim`), from the host bin dir, as the runtime would.
     fn call(&self, command: &str, pod: &str, ns: &NetNs, cid: &str, uid: &str) -> Outcome {
         let config = self.plugin_stdin();
+        let plugin = config["type"].as_str().expect("type").to_owned();
         exec_plugin(
-            &self.host_bin.join("plexus"),
+            &self.host_bin.join(plugin),
             &Call {
                 command,
                 container_id: cid,
@@ -555,4 +559,77 @@ fn rollback_to_multus_after_uninstall() {
         bed.conf_files(),
         vec!["00-multus.conf", "10-cluster.conflist"]
     );
+}
+
+#[test]
+fn thick_mode_end_to_end_through_the_installed_shim_and_daemon() {
+    let mut bed = InstallBed::new(FakeApiOptions::default());
+    bed.installer_pod("plexus-thick");
+    let daemon_dir = bed.node.root.path().join("plexusd");
+    let socket = daemon_dir.join("run/plexusd.sock");
+    let log = bed.once(
+        "install",
+        &bin_path("plexus-shim"),
+        &[
+            "--node-name",
+            NODE,
+            "--mode",
+            "thick",
+            "--daemon-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    assert!(log.contains("plexus-shim answers VERSION"), "{log}");
+    let installed: Value =
+        serde_json::from_slice(&std::fs::read(bed.our_config()).unwrap()).unwrap();
+    assert_eq!(installed["plugins"][0]["type"], "plexus-shim");
+    assert_eq!(installed["plugins"][0]["daemonSocket"], json!(socket));
+
+    // plexusd reads what the installer wrote (deploy/thick: --config=<the installed conflist>),
+    // with the installer's kubeconfig and Node-bound token.
+    let start = |bed: &InstallBed| {
+        let conf: Value =
+            serde_json::from_slice(&std::fs::read(bed.our_config()).unwrap()).unwrap();
+        let d = Daemon::start(
+            &daemon_dir,
+            &conf,
+            DaemonOptions {
+                node: NODE.into(),
+                ..Default::default()
+            },
+        )
+        .expect("plexusd starts on the installed config");
+        assert_eq!(d.socket, socket);
+        d
+    };
+    let mut daemon = start(&bed);
+    let first = bed.add_ok("first");
+    let second = bed.add_ok("second");
+    bed.del_ok(&first);
+
+    // The daemon down: ADD fails at once with code 11 and leaves nothing; DEL runs locally in
+    // the shim, from the on-disk cache.
+    daemon.kill();
+    let (third, out) = bed.add("third");
+    out.assert_error(11);
+    assert_eq!(
+        link_names(&third.ns),
+        vec!["lo"],
+        "a failed ADD left interfaces"
+    );
+    bed.del_ok(&second);
+    bed.assert_clean();
+
+    // Back to thin mode: the thin plugin tears down what the daemon attached (one cache).
+    drop(daemon);
+    let daemon = start(&bed);
+    let fourth = bed.add_ok("fourth");
+    drop(daemon);
+    bed.once("install", &bin_path("plexus"), &["--node-name", NODE]);
+    assert_eq!(bed.plugin_stdin()["type"], "plexus");
+    assert!(bed.plugin_stdin().get("daemonSocket").is_none());
+    bed.del_ok(&fourth);
+    let fifth = bed.add_ok("fifth");
+    bed.del_ok(&fifth);
+    bed.assert_clean();
 }

@@ -1,9 +1,13 @@
-//! `plexus-bench`: whole-process benchmarks of the real `plexus` binary against a baseline of the
-//! same delegates exec'd directly, measured in the same run (hack/bench.sh drives it).
+//! `plexus-bench`: whole-process benchmarks of Plexus in both modes against a baseline of the same
+//! delegates exec'd directly, measured in the same run (hack/bench.sh drives it). Thin mode execs
+//! the real `plexus` binary; thick mode runs the real `plexusd` against the same fake API server
+//! and execs `plexus-shim`, as a runtime would.
 //!
 //! Figures: ADD/CHECK/DEL wall time for 0, 1, 4 and 16 annotation networks (bridge + macvlan +
-//! host-local), with 0 and 10 ms of API latency; peak RSS of `plexus`; API requests and bytes per
-//! ADD/DEL; 110 pods added 8 at a time; the cost of a VERSION call; binary sizes.
+//! host-local), with 0 and 10 ms of API latency; peak RSS of `plexus`, `plexus-shim` and
+//! `plexusd`; API requests and bytes per ADD/DEL; 110 pods added 8 at a time (thin, thick and the
+//! bare delegates); plexusd's memory with 110 to 10,000 pods in its caches; the cost of a VERSION
+//! call; binary sizes.
 
 // The bench prints its report on stdout by design.
 #![allow(clippy::print_stdout)]
@@ -11,7 +15,8 @@
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use plexus_cni::NetworkConfig;
-use plexus_e2e::cni::{CNI_BIN_DIR, Call, Node, exec_plexus, k8s_args};
+use plexus_e2e::cni::{CNI_BIN_DIR, Call, Node, bin_path, exec_plugin, k8s_args};
+use plexus_e2e::daemon::{Daemon, DaemonOptions};
 use plexus_e2e::fakeapi::{FakeApiOptions, FakeApiServer};
 use plexus_e2e::netns::NetNs;
 use plexus_engine::ProcessExec;
@@ -35,7 +40,37 @@ struct Args {
     /// Where to write every raw sample as JSON.
     #[arg(long, default_value = "target/bench/plexus-bench.json")]
     json: PathBuf,
+    /// Modes to measure: thin (`plexus`), thick (`plexus-shim` + `plexusd`).
+    #[arg(long, value_delimiter = ',', default_value = "thin,thick")]
+    modes: Vec<ModeArg>,
+    /// plexusd's memory curve: PODS:NADS points, each a daemon with that many objects in its
+    /// caches ("none" skips it).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "110:100,1000:300,10000:1000"
+    )]
+    memory: Vec<String>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ModeArg {
+    Thin,
+    Thick,
+}
+
+impl ModeArg {
+    fn name(self) -> &'static str {
+        match self {
+            ModeArg::Thin => "thin",
+            ModeArg::Thick => "thick",
+        }
+    }
+}
+
+/// The node the bench's pods are bound to (the daemon's pod watch selects them by it).
+const NODE_NAME: &str = "node-1";
 
 fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
@@ -66,20 +101,26 @@ struct Delegates {
     list: Vec<(NetworkConfig, String)>,
 }
 
-/// A scenario: a node, an API server and a pod asking for `n` networks.
+/// A scenario: a node, an API server, a pod asking for `n` networks, and the plugin of `mode`
+/// (in thick mode with its daemon running against that API server).
 struct Scenario {
+    /// Stopped first (drop order), before the node's links and the API server go.
+    daemon: Option<Daemon>,
     /// Kept for its bridges, veths and directories, which the configs point at.
     _node: Node,
     api: FakeApiServer,
+    /// What the runtime passes on stdin (the shim's config in thick mode).
     config: Value,
+    plugin: PathBuf,
     delegates: Delegates,
     n: usize,
     tls: bool,
+    mode: ModeArg,
 }
 
 impl Scenario {
     /// `tls`: HTTPS with a bearer token file and a CA, as on a real node.
-    fn new(n: usize, tls: bool) -> Result<Self> {
+    fn new(n: usize, tls: bool, mode: ModeArg) -> Result<Self> {
         let node = Node::new()?;
         let opts = if tls {
             FakeApiOptions {
@@ -110,56 +151,80 @@ impl Scenario {
             list.push((NetworkConfig::from_value(conf)?, format!("net{}", j + 1)));
             names.push(name);
         }
-        let config = node.plexus_config(
+        let thin = node.plexus_config(
             cluster.to_str().context("path")?,
             Some(&kubeconfig),
             json!({"logLevel": "error"}),
         );
+        let (daemon, config, plugin) = match mode {
+            ModeArg::Thin => (None, thin, plexus_e2e::cni::plexus_bin()),
+            ModeArg::Thick => {
+                let d = start_daemon(&node.root.path().join("plexusd"), &thin)?;
+                let mut shim = thin;
+                shim["type"] = json!("plexus-shim");
+                shim["daemonSocket"] = json!(d.socket);
+                (Some(d), shim, bin_path("plexus-shim"))
+            }
+        };
         let scenario = Self {
+            daemon,
             _node: node,
             api,
             config,
+            plugin,
             delegates: Delegates { list },
             n,
             tls,
+            mode,
         };
-        scenario.pod("bench", &names.join(","));
+        scenario.pod("bench", &names.join(","))?;
         Ok(scenario)
     }
 
-    fn pod(&self, name: &str, networks: &str) -> String {
+    /// Creates a pod bound to the node; in thick mode returns once the daemon's cache has it
+    /// (an ADD right after would otherwise measure the cache-miss GET, not the steady state).
+    fn pod(&self, name: &str, networks: &str) -> Result<String> {
         let mut meta = json!({"name": name, "namespace": "default"});
         if !networks.is_empty() {
             meta["annotations"] = json!({"k8s.v1.cni.cncf.io/networks": networks});
         }
         let pod = self
             .api
-            .create_pod(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta}));
-        pod["metadata"]["uid"]
+            .create_pod(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": meta, "spec": {"nodeName": NODE_NAME}}));
+        if let Some(d) = &self.daemon {
+            let rv = pod["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .context("resourceVersion")?;
+            ensure!(d.wait_version("pods", rv), "plexusd never saw pod {name}");
+        }
+        Ok(pod["metadata"]["uid"]
             .as_str()
             .unwrap_or_default()
-            .to_owned()
+            .to_owned())
     }
 
-    fn plexus(
-        &self,
-        command: &str,
-        cid: &str,
-        ns: &Path,
-        pod: &str,
-        uid: &str,
-    ) -> Result<Duration> {
+    fn call(&self, command: &str, cid: &str, ns: &Path, pod: &str, uid: &str) -> Result<Duration> {
         let start = Instant::now();
-        let out = exec_plexus(&Call {
-            command,
-            container_id: cid,
-            netns: Some(ns),
-            ifname: "eth0",
-            args: k8s_args("default", pod, uid, cid),
-            config: &self.config,
-        })?;
+        let out = exec_plugin(
+            &self.plugin,
+            &Call {
+                command,
+                container_id: cid,
+                netns: Some(ns),
+                ifname: "eth0",
+                args: k8s_args("default", pod, uid, cid),
+                config: &self.config,
+            },
+            CNI_BIN_DIR,
+        )?;
         let took = start.elapsed();
-        ensure!(out.code == 0, "plexus {command} failed: {out:?}");
+        ensure!(
+            out.code == 0,
+            "{} {command} failed: {out:?}",
+            self.plugin.display()
+        );
         Ok(took)
     }
 
@@ -214,7 +279,7 @@ impl Scenario {
         Ok(start.elapsed())
     }
 
-    /// Peak RSS (KiB) of one plexus ADD and one DEL, from GNU time.
+    /// Peak RSS (KiB) of one plugin ADD and one DEL, from GNU time.
     fn rss(&self, ns: &Path, uid: &str) -> Result<(u64, u64)> {
         let mut peaks = Vec::new();
         for command in ["ADD", "DEL"] {
@@ -222,7 +287,7 @@ impl Scenario {
             let mut cmd = std::process::Command::new("/usr/bin/time");
             cmd.args(["-f", "%M", "-o"])
                 .arg(tmp.path())
-                .arg(plexus_e2e::cni::plexus_bin());
+                .arg(&self.plugin);
             let cid = "rss";
             cmd.env_clear()
                 .env("CNI_COMMAND", command)
@@ -244,12 +309,50 @@ impl Scenario {
                 .write_all(self.config.to_string().as_bytes())?;
             ensure!(
                 child.wait()?.success(),
-                "plexus {command} under /usr/bin/time failed"
+                "{} {command} under /usr/bin/time failed",
+                self.plugin.display()
             );
             peaks.push(std::fs::read_to_string(tmp.path())?.trim().parse::<u64>()?);
         }
         Ok((peaks[0], peaks[1]))
     }
+
+    /// The API requests made for CNI calls since the last clear: the daemon's lists and watches
+    /// of its caches are not counted (they are not per pod).
+    fn cni_requests(&self) -> Vec<plexus_e2e::fakeapi::RequestRecord> {
+        self.api
+            .requests()
+            .into_iter()
+            .filter(|r| !r.is_collection_read())
+            .collect()
+    }
+}
+
+/// Starts `plexusd` with the thin `config` (what it reads with `--config`) in `dir`, its caches
+/// synced, logging at warn (a debug log would be part of what is measured).
+fn start_daemon(dir: &Path, config: &Value) -> Result<Daemon> {
+    Daemon::start(
+        dir,
+        config,
+        DaemonOptions {
+            node: NODE_NAME.into(),
+            log: "warn".into(),
+            ..Default::default()
+        },
+    )
+}
+
+/// Peak and current RSS (KiB) of a running process: `VmHWM` and `VmRSS` of /proc/<pid>/status.
+fn proc_rss(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("{name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
 
 #[derive(Default, serde::Serialize)]
@@ -264,12 +367,16 @@ struct Samples {
 
 #[derive(serde::Serialize)]
 struct ScenarioReport {
+    mode: ModeArg,
     networks: usize,
     tls: bool,
     latency_ms: u64,
     samples: Samples,
+    /// Peak RSS of the plugin the runtime execs (`plexus` or `plexus-shim`).
     rss_kib_add: u64,
     rss_kib_del: u64,
+    /// Thick mode: plexusd's peak RSS over the scenario so far.
+    daemon_peak_rss_kib: Option<u64>,
     api_requests_add: usize,
     api_requests_del: usize,
     api_bytes_add: usize,
@@ -290,8 +397,8 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
         let mut results = Vec::new();
         // Alternate which goes first, so that neither always pays for the other's leftovers (the
         // kernel tears veths down asynchronously).
-        let plexus_first = i % 2 == 0;
-        if !plexus_first {
+        let plugin_first = i % 2 == 0;
+        if !plugin_first {
             out.base_add
                 .push(ms(s.baseline("ADD", &bcid, ns.path(), &mut results)?));
             out.base_check
@@ -301,20 +408,20 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
         }
         s.api.clear_requests();
         out.add
-            .push(ms(s.plexus("ADD", &cid, ns.path(), "bench", &uid)?));
-        let reqs = s.api.requests();
+            .push(ms(s.call("ADD", &cid, ns.path(), "bench", &uid)?));
+        let reqs = s.cni_requests();
         req_add = reqs.len();
         bytes_add = reqs
             .iter()
             .map(|r| r.request_bytes + r.response_bytes)
             .sum();
         out.check
-            .push(ms(s.plexus("CHECK", &cid, ns.path(), "bench", &uid)?));
+            .push(ms(s.call("CHECK", &cid, ns.path(), "bench", &uid)?));
         s.api.clear_requests();
         out.del
-            .push(ms(s.plexus("DEL", &cid, ns.path(), "bench", &uid)?));
-        req_del = s.api.requests().len();
-        if plexus_first {
+            .push(ms(s.call("DEL", &cid, ns.path(), "bench", &uid)?));
+        req_del = s.cni_requests().len();
+        if plugin_first {
             out.base_add
                 .push(ms(s.baseline("ADD", &bcid, ns.path(), &mut results)?));
             out.base_check
@@ -325,13 +432,19 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
     }
     let ns = NetNs::new("pxbr")?;
     let (rss_kib_add, rss_kib_del) = s.rss(ns.path(), &uid)?;
+    let daemon_peak_rss_kib = match s.daemon.as_ref().and_then(Daemon::pid) {
+        Some(pid) => Some(proc_rss(pid)?.0),
+        None => None,
+    };
     Ok(ScenarioReport {
+        mode: s.mode,
         networks: s.n,
         tls: s.tls,
         latency_ms: latency.as_millis() as u64,
         samples: out,
         rss_kib_add,
         rss_kib_del,
+        daemon_peak_rss_kib,
         api_requests_add: req_add,
         api_requests_del: req_del,
         api_bytes_add: bytes_add,
@@ -340,6 +453,8 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
 
 #[derive(serde::Serialize)]
 struct Throughput {
+    /// "thin", "thick", or "bare" (the delegates exec'd directly).
+    what: &'static str,
     pods: usize,
     parallel: usize,
     add_total_ms: f64,
@@ -350,14 +465,28 @@ struct Throughput {
     per_pod_del_ms: Vec<f64>,
 }
 
-fn throughput(pods: usize, parallel: usize) -> Result<Throughput> {
-    let s = Scenario::new(1, true)?;
+/// `pods` pods with 1 network each (HTTPS), ADDed `parallel` at a time, then DELed, through the
+/// plugin of `mode`, or through the bare delegates when `mode` is `None`.
+fn throughput(pods: usize, parallel: usize, mode: Option<ModeArg>) -> Result<Throughput> {
+    let s = Scenario::new(1, true, mode.unwrap_or(ModeArg::Thin))?;
     let uids: Vec<String> = (0..pods)
         .map(|i| s.pod(&format!("tp-{i}"), "net-0"))
-        .collect();
+        .collect::<Result<_>>()?;
     let nss: Vec<NetNs> = (0..pods)
         .map(|_| NetNs::new("pxtp"))
         .collect::<Result<_>>()?;
+    let results: Vec<std::sync::Mutex<Vec<Value>>> =
+        (0..pods).map(|_| std::sync::Mutex::default()).collect();
+    let one = |command: &str, i: usize| -> Result<Duration> {
+        let cid = format!("tp{i}");
+        match mode {
+            Some(_) => s.call(command, &cid, nss[i].path(), &format!("tp-{i}"), &uids[i]),
+            None => {
+                let mut r = results[i].lock().expect("lock");
+                s.baseline(command, &cid, nss[i].path(), &mut r)
+            }
+        }
+    };
     let run = |command: &str| -> Result<(f64, Vec<f64>)> {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let lat = std::sync::Mutex::new(Vec::new());
@@ -371,13 +500,7 @@ fn throughput(pods: usize, parallel: usize) -> Result<Throughput> {
                             if i >= pods {
                                 return Ok(());
                             }
-                            let d = s.plexus(
-                                command,
-                                &format!("tp{i}"),
-                                nss[i].path(),
-                                &format!("tp-{i}"),
-                                &uids[i],
-                            )?;
+                            let d = one(command, i)?;
                             lat.lock().expect("lock").push(ms(d));
                         }
                     })
@@ -392,6 +515,7 @@ fn throughput(pods: usize, parallel: usize) -> Result<Throughput> {
     let (add_total_ms, per_pod_add_ms) = run("ADD")?;
     let (del_total_ms, per_pod_del_ms) = run("DEL")?;
     Ok(Throughput {
+        what: mode.map_or("bare", ModeArg::name),
         pods,
         parallel,
         add_total_ms,
@@ -403,18 +527,131 @@ fn throughput(pods: usize, parallel: usize) -> Result<Throughput> {
     })
 }
 
-fn version_cost(samples: usize) -> Result<Vec<f64>> {
+#[derive(serde::Serialize)]
+struct MemoryPoint {
+    pods: usize,
+    nads: usize,
+    /// From the daemon's start to its socket (caches synced).
+    sync_ms: f64,
+    rss_kib: u64,
+    peak_rss_kib: u64,
+}
+
+/// A pod as a Deployment's ReplicaSet creates it and the kubelet reports it, the size a real
+/// API server serves (managed fields included), bound to the bench's node.
+fn realistic_pod(ns: &str, i: usize, networks: &str) -> Value {
+    let app = format!("app-{}", i % 50);
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": format!("{app}-7d9c5b6f4-{i:05}"), "generateName": format!("{app}-7d9c5b6f4-"),
+        "namespace": ns,
+        "labels": {"app": app, "pod-template-hash": "7d9c5b6f4", "tier": "backend"},
+        "annotations": {"k8s.v1.cni.cncf.io/networks": networks,
+            "kubectl.kubernetes.io/restartedAt": "2026-11-30T10:00:00Z"},
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": format!("{app}-7d9c5b6f4"), "uid": "6f1c0e0a-8d5e-4c7e-9a57-2b1d1c0f3e11",
+            "controller": true, "blockOwnerDeletion": true}],
+        "managedFields": [
+            {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+             "time": "2026-11-30T10:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {
+                "f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {},
+                    "f:pod-template-hash": {}, "f:tier": {}}, "f:ownerReferences": {".": {},
+                    "k:{\"uid\":\"6f1c0e0a-8d5e-4c7e-9a57-2b1d1c0f3e11\"}": {}}},
+                "f:spec": {"f:containers": {"k:{\"name\":\"main\"}": {".": {}, "f:image": {},
+                    "f:name": {}, "f:ports": {}, "f:resources": {}}}}}},
+            {"manager": "kubelet", "operation": "Update", "apiVersion": "v1",
+             "time": "2026-11-30T10:00:05Z", "fieldsType": "FieldsV1", "subresource": "status",
+             "fieldsV1": {"f:status": {"f:conditions": {}, "f:containerStatuses": {},
+                "f:hostIP": {}, "f:phase": {}, "f:podIP": {}, "f:podIPs": {}, "f:startTime": {}}}}]},
+    "spec": {
+        "nodeName": NODE_NAME, "serviceAccountName": "default", "restartPolicy": "Always",
+        "containers": [{"name": "main", "image": format!("registry.example.org/{app}:1.4.2"),
+            "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+            "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "POD_NAME",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                "limits": {"memory": "256Mi"}},
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+            "volumeMounts": [{"name": "kube-api-access", "readOnly": true,
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+        "volumes": [{"name": "kube-api-access", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}],
+        "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+            "effect": "NoExecute", "tolerationSeconds": 300}]},
+    "status": {"phase": "Running", "hostIP": "192.0.2.10", "podIP": format!("10.244.{}.{}", i / 250 % 250, i % 250 + 2),
+        "startTime": "2026-11-30T10:00:01Z",
+        "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"}, {"type": "ContainersReady", "status": "True"}],
+        "containerStatuses": [{"name": "main", "ready": true, "restartCount": 0,
+            "image": format!("registry.example.org/{app}:1.4.2"),
+            "containerID": format!("containerd://{:064x}", i),
+            "state": {"running": {"startedAt": "2026-11-30T10:00:04Z"}}}]}})
+}
+
+/// plexusd idle with `pods` pods (bound to its node) and `nads` NADs in its caches, spread over
+/// 10 namespaces: how long its caches take to sync, and its RSS once idle.
+fn memory_point(pods: usize, nads: usize) -> Result<MemoryPoint> {
+    let node = Node::new()?;
+    let api = FakeApiServer::start(FakeApiOptions::default())?;
+    let kubeconfig = api.write_kubeconfig(&node.root.path().join("kube"))?;
+    let cluster = node.write_cluster_file("1.0.0")?;
+    let namespaces = 10;
+    for j in 0..nads {
+        let name = format!("net-{j}");
+        let conf = node.macvlan_config(&name, &format!("10.{}.{}.0/24", 100 + j / 250, j % 250));
+        api.create_nad(
+            &format!("ns-{}", j % namespaces),
+            &name,
+            Some(&conf.to_string()),
+        );
+    }
+    for i in 0..pods {
+        let ns = format!("ns-{}", i % namespaces);
+        api.create_pod(realistic_pod(&ns, i, &format!("net-{}", i % nads.max(1))));
+    }
+    let config = node.plexus_config(
+        cluster.to_str().context("path")?,
+        Some(&kubeconfig),
+        json!({"logLevel": "error"}),
+    );
+    let start = Instant::now();
+    let d = start_daemon(&node.root.path().join("plexusd"), &config)?;
+    let sync_ms = ms(start.elapsed());
+    // The socket (what start_daemon waits for) appears once the caches have synced.
+    let status = d.status()?;
+    ensure!(
+        status["caches"]["pods"]["objects"].as_u64() == Some(pods as u64)
+            && status["caches"]["nads"]["objects"].as_u64() == Some(nads as u64),
+        "plexusd's caches do not hold {pods} pods and {nads} NADs: {status}"
+    );
+    // Idle: what a node pays between pod starts, after the start-up garbage is returned.
+    std::thread::sleep(Duration::from_secs(2));
+    let (peak_rss_kib, rss_kib) = proc_rss(d.pid().context("plexusd pid")?)?;
+    Ok(MemoryPoint {
+        pods,
+        nads,
+        sync_ms,
+        rss_kib,
+        peak_rss_kib,
+    })
+}
+
+fn version_cost(bin: &Path, samples: usize) -> Result<Vec<f64>> {
     (0..samples)
         .map(|_| {
             let start = Instant::now();
-            let out = exec_plexus(&Call {
-                command: "VERSION",
-                container_id: "",
-                netns: None,
-                ifname: "",
-                args: String::new(),
-                config: &json!({"cniVersion": "1.0.0"}),
-            })?;
+            let out = exec_plugin(
+                bin,
+                &Call {
+                    command: "VERSION",
+                    container_id: "",
+                    netns: None,
+                    ifname: "",
+                    args: String::new(),
+                    config: &json!({"cniVersion": "1.0.0"}),
+                },
+                CNI_BIN_DIR,
+            )?;
             ensure!(out.code == 0, "VERSION failed: {out:?}");
             Ok(ms(start.elapsed()))
         })
@@ -428,7 +665,8 @@ fn row(r: &ScenarioReport) -> String {
         format!("{mp:.1} | {mb:.1} | {:+.1} | {:.2}x", mp - mb, mp / mb)
     };
     format!(
-        "| {} | {} | {} | {} | {} | {} | {:.1} | {} / {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} / {} | {} |",
+        r.mode.name(),
         r.networks,
         if r.tls { "https" } else { "http" },
         r.latency_ms,
@@ -436,6 +674,8 @@ fn row(r: &ScenarioReport) -> String {
         f(&s.del, &s.base_del),
         f(&s.check, &s.base_check),
         r.rss_kib_add.max(r.rss_kib_del) as f64 / 1024.0,
+        r.daemon_peak_rss_kib
+            .map_or("–".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
         r.api_requests_add,
         r.api_requests_del,
         r.api_bytes_add
@@ -444,62 +684,141 @@ fn row(r: &ScenarioReport) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let memory: Vec<(usize, usize)> = args
+        .memory
+        .iter()
+        .filter(|m| m.as_str() != "none" && !m.is_empty())
+        .map(|m| {
+            let (p, n) = m.split_once(':').context("--memory PODS:NADS")?;
+            Ok((p.parse()?, n.parse()?))
+        })
+        .collect::<Result<_>>()?;
     let mut reports = Vec::new();
     for &n in &args.networks {
-        for (tls, latencies) in [(false, &[0_u64, 10][..]), (true, &[0][..])] {
-            let s = Scenario::new(n, tls)?;
-            for &latency in latencies {
-                eprintln!(
-                    "bench: {n} networks, tls {tls}, {latency} ms API latency, {} samples",
-                    args.samples
-                );
-                reports.push(run_scenario(
-                    &s,
-                    args.samples,
-                    Duration::from_millis(latency),
-                )?);
+        for &mode in &args.modes {
+            for (tls, latencies) in [(false, &[0_u64, 10][..]), (true, &[0][..])] {
+                let s = Scenario::new(n, tls, mode)?;
+                for &latency in latencies {
+                    eprintln!(
+                        "bench: {} mode, {n} networks, tls {tls}, {latency} ms API latency, {} samples",
+                        mode.name(),
+                        args.samples
+                    );
+                    reports.push(run_scenario(
+                        &s,
+                        args.samples,
+                        Duration::from_millis(latency),
+                    )?);
+                }
             }
         }
     }
-    let tp = if args.pods > 0 {
-        Some(throughput(args.pods, 8)?)
-    } else {
-        None
-    };
-    let version = version_cost(args.samples)?;
-    let bin = plexus_e2e::cni::plexus_bin();
-    let size = std::fs::metadata(&bin)?.len();
+    let mut tps = Vec::new();
+    if args.pods > 0 {
+        for mode in args.modes.iter().copied().map(Some).chain([None]) {
+            eprintln!(
+                "bench: throughput, {}, {} pods",
+                mode.map_or("bare", ModeArg::name),
+                args.pods
+            );
+            tps.push(throughput(args.pods, 8, mode)?);
+        }
+    }
+    let mut curve = Vec::new();
+    if args.modes.contains(&ModeArg::Thick) {
+        for &(pods, nads) in &memory {
+            eprintln!("bench: plexusd memory with {pods} pods and {nads} NADs");
+            curve.push(memory_point(pods, nads)?);
+        }
+    }
+    let bins: Vec<(&str, PathBuf)> = args
+        .modes
+        .iter()
+        .flat_map(|m| match m {
+            ModeArg::Thin => vec!["plexus"],
+            ModeArg::Thick => vec!["plexus-shim", "plexusd"],
+        })
+        .map(|b| (b, bin_path(b)))
+        .collect();
+    let mut versions = Vec::new();
+    for (name, bin) in bins.iter().filter(|(n, _)| *n != "plexusd") {
+        versions.push((*name, version_cost(bin, args.samples)?));
+    }
 
     println!(
         "### ADD / DEL / CHECK, median of {} runs (ms); baseline = the same delegates exec'd directly\n",
         args.samples
     );
     println!(
-        "| networks | API | API latency ms | plexus ADD | baseline ADD | overhead | ratio | plexus DEL | baseline DEL | overhead | ratio | plexus CHECK | baseline CHECK | overhead | ratio | peak RSS MiB | API requests ADD / DEL | API bytes per ADD |"
+        "| mode | networks | API | API latency ms | ADD | baseline ADD | overhead | ratio | DEL | baseline DEL | overhead | ratio | CHECK | baseline CHECK | overhead | ratio | plugin peak RSS MiB | plexusd peak RSS MiB | API requests ADD / DEL | API bytes per ADD |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         println!("{}", row(r));
     }
-    if let Some(tp) = &tp {
+    if !tps.is_empty() {
+        let bare = tps.iter().find(|t| t.what == "bare");
         println!(
             "\n### Throughput: {} pods with 1 network, {} at a time (https)\n",
-            tp.pods, tp.parallel
+            args.pods, 8
         );
-        println!("| | total ms | p99 per pod ms |\n|---|---|---|");
-        println!("| ADD | {:.0} | {:.1} |", tp.add_total_ms, tp.add_p99_ms);
-        println!("| DEL | {:.0} | {:.1} |", tp.del_total_ms, tp.del_p99_ms);
+        println!(
+            "| | ADD total ms | vs bare | ADD p99 per pod ms | DEL total ms | vs bare | DEL p99 per pod ms |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for t in &tps {
+            let vs =
+                |x: f64, b: Option<f64>| b.map_or("–".to_owned(), |b| format!("{:.2}x", x / b));
+            println!(
+                "| {} | {:.0} | {} | {:.1} | {:.0} | {} | {:.1} |",
+                t.what,
+                t.add_total_ms,
+                vs(t.add_total_ms, bare.map(|b| b.add_total_ms)),
+                t.add_p99_ms,
+                t.del_total_ms,
+                vs(t.del_total_ms, bare.map(|b| b.del_total_ms)),
+                t.del_p99_ms
+            );
+        }
+    }
+    if !curve.is_empty() {
+        println!(
+            "\n### plexusd memory: idle, with its caches holding (pods bound to its node, NADs)\n"
+        );
+        println!(
+            "| pods | NADs | caches synced after ms | RSS MiB | peak RSS MiB |\n|---|---|---|---|---|"
+        );
+        for p in &curve {
+            println!(
+                "| {} | {} | {:.0} | {:.1} | {:.1} |",
+                p.pods,
+                p.nads,
+                p.sync_ms,
+                p.rss_kib as f64 / 1024.0,
+                p.peak_rss_kib as f64 / 1024.0
+            );
+        }
     }
     println!("\n### Startup and size\n");
-    println!("| VERSION call, median ms | `plexus` binary bytes |\n|---|---|");
-    println!("| {:.2} | {size} |", median(&version));
+    println!("| binary | VERSION call, median ms | bytes |\n|---|---|---|");
+    let mut sizes = Map::new();
+    for (name, bin) in &bins {
+        let size = std::fs::metadata(bin)?.len();
+        sizes.insert((*name).to_owned(), json!(size));
+        let v = versions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("–".to_owned(), |(_, v)| format!("{:.2}", median(v)));
+        println!("| `{name}` | {v} | {size} |");
+    }
 
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let raw = json!({
         "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
-        "binary": bin, "binary_bytes": size, "scenarios": reports, "throughput": tp, "version_ms": version,
+        "binary_bytes": sizes, "scenarios": reports, "throughput": tps, "memory": curve,
+        "version_ms": versions.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
     std::fs::write(&args.json, serde_json::to_vec_pretty(&raw)?)?;
     eprintln!("bench: raw samples in {}", args.json.display());
