@@ -1076,3 +1076,48 @@ fn thick_rbac_adds_only_the_watches() {
     );
     assert!(thin.is_subset(&thick), "{:?}", thin.difference(&thick));
 }
+
+/// Paths of the final image (the `COPY` lines after the last `FROM` of deploy/Containerfile).
+fn image_files() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
+    let last_stage = text.rsplit("\nFROM ").next().unwrap();
+    last_stage
+        .lines()
+        .filter(|l| l.starts_with("COPY "))
+        .map(|l| l.split_whitespace().last().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_binary_a_daemonset_runs_or_installs_is_in_the_image() {
+    let image = image_files();
+    assert!(image.contains("/usr/local/bin/plexusd"), "{image:?}");
+    for dir in BUILDS {
+        let ds = daemonset(&build(dir));
+        for c in containers(&ds) {
+            let mut wanted: Vec<String> = c.command.clone().unwrap_or_default()[..1].to_vec();
+            for probe in [&c.liveness_probe, &c.readiness_probe]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(cmd) = probe.exec.as_ref().and_then(|e| e.command.clone()) {
+                    wanted.push(cmd[0].clone());
+                }
+            }
+            wanted.extend(
+                c.command
+                    .iter()
+                    .flatten()
+                    .filter_map(|a| a.strip_prefix("--binary="))
+                    .map(str::to_owned),
+            );
+            for w in wanted {
+                assert!(
+                    image.contains(&w),
+                    "{dir}: {} needs {w}, which deploy/Containerfile does not put in the image",
+                    c.name
+                );
+            }
+        }
+    }
+}

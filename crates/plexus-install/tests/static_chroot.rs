@@ -1,8 +1,9 @@
 //! The binaries plexus-install puts on nodes must run on any x86-64 Linux, whatever its libc: they
 //! are built statically by hack/build-static.sh (hack/test.sh runs it first). Here the static
-//! plexus-install installs the static plexus into a temporary host root, and every installed
-//! binary is then run inside a chroot holding nothing but that binary: no libc, no loader, no
-//! /etc — if it starts and answers VERSION there, it needs nothing from the host.
+//! plexus-install installs the static plexus (thin mode) and plexus-shim (thick mode) into a
+//! temporary host root, and every installed binary is then run inside a chroot holding nothing
+//! but that binary: no libc, no loader, no /etc — if it starts and answers VERSION there, it
+//! needs nothing from the host. The installer and plexusd (the image is `scratch`) likewise.
 //!
 //! Needs root (chroot), like the rest of hack/test.sh.
 
@@ -82,12 +83,32 @@ fn installed_binaries_answer_version_in_an_empty_chroot() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Thick mode: the same installer puts the static shim next to it (and checks it answers
+    // VERSION there before the rename).
+    let out = Command::new(&installer)
+        .arg("install")
+        .arg("--host-root")
+        .arg(&root)
+        .args(["--mode", "thick", "--binary"])
+        .arg(static_bin("plexus-shim"))
+        .arg("--service-account-dir")
+        .arg(&sa)
+        .args(["--api-server", "https://10.96.0.1:443"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "static plexus-install --mode thick failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The bin dir holds exactly the installed binaries: it is the empty chroot.
-    let installed: Vec<String> = std::fs::read_dir(&bin_dir)
+    let mut installed: Vec<String> = std::fs::read_dir(&bin_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(installed, vec!["plexus"]);
+    installed.sort();
+    assert_eq!(installed, vec!["plexus", "plexus-shim"]);
     for name in &installed {
         let out = Command::new(CHROOT)
             .arg(&bin_dir)
@@ -117,20 +138,29 @@ fn installed_binaries_answer_version_in_an_empty_chroot() {
         );
     }
 
-    // The installer itself runs from a `scratch` image: same test for it.
-    let jail = tmp.path().join("jail");
-    std::fs::create_dir(&jail).unwrap();
-    std::fs::copy(&installer, jail.join("plexus-install")).unwrap();
-    let out = Command::new(CHROOT)
-        .arg(&jail)
-        .args(["/plexus-install", "--version"])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("plexus-install "));
+    // The installer and thick mode's daemon run from a `scratch` image: same test for them.
+    for (name, bin) in [
+        ("plexus-install", &installer),
+        ("plexusd", &static_bin("plexusd")),
+    ] {
+        let jail = tmp.path().join(format!("jail-{name}"));
+        std::fs::create_dir(&jail).unwrap();
+        std::fs::copy(bin, jail.join(name)).unwrap();
+        let out = Command::new(CHROOT)
+            .arg(&jail)
+            .args([format!("/{name}"), "--version".to_owned()])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(&format!("{name} ")),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }
