@@ -1027,6 +1027,8 @@ fn every_host_path_the_daemon_and_its_delegates_use_is_the_hosts() {
         // Network namespaces as containerd and CRI-O name them, and as iproute2 does.
         "/var/run/netns/cni-0",
         "/run/netns/cni-0",
+        // The dhcp IPAM plugin's daemon.
+        "/run/cni/dhcp.sock",
     ] {
         assert_eq!(
             host_path_of(&pod, d, path).map(|p| host(&p)),
