@@ -950,3 +950,6 @@ pub fn context_without_vf(env: &CniEnv, stdin: &[u8]) -> String {
     }
     parts.join(": ")
 }
+
+#[cfg(test)]
+mod tests;
