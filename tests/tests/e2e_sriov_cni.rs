@@ -403,3 +403,26 @@ fn plexus_hands_sriov_the_kubelets_vf_and_del_restores_it_with_the_kubelet_gone(
     assert_eq!(node.leases(), Vec::<String>::new());
     bed.assert_clean(&pod);
 }
+
+#[test]
+fn the_netlink_pf_backend_reads_and_writes_a_real_links_vf_table() {
+    use plexus_e2e::netns::{HostLink, unique_name};
+    use plexus_sriov::pf::{NetlinkPf, PfError, PfOps};
+    use plexus_sriov::types::VfSetting;
+    let (a, b) = (unique_name("nl"), unique_name("nl"));
+    let _veth = HostLink::veth_pair(&a, &b).unwrap();
+    // RTM_GETLINK with the VF filter works on any link; a veth's VF table is empty.
+    assert!(
+        matches!(NetlinkPf.vf(&a, 0), Err(PfError::NoSuchVf { vf: 0, .. })),
+        "{:?}",
+        NetlinkPf.vf(&a, 0)
+    );
+    let missing = NetlinkPf.vf(&unique_name("no"), 0).unwrap_err();
+    assert!(missing.to_string().contains("no such link"), "{missing}");
+    // A VF setting on a link without VFs reaches the kernel, which refuses it (no driver op).
+    let err = NetlinkPf.set(&a, 0, VfSetting::Trust(true)).unwrap_err();
+    assert!(
+        matches!(&err, PfError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::EOPNOTSUPP)),
+        "{err:?}"
+    );
+}
