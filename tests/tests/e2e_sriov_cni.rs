@@ -426,3 +426,23 @@ fn the_netlink_pf_backend_reads_and_writes_a_real_links_vf_table() {
         "{err:?}"
     );
 }
+
+#[test]
+fn netns_work_runs_on_a_thread_of_its_own_and_never_moves_the_caller() {
+    use std::os::unix::fs::MetadataExt;
+    let pod = NetNs::new("srv").unwrap();
+    let here = || std::fs::read_link("/proc/thread-self/ns/net");
+    let before = here().unwrap();
+    let inside = plexus_sriov::netns::run_in(pod.path(), here).unwrap();
+    let pod_ino = std::fs::metadata(pod.path()).unwrap().ino();
+    assert_eq!(inside.to_string_lossy(), format!("net:[{pod_ino}]"));
+    assert_eq!(
+        here().unwrap(),
+        before,
+        "the calling thread was left in the pod's netns"
+    );
+    // A netns that does not exist: an error, not a panic, and still no move.
+    let gone = plexus_sriov::netns::run_in(std::path::Path::new("/run/netns/no-such-ns"), here);
+    assert!(gone.is_err());
+    assert_eq!(here().unwrap(), before);
+}
