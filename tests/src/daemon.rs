@@ -108,7 +108,9 @@ impl Daemon {
     fn wait_ready(&mut self) -> Result<()> {
         let end = Instant::now() + START_LIMIT;
         while Instant::now() < end {
-            if self.socket.exists() {
+            // Accepting, not merely present: a killed daemon leaves its socket file behind, and
+            // a restarted one replaces it only once its caches have synced.
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut()

@@ -1,9 +1,9 @@
 //! The binaries plexus-install puts on nodes must run on any x86-64 Linux, whatever its libc: they
 //! are built statically by hack/build-static.sh (hack/test.sh runs it first). Here the static
-//! plexus-install installs the static plexus (thin mode) and plexus-shim (thick mode) into a
-//! temporary host root, and every installed binary is then run inside a chroot holding nothing
-//! but that binary: no libc, no loader, no /etc — if it starts and answers VERSION there, it
-//! needs nothing from the host. The installer and plexusd (the image is `scratch`) likewise.
+//! plexus-install installs the static plexus and sriov (thin mode) and plexus-shim (thick mode)
+//! into a temporary host root, and every installed binary is then run inside a chroot holding
+//! nothing but that binary: no libc, no loader, no /etc — if it starts and answers VERSION there,
+//! it needs nothing from the host. The installer and plexusd (the image is `scratch`) likewise.
 //!
 //! Needs root (chroot), like the rest of hack/test.sh.
 
@@ -49,6 +49,7 @@ fn installed_binaries_answer_version_in_an_empty_chroot() {
     require_root();
     let installer = static_bin("plexus-install");
     let plexus = static_bin("plexus");
+    let sriov = static_bin("sriov");
 
     // A host root with a primary and a service account, and the static installer doing the install
     // (which itself runs the installed plexus once).
@@ -72,6 +73,8 @@ fn installed_binaries_answer_version_in_an_empty_chroot() {
         .arg(&root)
         .arg("--binary")
         .arg(&plexus)
+        .arg("--binary")
+        .arg(&sriov)
         .arg("--service-account-dir")
         .arg(&sa)
         .args(["--api-server", "https://10.96.0.1:443"])
@@ -108,7 +111,7 @@ fn installed_binaries_answer_version_in_an_empty_chroot() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     installed.sort();
-    assert_eq!(installed, vec!["plexus", "plexus-shim"]);
+    assert_eq!(installed, vec!["plexus", "plexus-shim", "sriov"]);
     for name in &installed {
         let out = Command::new(CHROOT)
             .arg(&bin_dir)
