@@ -7,16 +7,20 @@
 //! needs only UID and annotations, and a pod's spec and status are most of its size). Both
 //! resume from the last resourceVersion when a watch ends, and relist on `410 Gone`.
 //!
-//! Memory: `managedFields` are dropped from every cached object before it is stored (they are
-//! often the largest part of the metadata and Plexus never reads them).
+//! Memory: each cached object is cut down before it is stored to what the engine reads — name,
+//! namespace, UID, resourceVersion and annotations (without `kubectl`'s last-applied copy of the
+//! whole object), plus a NAD's `spec.config`. `managedFields`, labels, owner references and the
+//! rest are often most of an object's metadata, and would cost memory per pod on the node and per
+//! NAD in the cluster.
 
-use crate::{NAD_GROUP, NAD_KIND, NAD_VERSION, nad_info, nad_resource};
+use crate::{nad_info, nad_resource};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::{DynamicObject, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use plexus_engine::api::{NadInfo, PodInfo};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,7 +86,7 @@ impl Caches {
         let stats = pod_stats.clone();
         let stream = watcher(pod_api, pod_config)
             .default_backoff()
-            .modify(|p: &mut PodMeta| p.managed_fields_mut().clear())
+            .modify(|p: &mut PodMeta| trim_meta(&mut p.metadata))
             .reflect(pod_writer);
         tokio::spawn(drive(stream, stats, "pods"));
 
@@ -93,7 +97,7 @@ impl Caches {
         let stats = nad_stats.clone();
         let stream = watcher(nad_api, watcher::Config::default())
             .default_backoff()
-            .modify(|n: &mut DynamicObject| n.managed_fields_mut().clear())
+            .modify(trim_nad)
             .reflect(nad_writer);
         tokio::spawn(drive(stream, stats, "network-attachment-definitions"));
 
@@ -151,6 +155,38 @@ impl Caches {
     }
 }
 
+/// `kubectl apply`'s copy of the whole object, in an annotation Plexus never reads.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Keeps only the metadata the engine reads (see the module docs).
+fn trim_meta(m: &mut ObjectMeta) {
+    let mut annotations = m.annotations.take();
+    if let Some(a) = annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+    *m = ObjectMeta {
+        name: m.name.take(),
+        namespace: m.namespace.take(),
+        uid: m.uid.take(),
+        resource_version: m.resource_version.take(),
+        annotations,
+        ..ObjectMeta::default()
+    };
+}
+
+/// A NAD as cached: trimmed metadata and `spec.config` only.
+fn trim_nad(n: &mut DynamicObject) {
+    trim_meta(&mut n.metadata);
+    let config = n
+        .data
+        .pointer_mut("/spec/config")
+        .map(serde_json::Value::take);
+    n.data = match config {
+        Some(c) => serde_json::json!({"spec": {"config": c}}),
+        None => serde_json::json!({"spec": {}}),
+    };
+}
+
 /// Polls a reflector's stream forever, counting events and logging failures (the watcher
 /// retries them with backoff).
 async fn drive<K: kube::Resource>(
@@ -175,7 +211,47 @@ async fn drive<K: kube::Resource>(
     }
 }
 
-/// The group/version/kind the NAD cache watches, for messages.
-pub fn nad_gvk() -> String {
-    format!("{NAD_GROUP}/{NAD_VERSION} {NAD_KIND}")
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cached_objects_keep_only_what_the_engine_reads() {
+        let mut nad: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {
+                "name": "a", "namespace": "n", "uid": "u", "resourceVersion": "7",
+                "labels": {"l": "1"},
+                "annotations": {"k8s.v1.cni.cncf.io/resourceName": "r", LAST_APPLIED: "{...}"},
+                "managedFields": [{"manager": "kubectl"}],
+                "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "o", "uid": "x"}]
+            },
+            "spec": {"config": "{\"type\":\"macvlan\"}", "other": 1},
+            "status": {"x": 1}
+        }))
+        .unwrap();
+        trim_nad(&mut nad);
+        let m = &nad.metadata;
+        assert_eq!(
+            (
+                m.name.as_deref(),
+                m.namespace.as_deref(),
+                m.uid.as_deref(),
+                m.resource_version.as_deref()
+            ),
+            (Some("a"), Some("n"), Some("u"), Some("7"))
+        );
+        assert_eq!(
+            m.annotations.as_ref().unwrap().keys().collect::<Vec<_>>(),
+            ["k8s.v1.cni.cncf.io/resourceName"]
+        );
+        assert!(m.labels.is_none() && m.managed_fields.is_none() && m.owner_references.is_none());
+        assert_eq!(
+            nad.data,
+            json!({"spec": {"config": "{\"type\":\"macvlan\"}"}})
+        );
+        let info = nad_info(nad, "n", "a");
+        assert_eq!(info.config.as_deref(), Some(r#"{"type":"macvlan"}"#));
+    }
 }
