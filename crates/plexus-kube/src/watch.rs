@@ -110,6 +110,23 @@ impl Caches {
         }
     }
 
+    /// Caches over stores filled by someone else (tests, or an embedder running its own
+    /// reflectors). Objects should be trimmed as [`Caches::start`] trims them.
+    pub fn from_stores(pods: Store<PodMeta>, nads: Store<DynamicObject>, node: &str) -> Caches {
+        Caches {
+            pods,
+            nads,
+            pod_stats: Arc::default(),
+            nad_stats: Arc::default(),
+            node: node.to_owned(),
+        }
+    }
+
+    /// The resource the NAD cache holds (for building a NAD store's writer).
+    pub fn nad_resource() -> kube::core::ApiResource {
+        nad_resource()
+    }
+
     /// Returns once both caches hold a complete initial list (the daemon is ready then).
     pub async fn wait_synced(&self) {
         // The writers live as long as the runtime's tasks; an error means they are gone, and
