@@ -299,3 +299,47 @@ fn probes_metrics_and_status() {
     bed.teardown(&sb, &config);
     bed.assert_clean(&sb.ns);
 }
+
+#[test]
+fn only_root_may_use_the_daemon_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let bed = Bed::in_mode(Mode::Thick);
+    let socket = bed.daemon().socket.clone();
+    let dir = socket.parent().unwrap().to_owned();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&socket), 0o600);
+    let config = bed.config(json!({}));
+    bed.verb("STATUS", &config).assert_ok();
+
+    // Open the file permissions so that only the peer-credential check stands in the way.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut shim = std::process::Command::new(plexus_e2e::cni::bin_path("plexus-shim"));
+    shim.env_clear()
+        .env("CNI_COMMAND", "STATUS")
+        .env("CNI_PATH", &bed.cni_path)
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = shim.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.to_string().as_bytes())
+        .unwrap();
+    let out = plexus_e2e::cni::Outcome::from(child.wait_with_output().unwrap());
+    // Connected, then dropped without an answer: the daemon served nobody.
+    let msg = out.assert_error(50);
+    assert!(msg.contains("no answer"), "{msg}");
+    assert!(
+        bed.daemon().log_text().contains("non-root peer"),
+        "{}",
+        bed.daemon().log_text()
+    );
+}
