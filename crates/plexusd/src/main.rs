@@ -171,6 +171,8 @@ async fn serve(
         }),
         admission: admit::Admission::new(args.max_inflight, args.queue),
         ready: AtomicBool::new(false),
+        stopping: tokio::sync::watch::Sender::new(false),
+        connections: Default::default(),
     });
     let health = tokio::net::TcpListener::bind(args.health_addr)
         .await
@@ -221,11 +223,13 @@ async fn serve(
     api.ready.store(false, Ordering::SeqCst);
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!(inflight = api.admission.inflight(), "SIGTERM: draining");
-    if !api.admission.drain(Instant::now() + DRAIN_LIMIT).await {
+    api.stopping.send_replace(true);
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    // Engine runs first (a run whose connection broke still finishes its work), then the
+    // connections, which close once their answer is written.
+    if !(api.admission.drain(deadline).await && api.connections_closed(deadline).await) {
         tracing::warn!("requests still running after {DRAIN_LIMIT:?}; exiting anyway");
     }
-    // Let the connections of the last requests write their answers.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     tracing::info!("stopped");
     Ok(())
 }
