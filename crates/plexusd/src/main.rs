@@ -233,3 +233,27 @@ async fn serve(
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflist_yields_its_first_plugin_with_the_list_name_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("00-plexus.conflist");
+        std::fs::write(
+            &p,
+            r#"{"cniVersion": "1.0.0", "name": "plexus-network", "plugins": [{"type": "plexus-shim", "clusterNetwork": "c"}]}"#,
+        )
+        .unwrap();
+        let c = plugin_config(&p).unwrap();
+        assert_eq!(c["name"], "plexus-network");
+        assert_eq!(c["cniVersion"], "1.0.0");
+        assert_eq!(c["clusterNetwork"], "c");
+        std::fs::write(&p, r#"{"type": "plexus", "clusterNetwork": "c"}"#).unwrap();
+        assert_eq!(plugin_config(&p).unwrap()["type"], "plexus");
+        std::fs::write(&p, r#"{"plugins": []}"#).unwrap();
+        assert!(plugin_config(&p).unwrap_err().to_string().contains("empty"));
+    }
+}
