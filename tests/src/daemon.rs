@@ -22,6 +22,8 @@ pub struct DaemonOptions {
     pub queue: usize,
     /// `NODE_NAME`.
     pub node: String,
+    /// `--nad-namespace` (empty: every namespace).
+    pub nad_namespaces: Vec<String>,
 }
 
 impl Default for DaemonOptions {
@@ -30,6 +32,7 @@ impl Default for DaemonOptions {
             max_inflight: 16,
             queue: 64,
             node: "node-1".to_owned(),
+            nad_namespaces: Vec::new(),
         }
     }
 }
@@ -78,7 +81,11 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(bin_path("plexusd"))
+        let mut cmd = Command::new(bin_path("plexusd"));
+        for ns in &self.opts.nad_namespaces {
+            cmd.arg("--nad-namespace").arg(ns);
+        }
+        let child = cmd
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("NODE_NAME", &self.opts.node)

@@ -114,6 +114,49 @@ fn a_changed_nad_is_seen_by_the_next_pod() {
 }
 
 #[test]
+fn nads_outside_the_watched_namespaces_cost_one_get_each() {
+    let bed = Bed::with_mode(
+        Mode::Thick,
+        FakeApiOptions::default(),
+        DaemonOptions {
+            nad_namespaces: vec!["blue".to_owned()],
+            ..DaemonOptions::default()
+        },
+    );
+    let n = &bed.node;
+    bed.api.create_nad(
+        "other",
+        "mv-o",
+        Some(&n.macvlan_config("mv-o", "10.78.25.0/24").to_string()),
+    );
+    bed.nad("blue", "mv-w", &n.macvlan_config("mv-w", "10.78.24.0/24"));
+    let sb = bed.sandbox("blue", "scoped", Some("mv-w, other/mv-o"));
+    let config = bed.config(json!({}));
+    bed.api.clear_requests();
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(link_names(&sb.ns), vec!["eth0", "lo", "net1", "net2"]);
+    assert_eq!(
+        bed.api.count(
+            "GET",
+            "/namespaces/other/network-attachment-definitions/mv-o"
+        ),
+        1
+    );
+    assert_eq!(
+        bed.api
+            .count("GET", "/namespaces/blue/network-attachment-definitions/"),
+        0
+    );
+    assert_eq!(bed.cni_requests().len(), 2, "{:?}", bed.cni_requests());
+    assert_eq!(
+        bed.daemon().status().unwrap()["caches"]["nads"]["objects"],
+        1
+    );
+    bed.teardown(&sb, &config);
+    bed.assert_clean(&sb.ns);
+}
+
+#[test]
 fn daemon_down_add_fails_fast_with_code_11_and_status_answers_50() {
     let mut bed = Bed::in_mode(Mode::Thick);
     let sb = bed.sandbox("blue", "nodaemon", None);

@@ -55,7 +55,10 @@ impl CacheStats {
 #[derive(Clone)]
 pub struct Caches {
     pods: Store<PodMeta>,
-    nads: Store<DynamicObject>,
+    /// One store for all namespaces, or one per watched namespace.
+    nads: Vec<Store<DynamicObject>>,
+    /// `None`: every namespace's NADs are watched.
+    nad_namespaces: Option<Vec<String>>,
     /// Statistics of the pod cache.
     pub pod_stats: Arc<CacheStats>,
     /// Statistics of the NAD cache.
@@ -68,15 +71,17 @@ impl std::fmt::Debug for Caches {
         f.debug_struct("Caches")
             .field("node", &self.node)
             .field("pods", &self.pods.len())
-            .field("nads", &self.nads.len())
+            .field("nads", &self.nad_count())
             .finish_non_exhaustive()
     }
 }
 
 impl Caches {
-    /// Starts both reflectors on the current tokio runtime (they run until the runtime stops).
-    /// `node` is the node's name; only pods with `spec.nodeName=<node>` are cached.
-    pub fn start(client: Client, node: &str) -> Caches {
+    /// Starts the reflectors on the current tokio runtime (they run until the runtime stops).
+    /// `node` is the node's name; only pods with `spec.nodeName=<node>` are cached. NADs are
+    /// watched in every namespace when `nad_namespaces` is empty, else in those only (for a
+    /// daemon whose RBAC grants list/watch in some namespaces: a NAD elsewhere costs one GET).
+    pub fn start(client: Client, node: &str, nad_namespaces: &[String]) -> Caches {
         let pod_stats = Arc::new(CacheStats::default());
         let nad_stats = Arc::new(CacheStats::default());
 
@@ -91,19 +96,34 @@ impl Caches {
         tokio::spawn(drive(stream, stats, "pods"));
 
         let ar = nad_resource();
-        let nad_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-        let nads = nad_writer.as_reader();
-        let nad_api: Api<DynamicObject> = Api::all_with(client, &ar);
-        let stats = nad_stats.clone();
-        let stream = watcher(nad_api, watcher::Config::default())
-            .default_backoff()
-            .modify(trim_nad)
-            .reflect(nad_writer);
-        tokio::spawn(drive(stream, stats, "network-attachment-definitions"));
+        let apis: Vec<Api<DynamicObject>> = if nad_namespaces.is_empty() {
+            vec![Api::all_with(client, &ar)]
+        } else {
+            nad_namespaces
+                .iter()
+                .map(|ns| Api::namespaced_with(client.clone(), ns, &ar))
+                .collect()
+        };
+        let mut nads = Vec::new();
+        for nad_api in apis {
+            // A writer per reflector: a relist replaces its whole store.
+            let nad_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+            nads.push(nad_writer.as_reader());
+            let stream = watcher(nad_api, watcher::Config::default())
+                .default_backoff()
+                .modify(trim_nad)
+                .reflect(nad_writer);
+            tokio::spawn(drive(
+                stream,
+                nad_stats.clone(),
+                "network-attachment-definitions",
+            ));
+        }
 
         Caches {
             pods,
             nads,
+            nad_namespaces: (!nad_namespaces.is_empty()).then(|| nad_namespaces.to_vec()),
             pod_stats,
             nad_stats,
             node: node.to_owned(),
@@ -112,10 +132,12 @@ impl Caches {
 
     /// Caches over stores filled by someone else (tests, or an embedder running its own
     /// reflectors). Objects should be trimmed as [`Caches::start`] trims them.
+    /// `nads` holds the NADs of every namespace.
     pub fn from_stores(pods: Store<PodMeta>, nads: Store<DynamicObject>, node: &str) -> Caches {
         Caches {
             pods,
-            nads,
+            nads: vec![nads],
+            nad_namespaces: None,
             pod_stats: Arc::default(),
             nad_stats: Arc::default(),
             node: node.to_owned(),
@@ -132,7 +154,17 @@ impl Caches {
         // The writers live as long as the runtime's tasks; an error means they are gone, and
         // the daemon is shutting down anyway.
         let _ = self.pods.wait_until_ready().await;
-        let _ = self.nads.wait_until_ready().await;
+        for nads in &self.nads {
+            let _ = nads.wait_until_ready().await;
+        }
+    }
+
+    /// Whether the NADs of `namespace` are watched (a NAD missing from a watched namespace is
+    /// worth waiting for a moment; one elsewhere is fetched at once).
+    pub fn watches_nads_in(&self, namespace: &str) -> bool {
+        self.nad_namespaces
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|n| n == namespace))
     }
 
     /// The node whose pods are cached.
@@ -147,7 +179,7 @@ impl Caches {
 
     /// Number of NADs cached.
     pub fn nad_count(&self) -> usize {
-        self.nads.len()
+        self.nads.iter().map(Store::len).sum()
     }
 
     /// The cached pod, if the watch has delivered it.
@@ -164,10 +196,8 @@ impl Caches {
 
     /// The cached NAD, if the watch has delivered it.
     pub fn nad(&self, namespace: &str, name: &str) -> Option<NadInfo> {
-        let ar = nad_resource();
-        let obj = self
-            .nads
-            .get(&ObjectRef::new_with(name, ar).within(namespace))?;
+        let key = ObjectRef::new_with(name, nad_resource()).within(namespace);
+        let obj = self.nads.iter().find_map(|s| s.get(&key))?;
         Some(nad_info((*obj).clone(), namespace, name))
     }
 }

@@ -52,6 +52,11 @@ struct Args {
     /// This node's name (only its pods are cached).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// Watch the NADs of these namespaces only (repeatable or comma-separated; default: every
+    /// namespace). For RBAC that grants list/watch of NADs in some namespaces; a NAD elsewhere
+    /// costs one GET.
+    #[arg(long = "nad-namespace", value_delimiter = ',')]
+    nad_namespaces: Vec<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -143,8 +148,13 @@ async fn serve(
             let (client, server) = plexus_kube::build_client(&creds, api_timeout)
                 .await
                 .context("Kubernetes client")?;
-            let caches = plexus_kube::watch::Caches::start(client.clone(), &node);
-            tracing::info!(%server, %node, "watching this node's pods and every NAD");
+            let caches =
+                plexus_kube::watch::Caches::start(client.clone(), &node, &args.nad_namespaces);
+            if args.nad_namespaces.is_empty() {
+                tracing::info!(%server, %node, "watching this node's pods and every NAD");
+            } else {
+                tracing::info!(%server, %node, nad_namespaces = ?args.nad_namespaces, "watching this node's pods and the NADs of some namespaces");
+            }
             Some(cni::Kube {
                 caches,
                 client,
