@@ -1,5 +1,6 @@
 //! Plexus test bed: an in-process fake Kubernetes API server ([`fakeapi`]), network namespace
-//! helpers ([`netns`]), a fake kubelet PodResources server ([`fakekubelet`]), the runtime-like
+//! helpers ([`netns`]), a fake kubelet (PodResources and device-plugin registration, [`fakekubelet`]), the
+//! SR-IOV device-plugin node ([`sriovdp_bed`]), the runtime-like
 //! driver of the `plexus` binary ([`cni`]), and a private containerd driven over CRI like a kubelet
 //! does ([`containerd`], [`cri`], [`cri_bed`]).
 
@@ -12,3 +13,4 @@ pub mod fakeapi;
 pub mod fakekubelet;
 pub mod faults;
 pub mod netns;
+pub mod sriovdp_bed;
