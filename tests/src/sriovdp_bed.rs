@@ -58,8 +58,10 @@ impl Default for DpTimers {
 pub struct DevicePluginNode {
     /// Holds the config file and the daemon's log (and the kubelet paths unless given).
     pub dir: tempfile::TempDir,
-    /// The fake sysfs tree the daemon reads.
-    pub sysfs: FakeSysfs,
+    /// The root of the (fake) sysfs tree the daemon reads.
+    pub sysfs_root: PathBuf,
+    /// The tree, when this node owns it.
+    _sysfs: Option<FakeSysfs>,
     /// The fake kubelet (PodResources + device-plugin registration).
     pub kubelet: FakeKubelet,
     /// The node's paths.
@@ -73,15 +75,18 @@ impl DevicePluginNode {
     pub fn start(sysfs: FakeSysfs, config: &Value, timers: DpTimers) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let paths = DpPaths::under(dir.path());
-        Self::start_at(dir, paths, sysfs, config, timers)
+        let mut node = Self::start_at(dir, paths, sysfs.root(), config, timers)?;
+        node._sysfs = Some(sysfs);
+        Ok(node)
     }
 
     /// [`DevicePluginNode::start`] with the kubelet and device-info paths of `paths` (those of
-    /// a [`crate::bed::Bed`], so that `plexus` finds what the kubelet and the plugin wrote).
+    /// a [`crate::bed::Bed`], so that `plexus` finds what the kubelet and the plugin wrote) and
+    /// the sysfs tree at `sysfs_root` (one the `sriov` plugin reads too).
     pub fn start_at(
         dir: tempfile::TempDir,
         paths: DpPaths,
-        sysfs: FakeSysfs,
+        sysfs_root: &Path,
         config: &Value,
         timers: DpTimers,
     ) -> anyhow::Result<Self> {
@@ -91,7 +96,8 @@ impl DevicePluginNode {
         std::fs::write(&config_file, config.to_string())?;
         let mut node = Self {
             dir,
-            sysfs,
+            sysfs_root: sysfs_root.to_owned(),
+            _sysfs: None,
             kubelet,
             paths,
             daemon: None,
@@ -108,7 +114,7 @@ impl DevicePluginNode {
             .arg("--config")
             .arg(self.dir.path().join("config.json"))
             .arg("--sysfs-root")
-            .arg(self.sysfs.root())
+            .arg(&self.sysfs_root)
             .arg("--device-plugin-dir")
             .arg(&self.paths.plugin_dir)
             .arg("--pod-resources-socket")
@@ -196,7 +202,7 @@ impl DevicePluginNode {
     /// Removes the PF's `virtfn<index>` link (the VF disappears, as when `sriov_numvfs` is
     /// lowered); returns the link's target for [`DevicePluginNode::restore_vf`].
     pub fn hide_vf(&self, pf: &str, index: u32) -> PathBuf {
-        let link = self.sysfs.device_dir(pf).join(format!("virtfn{index}"));
+        let link = self.device_dir(pf).join(format!("virtfn{index}"));
         let target = std::fs::read_link(&link).expect("virtfn link");
         std::fs::remove_file(&link).expect("remove virtfn link");
         target
@@ -204,15 +210,20 @@ impl DevicePluginNode {
 
     /// Puts back a link removed by [`DevicePluginNode::hide_vf`] (the VF appears).
     pub fn restore_vf(&self, pf: &str, index: u32, target: &Path) {
-        let link = self.sysfs.device_dir(pf).join(format!("virtfn{index}"));
+        let link = self.device_dir(pf).join(format!("virtfn{index}"));
         std::os::unix::fs::symlink(target, link).expect("restore virtfn link");
+    }
+
+    /// The real directory of PCI device `address` in the tree.
+    fn device_dir(&self, address: &str) -> PathBuf {
+        std::fs::canonicalize(self.sysfs_root.join("bus/pci/devices").join(address))
+            .expect("device in the tree")
     }
 
     /// Sets the operstate of interface `name` in the tree (a PF link going down or up).
     pub fn set_operstate(&self, name: &str, state: &str) {
         std::fs::write(
-            self.sysfs
-                .root()
+            self.sysfs_root
                 .join("class/net")
                 .join(name)
                 .join("operstate"),
