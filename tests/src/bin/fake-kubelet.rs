@@ -86,6 +86,7 @@ fn main() -> anyhow::Result<()> {
     } else if !args.request.is_empty() {
         bail!("--request needs --device-plugins");
     }
+    let mut shown = 0;
     for r in &args.request {
         let (ns, name, resource, n) = split("--request", r)?;
         let n: usize = n
@@ -104,12 +105,13 @@ fn main() -> anyhow::Result<()> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        for reg in kubelet.registrations() {
+        for reg in kubelet.registrations().iter().skip(shown) {
             eprintln!(
                 "fake kubelet: plugin registered {} at {} ({})",
                 reg.resource, reg.endpoint, reg.version
             );
         }
+        shown = kubelet.registrations().len();
         eprintln!(
             "fake kubelet: {resource} advertised: {:?}",
             kubelet.advertised(&resource).unwrap_or_default()
