@@ -1,8 +1,9 @@
 //! Plexus test bed: an in-process fake Kubernetes API server ([`fakeapi`]), network namespace
-//! helpers ([`netns`]), a fake kubelet (PodResources and device-plugin registration, [`fakekubelet`]), the
-//! SR-IOV device-plugin node ([`sriovdp_bed`]), the runtime-like
-//! driver of the `plexus` binary ([`cni`]), and a private containerd driven over CRI like a kubelet
-//! does ([`containerd`], [`cri`], [`cri_bed`]).
+//! helpers ([`netns`]), a fake kubelet (PodResources and device-plugin registration,
+//! [`fakekubelet`]), the runtime-like driver of the `plexus` binary ([`cni`]), a private
+//! containerd driven over CRI like a kubelet does ([`containerd`], [`cri`], [`cri_bed`]), a fake
+//! SR-IOV node for the `sriov` plugin ([`sriov`]) and the SR-IOV device-plugin node
+//! ([`sriovdp_bed`]).
 
 pub mod bed;
 pub mod cni;
@@ -13,4 +14,5 @@ pub mod fakeapi;
 pub mod fakekubelet;
 pub mod faults;
 pub mod netns;
+pub mod sriov;
 pub mod sriovdp_bed;

@@ -431,11 +431,18 @@ impl Plugin<'_> {
             rec.ipam = true;
             self.store.save(rec).map_err(|e| state_err(ctx, e))?;
             let ienv = ipam_env(env, "ADD", &rec.container_id, &rec.netns, ifname);
-            let out = self
-                .ipam
-                .exec(plugin, &ienv, stdin)
-                .map_err(|e| ipam_err(ctx, e))?
-                .ok_or_else(|| io_err(ctx, format!("IPAM plugin {plugin} printed no result")))?;
+            let out = match self.ipam.exec(plugin, &ienv, stdin) {
+                Ok(out) => out,
+                Err(e) => {
+                    // A plugin that reports a failed ADD has cleaned up after itself (CNI spec);
+                    // only one that never answered (we died meanwhile) needs the DEL.
+                    if matches!(e, IpamError::Failed { .. }) {
+                        rec.ipam = false;
+                    }
+                    return Err(ipam_err(ctx, e));
+                }
+            }
+            .ok_or_else(|| io_err(ctx, format!("IPAM plugin {plugin} printed no result")))?;
             let ipam_result = CniResult::from_value(&out, conf.version)
                 .map_err(|e| io_err(ctx, format!("IPAM plugin {plugin}: {e}")))?;
             if ipam_result.ips.is_empty() {
