@@ -2,8 +2,11 @@
 //! with the fake kubelet as its registration server and ListAndWatch/Allocate client; and the
 //! whole SR-IOV path (device plugin → kubelet → plexus → sriov) on real veth ends.
 
-use plexus_e2e::bed::wait_for;
-use plexus_e2e::sriovdp_bed::{DevicePluginNode, DpTimers};
+use plexus_e2e::bed::{Bed, cid, wait_for};
+use plexus_e2e::cni::bin_path;
+use plexus_e2e::netns::NetNs;
+use plexus_e2e::sriov::SriovNode;
+use plexus_e2e::sriovdp_bed::{DevicePluginNode, DpPaths, DpTimers};
 use plexus_sysfs::testing::{FakePf, FakeSysfs, FakeVf};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -287,4 +290,178 @@ fn a_config_entry_it_cannot_honour_stops_the_daemon_naming_entry_and_key() {
         node.kubelet.registrations().is_empty(),
         "nothing advertised"
     );
+}
+
+/// `ip -j link show dev <ifname>` in the pod.
+fn pod_link(pod: &NetNs, ifname: &str) -> Value {
+    pod.ip_json(&["link", "show", "dev", ifname]).unwrap()[0].clone()
+}
+
+fn pod_addrs(pod: &NetNs, ifname: &str) -> Vec<String> {
+    pod.ip_json(&["-4", "addr", "show", "dev", ifname]).unwrap()[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+/// The whole SR-IOV path on veth "VFs": plexus-sriovdp discovers the VFs of the fake node and
+/// registers them with the fake kubelet; the kubelet allocates two of them to a pod through the
+/// plugin (device-info written); plexus learns them through PodResources and hands one to each of
+/// the pod's two `sriov` networks; the real `sriov` plugin sets the PF side (simulated PF, vlan
+/// 100), moves and renames the veth ends for real; network-status carries the device plugin's
+/// device-info; DEL restores everything, and once the pod is gone the device-info goes too.
+#[test]
+fn the_whole_path_from_device_plugin_to_pod_and_back() {
+    const RES: &str = "intel.com/intel_sriov_netdevice";
+    let node = SriovNode::new(2, 0);
+    let bed = Bed::new();
+    bed.install_plugin_link("sriov", &bin_path("sriov"));
+    // The device plugin reads the node's tree, and its kubelet and device-info paths are the ones
+    // plexus is configured with.
+    let paths = DpPaths {
+        plugin_dir: bed.checkpoint_file().parent().unwrap().to_owned(),
+        pod_resources_socket: bed.kubelet_socket(),
+        device_info_dir: bed.device_info_dir(),
+    };
+    let dp = DevicePluginNode::start_at(
+        tempfile::tempdir().unwrap(),
+        paths,
+        node.sysfs.root(),
+        &json!({"resourceList": [{"resourceName": "intel_sriov_netdevice",
+            "selectors": {"drivers": ["iavf"], "pfNames": [node.pf]}}]}),
+        DpTimers {
+            rediscover_seconds: 1,
+            grace_seconds: 0,
+        },
+    )
+    .unwrap();
+    let advertised = dp.wait_advertised(RES, |d| d.len() == 2);
+    assert_eq!(
+        ids(&advertised),
+        node.vfs.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(advertised.iter().all(|(_, h, _)| h == "Healthy"));
+
+    // Two NADs on the resource (as deploy/examples/sriov/nad.yaml), the pod asks for both.
+    for (nad, subnet) in [("sriov-a", "10.73.0.0/24"), ("sriov-b", "10.74.0.0/24")] {
+        let mut conf = node.conf(
+            "1.0.0",
+            0,
+            subnet,
+            json!({"name": nad, "vlan": 100,
+                   "capabilities": {"deviceID": true, "CNIDeviceInfoFile": true}}),
+        );
+        conf.as_object_mut().unwrap().remove("deviceID");
+        bed.resource_nad("blue", nad, RES, &conf);
+    }
+    let uid = bed.pod("blue", "web", Some("sriov-a, sriov-b"));
+    // The kubelet admits the pod: two VFs through the plugin.
+    let alloc = dp
+        .kubelet
+        .allocate_from_plugin("blue", "web", "app", RES, 2)
+        .unwrap();
+    let mut got = alloc.ids.clone();
+    got.sort();
+    assert_eq!(got, node.vfs);
+    let info = |vf: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(dp.device_info_file(RES, vf)).unwrap()).unwrap()
+    };
+    let before: Vec<_> = node
+        .vf_netdevs
+        .iter()
+        .map(|n| node.host_link(n).unwrap())
+        .collect();
+
+    let pod = NetNs::new("pxs").unwrap();
+    let c = cid("whole");
+    let config = bed.device_config(json!({}));
+    bed.call_env(
+        "ADD",
+        &c,
+        Some(pod.path()),
+        "blue",
+        "web",
+        &uid,
+        &config,
+        &node.hooks(),
+    )
+    .assert_ok();
+    // Each network got its own VF (sorted: net1 the first), moved and renamed for real.
+    for (i, (ifname, subnet)) in [("net1", "10.73.0.2/24"), ("net2", "10.74.0.2/24")]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            node.host_link(&node.vf_netdevs[i]),
+            None,
+            "VF {i} left the host"
+        );
+        let link = pod_link(&pod, ifname);
+        assert_eq!(link["address"], before[i].1, "{ifname} is VF {i}'s netdev");
+        assert_eq!(link["operstate"], "UP");
+        assert_eq!(pod_addrs(&pod, ifname), [subnet]);
+    }
+    let pf = &node.pf;
+    assert_eq!(
+        node.pf_calls(),
+        [
+            format!("get {pf} vf 0"),
+            format!("set {pf} vf 0 vlan 100 qos 0 proto 802.1q"),
+            format!("get {pf} vf 1"),
+            format!("set {pf} vf 1 vlan 100 qos 0 proto 802.1q"),
+        ]
+    );
+    assert!(node.vf_table().iter().all(|v| v.vlan == 100));
+    // network-status carries the device plugin's device-info of each network's VF.
+    let status = bed.status_of("blue", "web");
+    for (nad, ifname, vf) in [("blue/sriov-a", "net1", 0), ("blue/sriov-b", "net2", 1)] {
+        let e = status.iter().find(|e| e["name"] == nad).unwrap();
+        assert_eq!(e["interface"], ifname);
+        assert_eq!(e["mac"], before[vf].1);
+        assert_eq!(e["device-info"], info(&node.vfs[vf]), "{status:?}");
+        assert_eq!(e["device-info"]["pci"]["pci-address"], node.vfs[vf]);
+    }
+
+    // DEL restores everything: the VFs are back under their names with their MAC, MTU and state,
+    // the PF settings restored, no state, no lease, no cache entry, no device-info copy.
+    bed.call_env(
+        "DEL",
+        &c,
+        Some(pod.path()),
+        "blue",
+        "web",
+        &uid,
+        &config,
+        &node.hooks(),
+    )
+    .assert_ok();
+    for (i, n) in node.vf_netdevs.iter().enumerate() {
+        assert_eq!(node.host_link(n).as_ref(), Some(&before[i]));
+    }
+    assert!(node.vf_table().iter().all(|v| *v == node.initial));
+    assert_eq!(node.records(), Vec::<String>::new());
+    assert_eq!(node.leases(), Vec::<String>::new());
+    bed.assert_clean(&pod);
+    let copies: Vec<_> = std::fs::read_dir(bed.device_info_dir().join("cni"))
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(copies.is_empty(), "{copies:?}");
+    // The pod is deleted: the kubelet frees its VFs and the plugin removes their device-info.
+    assert!(dp.device_info_file(RES, &node.vfs[0]).exists());
+    dp.kubelet.release_pod("blue", "web");
+    let gone = wait_for(Duration::from_secs(20), || {
+        node.vfs
+            .iter()
+            .all(|vf| !dp.device_info_file(RES, vf).exists())
+    });
+    assert!(gone, "{}", dp.log());
+    // And both VFs can be allocated again.
+    let again = dp
+        .kubelet
+        .allocate_from_plugin("blue", "next", "app", RES, 2)
+        .unwrap();
+    assert_eq!(again.ids.len(), 2);
 }
