@@ -269,6 +269,43 @@ fn status_of_a_hanging_cluster_network_is_capped() {
     );
 }
 
+/// The runtime SIGKILLs plexus while a delegate is half-way through its ADD and sends its DEL at
+/// once. The delegate is let finish (within the watchdog's grace) and keeps the container lock
+/// until it has, so the DEL waits and tears down a whole attachment instead of racing a
+/// half-made one (hack/soak.sh found a veth left in the pod that way).
+#[test]
+fn a_del_after_plexus_is_killed_waits_for_the_delegate_it_interrupted() {
+    let bed = two_nad_bed();
+    bed.recorder_nad("blue", "slow", json!({"sleep": {"ADD": 1}}));
+    let sb = bed.sandbox("blue", "p", Some("macvlan-a, slow"));
+    let config = bed.config(json!({}));
+    let plexus = bed.spawn_add(&sb, &config);
+    assert!(
+        wait_for(HANG_GUARD, || !bed.records_of("ADD", "slow").is_empty()),
+        "the slow delegate never started"
+    );
+    plexus.kill();
+    bed.teardown(&sb, &config);
+    let names: Vec<String> = bed
+        .records()
+        .iter()
+        .filter(|r| r["stdin"]["name"] == "slow")
+        .map(|r| r["command"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("ADD"),
+        "records of the slow delegate: {names:?}"
+    );
+    assert_eq!(
+        names.get(1).map(String::as_str),
+        Some("ADD done"),
+        "the interrupted delegate was killed half-way or the DEL did not wait for it: {names:?}"
+    );
+    assert!(names[2..].iter().all(|n| n == "DEL"), "{names:?}");
+    bed.assert_no_leaks(&sb.ns, &sb.cid);
+}
+
 #[test]
 fn sigkill_of_plexus_takes_its_delegates_with_it() {
     let bed = two_nad_bed();

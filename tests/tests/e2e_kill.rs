@@ -252,7 +252,8 @@ fn no_delegate_outlives_a_killed_plexus() {
         .wait_gate("b1", &pod.cid, &mut add)
         .expect("ADD never reached b1");
     add.kill();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // The watchdog lets a delegate finish for its grace (3 s), then kills it.
+    let deadline = Instant::now() + Duration::from_secs(15);
     while !container_processes(&pod.cid).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

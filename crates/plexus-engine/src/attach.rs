@@ -12,11 +12,13 @@ use crate::cache::{Cache, CacheEntry, CacheError, ContainerLock};
 use crate::delegate::{Chain, ChainError, Invocation};
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::exec::UnderLock;
 use crate::plan::Plan;
 use crate::resolve::Attachment;
 use crate::teardown::{Strictness, TeardownReport, teardown};
 use plexus_cni::CniVersion;
 use serde_json::Value;
+use std::os::fd::AsFd;
 
 /// Holds the lock and the entry of one ADD until it succeeds or is rolled back.
 pub struct Attach<'e, 'a> {
@@ -58,7 +60,7 @@ impl<'e, 'a> Attach<'e, 'a> {
             Ok(Some(previous)) => {
                 tracing::warn!(container = %id, "cache entry exists at ADD; tearing the previous attempt down first");
                 let report = teardown(
-                    engine.exec,
+                    &UnderLock::new(engine.exec, Some(lock.as_fd())),
                     &previous,
                     engine.env.netns.as_deref(),
                     Strictness::Cached,
@@ -148,8 +150,9 @@ impl<'e, 'a> Attach<'e, 'a> {
             // Each attachment has its own `CNI_ARGS` (`IP=`/`MAC=` for NADs without the
             // capability), recorded in the entry so that DEL repeats them.
             let args = self.entry.attachments[i].cni_args.clone();
+            let exec = UnderLock::new(engine.exec, self.lock.as_ref().map(AsFd::as_fd));
             let inv = Invocation {
-                exec: engine.exec,
+                exec: &exec,
                 container_id: &engine.env.container_id,
                 netns: engine.env.netns.as_deref(),
                 args: &args,
@@ -212,7 +215,7 @@ impl<'e, 'a> Attach<'e, 'a> {
         let mut partial = self.entry.clone();
         partial.attachments.truncate(self.made);
         let mut report = teardown(
-            self.engine.exec,
+            &UnderLock::new(self.engine.exec, self.lock.as_ref().map(AsFd::as_fd)),
             &partial,
             self.engine.env.netns.as_deref(),
             Strictness::Cached,

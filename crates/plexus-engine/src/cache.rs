@@ -120,6 +120,14 @@ pub struct ContainerLock {
     path: PathBuf,
 }
 
+impl std::os::fd::AsFd for ContainerLock {
+    /// The locked file, for delegates that must keep the lock held (see
+    /// [`crate::exec::UnderLock`]).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.lock.as_fd()
+    }
+}
+
 impl ContainerLock {
     /// Removes the lock file while still holding the lock, then releases it. Only for the holder
     /// that leaves the container without an entry (DEL, a clean rollback, GC): a waiter that then

@@ -62,6 +62,7 @@ impl Chain<'_> {
             ifname: self.ifname,
             args: inv.args,
             stdin,
+            lock: None,
         }
     }
 

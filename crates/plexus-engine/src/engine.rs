@@ -9,6 +9,7 @@ use crate::config::PlexusConfig;
 use crate::delegate::Chain;
 use crate::error::{EngineError, GcFailure};
 use crate::exec::DelegateExec;
+use crate::exec::UnderLock;
 use crate::plan::{Plan, Purpose, plan};
 use crate::request;
 use crate::resolve::{Attachment, PodRef, local_config};
@@ -18,6 +19,7 @@ use plexus_cni::{CniEnv, CniError, CniResult, CniVersion, NetworkConfig};
 use plexus_netattach::statuses_from_result;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 pub use crate::plan::{DEFAULT_NETWORK_ANNOTATION, MIRROR_ANNOTATION, POD_ANNOTATIONS_CAPABILITY};
@@ -239,7 +241,8 @@ impl Engine<'_> {
             }
             Err(source) => return Err(self.cache_err("read", source)),
         };
-        let report = teardown(self.exec, &entry, self.env.netns.as_deref(), strictness);
+        let exec = UnderLock::new(self.exec, Some(lock.as_fd()));
+        let report = teardown(&exec, &entry, self.env.netns.as_deref(), strictness);
         if !report.failures.is_empty() {
             return Err(EngineError::Del {
                 container: id.clone(),
@@ -449,7 +452,8 @@ impl Engine<'_> {
             tracing::info!(container = %id, "GC: tearing down a stale attachment");
             // The sandbox is usually gone by now; plugins DEL without a netns then.
             let netns = entry.netns.as_deref().map(Path::new).filter(|p| p.exists());
-            let report = teardown(self.exec, &entry, netns, Strictness::Cached);
+            let exec = UnderLock::new(self.exec, Some(lock.as_fd()));
+            let report = teardown(&exec, &entry, netns, Strictness::Cached);
             if report.failures.is_empty() {
                 if let Err(e) = cache.remove(&id).and_then(|()| lock.unlink()) {
                     failures.push(cache_failure(e));
@@ -570,6 +574,7 @@ fn config_request<'r>(
         ifname: "",
         args: "",
         stdin,
+        lock: None,
     }
 }
 

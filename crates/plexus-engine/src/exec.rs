@@ -7,6 +7,7 @@ pub mod watchdog;
 
 use crate::budget::Budget;
 use plexus_cni::{CniError, Command};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,9 @@ pub struct ExecRequest<'a> {
     /// `CNI_ARGS` as passed to the delegate.
     pub args: &'a str,
     pub stdin: &'a [u8],
+    /// The container lock this delegate runs under: it stays held while the delegate runs, even
+    /// if this process is killed (see [`watchdog`]). Set by [`UnderLock`].
+    pub lock: Option<BorrowedFd<'a>>,
 }
 
 /// Why a delegate invocation failed.
@@ -66,6 +70,37 @@ fn timeout_message(plugin: &str, command: Command, given: Duration) -> String {
 /// Runs a delegate and returns its stdout.
 pub trait DelegateExec: Send + Sync {
     fn exec(&self, req: &ExecRequest<'_>) -> Result<Vec<u8>, ExecError>;
+}
+
+/// Runs every delegate of `inner` under the container lock `lock` (see [`ExecRequest::lock`]).
+/// The engine wraps its executor in this wherever it holds a container's lock.
+#[derive(Clone, Copy)]
+pub struct UnderLock<'a> {
+    inner: &'a dyn DelegateExec,
+    lock: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> UnderLock<'a> {
+    /// `inner`, with `lock` (when there is one) attached to each request.
+    pub fn new(inner: &'a dyn DelegateExec, lock: Option<BorrowedFd<'a>>) -> Self {
+        Self { inner, lock }
+    }
+}
+
+impl std::fmt::Debug for UnderLock<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnderLock")
+            .field("lock", &self.lock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DelegateExec for UnderLock<'_> {
+    fn exec(&self, req: &ExecRequest<'_>) -> Result<Vec<u8>, ExecError> {
+        let mut req = req.clone();
+        req.lock = req.lock.or(self.lock);
+        self.inner.exec(&req)
+    }
 }
 
 /// Execs plugin binaries found in `search_path` (our `binDir` first, then the runtime's `CNI_PATH`).
@@ -174,7 +209,7 @@ impl DelegateExec for ProcessExec {
                 cmd.env("CNI_NETNS", ns);
             }
         }
-        let out = match run::run(cmd, req.stdin, limit, self.watchdog.as_deref()) {
+        let out = match run::run(cmd, req.stdin, limit, self.watchdog.as_deref(), req.lock) {
             Ok(out) => out,
             Err(run::RunError::Spawn(e)) => return Err(spawn_err(e.to_string())),
             Err(run::RunError::Io(e)) => return Err(spawn_err(e.to_string())),
@@ -242,6 +277,7 @@ mod tests {
             ifname: "net1",
             args: "A=b",
             stdin,
+            lock: None,
         }
     }
 

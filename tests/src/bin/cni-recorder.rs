@@ -10,7 +10,8 @@
 //!   `CNI_IFNAME` with the address `address` (default `192.0.2.10/24`) and `gateway` when set.
 //! - `fail`: `{"VERB": "message"}`; that verb fails with code 7 (or `failCode`) and the message.
 //! - `sleep`: `{"VERB": seconds}`; that verb sleeps this long (after recording) before answering:
-//!   a hanging delegate.
+//!   a hanging (or slow) delegate. When the sleep is over it appends a second record whose
+//!   `command` is `"<VERB> done"`: proof that it was not killed half-way.
 //! - `background`: `{"VERB": seconds}`; that verb first starts a `sleep <seconds>` child that
 //!   inherits stdout and stderr, then answers and exits: a delegate that leaves a background
 //!   child holding its output pipes.
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
     record(&conf, &command, &stdin, child_pid);
     if let Some(secs) = verb_seconds(&conf, "sleep", &command) {
         std::thread::sleep(std::time::Duration::from_secs(secs));
+        record(&conf, &format!("{command} done"), &stdin, None);
     }
 
     if command == "VERSION" {

@@ -20,7 +20,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -53,6 +53,7 @@ pub(super) fn run(
     stdin: &[u8],
     limit: Option<Duration>,
     watchdog: Option<&Watchdog>,
+    lock: Option<BorrowedFd<'_>>,
 ) -> Result<Finished, RunError> {
     let deadline = limit.map(|l| Instant::now() + l);
     cmd.process_group(0)
@@ -60,7 +61,7 @@ pub(super) fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().map_err(RunError::Spawn)?;
-    let mut group = Group::new(child, watchdog);
+    let mut group = Group::new(child, watchdog, lock);
     let result = group.pump(stdin, deadline);
     let status = group.finish();
     let pumped = result.map_err(RunError::Io)?;
@@ -105,11 +106,11 @@ struct Group<'w> {
 }
 
 impl<'w> Group<'w> {
-    fn new(child: Child, watchdog: Option<&'w Watchdog>) -> Self {
+    fn new(child: Child, watchdog: Option<&'w Watchdog>, lock: Option<BorrowedFd<'_>>) -> Self {
         // process_group(0) made the child's PID its group ID.
         let pgid = Pid::from_raw(child.id() as i32);
         if let Some(w) = watchdog {
-            w.register(pgid);
+            w.register(pgid, lock);
         }
         let mut group = Self {
             child,
