@@ -479,6 +479,18 @@ impl FakeKubelet {
         self.serve_device_plugins(&dir)
     }
 
+    /// A new `kubelet.sock` (new inode) with the plugins' sockets left in place: what a kubelet
+    /// restart that failed to clean its directory looks like. Plugins must register again.
+    pub fn rebind_registration(&mut self) -> anyhow::Result<()> {
+        let dir = self
+            .device_plugins
+            .as_ref()
+            .map(|d| d.dir.clone())
+            .context("serve_device_plugins first")?;
+        self.stop_device_plugins();
+        self.serve_device_plugins(&dir)
+    }
+
     /// Every `Register` call so far.
     pub fn registrations(&self) -> Vec<Registered> {
         self.state.lock().expect("state").registrations.clone()

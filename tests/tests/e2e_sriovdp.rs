@@ -173,6 +173,21 @@ fn a_kubelet_restart_is_followed_by_a_new_registration() {
 }
 
 #[test]
+fn a_new_kubelet_socket_alone_also_leads_to_a_new_registration() {
+    let mut node = DevicePluginNode::start(tree("rb"), &config("rb"), DpTimers::default()).unwrap();
+    node.wait_advertised(NET, |d| d.len() == 5);
+    assert_eq!(node.kubelet.registrations().len(), 2);
+    // The plugin's sockets stay; only kubelet.sock is new.
+    node.kubelet.rebind_registration().unwrap();
+    let ok = wait_for(Duration::from_secs(20), || {
+        node.kubelet.registrations().len() == 4
+    });
+    assert!(ok, "{:?}\n{}", node.kubelet.registrations(), node.log());
+    node.wait_advertised(NET, |d| d.len() == 5);
+    assert!(node.daemon_running());
+}
+
+#[test]
 fn allocate_answers_env_device_nodes_and_device_info_until_the_pod_is_gone() {
     let node = DevicePluginNode::start(
         tree("al"),

@@ -235,3 +235,115 @@ impl Drop for Served {
         let _ = std::fs::remove_file(&self.socket);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ResourceConfig;
+    use crate::pool::{HEALTHY, UNHEALTHY, assign};
+    use crate::proto::device_plugin_client::DevicePluginClient;
+    use crate::selector::tests::vf;
+    use serde_json::json;
+
+    fn pool(dir: &Path) -> Arc<Pool> {
+        let c = ResourceConfig::from_value(
+            &json!({"resourceList": [{"resourceName": "net", "selectors": {}}]}),
+            "intel.com",
+        )
+        .unwrap();
+        let p = Pool::new(
+            "intel.com/net".into(),
+            c.pools[0].clone(),
+            DeviceInfoStore::new(&dir.join("devinfo")),
+        );
+        p.update(assign(&c, &[vf(0), vf(1)]).remove(0));
+        p
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_the_pool_over_its_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pool(dir.path());
+        assert_eq!(p.socket_name(), "intel.com_net.sock");
+        let socket = dir.path().join(p.socket_name());
+        let served = Served::start(p.clone(), &socket).unwrap();
+        let mut client = DevicePluginClient::new(plexus_kubelet::connect(&socket).await.unwrap());
+
+        let opts = client
+            .get_device_plugin_options(proto::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(opts.get_preferred_allocation_available && !opts.pre_start_required);
+
+        // ListAndWatch: the list now, then each change (here: PF down for VF 1).
+        let mut stream = client
+            .list_and_watch(proto::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        let health: Vec<&str> = first.devices.iter().map(|d| d.health.as_str()).collect();
+        assert_eq!(health, [HEALTHY, HEALTHY]);
+        let mut down = p.devices();
+        down[1].vf.pf_link_up = false;
+        assert!(p.update(down.clone()));
+        assert!(!p.update(down), "no change, no push");
+        let second = stream.message().await.unwrap().unwrap();
+        assert_eq!(second.devices[1].health, UNHEALTHY);
+
+        // Allocate: device-info written; a device not in the pool is refused.
+        let resp = client
+            .allocate(proto::AllocateRequest {
+                container_requests: vec![proto::ContainerAllocateRequest {
+                    devices_ids: vec!["0000:3b:02.1".into()],
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            resp.container_responses[0].envs["PCIDEVICE_INTEL_COM_NET"],
+            "0000:3b:02.1"
+        );
+        let info =
+            DeviceInfoStore::new(&dir.path().join("devinfo")).path("intel.com/net", "0000:3b:02.1");
+        assert!(info.exists());
+        let err = client
+            .allocate(proto::AllocateRequest {
+                container_requests: vec![proto::ContainerAllocateRequest {
+                    devices_ids: vec!["0000:99:00.1".into()],
+                }],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("0000:99:00.1"), "{}", err.message());
+
+        let pref = client
+            .get_preferred_allocation(proto::PreferredAllocationRequest {
+                container_requests: vec![proto::ContainerPreferredAllocationRequest {
+                    available_device_i_ds: vec!["0000:3b:02.1".into(), "0000:3b:02.0".into()],
+                    must_include_device_i_ds: vec![],
+                    allocation_size: 1,
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(pref.container_responses[0].device_i_ds, ["0000:3b:02.0"]);
+        client
+            .pre_start_container(proto::PreStartContainerRequest {
+                devices_ids: vec!["0000:3b:02.0".into()],
+            })
+            .await
+            .unwrap();
+
+        // Dropping stops serving and removes the socket (a stale one is replaced on start).
+        drop(served);
+        assert!(!socket.exists());
+        std::fs::write(&socket, "stale").unwrap();
+        let again = Served::start(p, &socket).unwrap();
+        assert!(again.socket_exists());
+    }
+}
