@@ -655,3 +655,94 @@ mod tests {
         assert_eq!(ResourceConfig::load(&p).unwrap().pools[0].name, "a");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values built from the config's own vocabulary (keys in any case, plausible and
+    /// implausible values), nested to the depth the format has.
+    fn value() -> impl Strategy<Value = Value> {
+        let key = prop::sample::select(vec![
+            "resourceList",
+            "resourceName",
+            "ResourceName",
+            "resourcePrefix",
+            "deviceType",
+            "excludeTopology",
+            "selectors",
+            "additionalInfo",
+            "vendors",
+            "devices",
+            "drivers",
+            "pciAddresses",
+            "pfNames",
+            "rootDevices",
+            "linkTypes",
+            "isRdma",
+            "IsRdma",
+            "needVhostNet",
+            "ddpProfiles",
+            "*",
+            "x",
+        ])
+        .prop_map(str::to_owned);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9_#,.:/ -]{0,12}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "netDevice",
+                "accelerator",
+                "8086",
+                "p0#0-3",
+                "a#3-1",
+                "ok_1"
+            ])
+            .prop_map(|s| Value::String(s.to_owned())),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..5)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn vf_ranges_never_panic_and_round_trip(s in "[a-z0-9]{0,4}(#[0-9,-]{0,8})?") {
+            if let Ok(sel) = VfSelector::parse(&s) {
+                for r in &sel.ranges {
+                    prop_assert!(r.first <= r.last);
+                }
+                if !sel.ranges.is_empty() {
+                    let text: Vec<String> =
+                        sel.ranges.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
+                    let again = VfSelector::parse(&format!("{}#{}", sel.name, text.join(","))).unwrap();
+                    prop_assert_eq!(again, sel);
+                }
+            }
+        }
+
+        #[test]
+        fn any_document_is_accepted_only_when_valid(list in prop::collection::vec(value(), 0..4)) {
+            let doc = serde_json::json!({"resourceList": list});
+            match ResourceConfig::from_value(&doc, DEFAULT_PREFIX) {
+                Err(ConfigError::Entry { index, .. }) => prop_assert!(index < list.len()),
+                Err(e) => prop_assert!(matches!(e, ConfigError::Document(_)), "{e}"),
+                Ok(c) => {
+                    let mut names = std::collections::BTreeSet::new();
+                    for p in &c.pools {
+                        prop_assert!(!p.name.is_empty());
+                        prop_assert!(!p.selectors.is_empty());
+                        prop_assert!(names.insert(p.resource_name(DEFAULT_PREFIX)));
+                    }
+                }
+            }
+        }
+    }
+}
