@@ -98,8 +98,8 @@ impl PoolConfig {
 }
 
 impl ResourceConfig {
-    /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Reads and validates the file at `path` (`default_prefix`: see [`Self::from_value`]).
+    pub fn load(path: &Path, default_prefix: &str) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.display().to_string(),
             source,
@@ -108,7 +108,7 @@ impl ResourceConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_value(&doc, DEFAULT_PREFIX)
+        Self::from_value(&doc, default_prefix)
     }
 
     /// Validates a parsed document; `default_prefix` is the daemon's `--resource-prefix`, used to
@@ -635,14 +635,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.json");
         assert!(
-            ResourceConfig::load(&p)
+            ResourceConfig::load(&p, DEFAULT_PREFIX)
                 .unwrap_err()
                 .to_string()
                 .contains("config.json")
         );
         std::fs::write(&p, "{").unwrap();
         assert!(
-            ResourceConfig::load(&p)
+            ResourceConfig::load(&p, DEFAULT_PREFIX)
                 .unwrap_err()
                 .to_string()
                 .contains("not JSON")
@@ -652,7 +652,10 @@ mod tests {
             r#"{"resourceList": [{"resourceName": "a", "selectors": {"pfNames": ["p0#0-1"]}}]}"#,
         )
         .unwrap();
-        assert_eq!(ResourceConfig::load(&p).unwrap().pools[0].name, "a");
+        assert_eq!(
+            ResourceConfig::load(&p, DEFAULT_PREFIX).unwrap().pools[0].name,
+            "a"
+        );
     }
 }
 

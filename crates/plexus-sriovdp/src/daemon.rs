@@ -56,11 +56,7 @@ impl Daemon {
     /// Reads and validates the config (an entry it cannot honour is an error here, before
     /// anything is advertised) and runs the first discovery.
     pub fn new(opts: Options) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(&opts.config_file)
-            .with_context(|| format!("reading {}", opts.config_file.display()))?;
-        let doc: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not JSON", opts.config_file.display()))?;
-        let config = ResourceConfig::from_value(&doc, &opts.resource_prefix)?;
+        let config = ResourceConfig::load(&opts.config_file, &opts.resource_prefix)?;
         let devinfo = DeviceInfoStore::new(&opts.device_info_dir);
         let pools: Vec<Arc<Pool>> = config
             .pools

@@ -11,6 +11,7 @@ use plexus_engine::device::DeviceInfoDirs;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -51,6 +52,9 @@ impl DeviceInfoStore {
         std::fs::create_dir_all(&self.dirs.dp)?;
         let path = self.path(resource, device);
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dirs.dp)?;
+        // Readable by every consumer of device-info (the temporary file starts 0600).
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
         tmp.write_all(doc.to_string().as_bytes())?;
         tmp.as_file().sync_all()?;
         tmp.persist(&path).map_err(|e| e.error)?;
@@ -143,6 +147,8 @@ mod tests {
         );
         let back: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(back, doc);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
         s.write("intel.com/sriov_b", "0000:3b:02.1", &doc).unwrap();
         // Another plugin's file, and one whose name shares our prefix.
         std::fs::write(
