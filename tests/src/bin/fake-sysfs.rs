@@ -53,7 +53,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = &args.simulated_pf {
         let sim = SimulatedPf::new(dir);
         for (pf, n) in &seeds {
-            sim.seed(pf, *n, VfState::default())
+            // What a kernel VF starts with: spoof checking on, nothing else set.
+            let initial = VfState {
+                spoofchk: true,
+                ..VfState::default()
+            };
+            sim.seed(pf, *n, initial)
                 .with_context(|| format!("seed the simulated PF {pf}"))?;
         }
     }
