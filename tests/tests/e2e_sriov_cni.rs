@@ -403,3 +403,46 @@ fn plexus_hands_sriov_the_kubelets_vf_and_del_restores_it_with_the_kubelet_gone(
     assert_eq!(node.leases(), Vec::<String>::new());
     bed.assert_clean(&pod);
 }
+
+#[test]
+fn the_netlink_pf_backend_reads_and_writes_a_real_links_vf_table() {
+    use plexus_e2e::netns::{HostLink, unique_name};
+    use plexus_sriov::pf::{NetlinkPf, PfError, PfOps};
+    use plexus_sriov::types::VfSetting;
+    let (a, b) = (unique_name("nl"), unique_name("nl"));
+    let _veth = HostLink::veth_pair(&a, &b).unwrap();
+    // RTM_GETLINK with the VF filter works on any link; a veth's VF table is empty.
+    assert!(
+        matches!(NetlinkPf.vf(&a, 0), Err(PfError::NoSuchVf { vf: 0, .. })),
+        "{:?}",
+        NetlinkPf.vf(&a, 0)
+    );
+    let missing = NetlinkPf.vf(&unique_name("no"), 0).unwrap_err();
+    assert!(missing.to_string().contains("no such link"), "{missing}");
+    // A VF setting on a link without VFs reaches the kernel, which refuses it (no driver op).
+    let err = NetlinkPf.set(&a, 0, VfSetting::Trust(true)).unwrap_err();
+    assert!(
+        matches!(&err, PfError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::EOPNOTSUPP)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn netns_work_runs_on_a_thread_of_its_own_and_never_moves_the_caller() {
+    use std::os::unix::fs::MetadataExt;
+    let pod = NetNs::new("srv").unwrap();
+    let here = || std::fs::read_link("/proc/thread-self/ns/net");
+    let before = here().unwrap();
+    let inside = plexus_sriov::netns::run_in(pod.path(), here).unwrap();
+    let pod_ino = std::fs::metadata(pod.path()).unwrap().ino();
+    assert_eq!(inside.to_string_lossy(), format!("net:[{pod_ino}]"));
+    assert_eq!(
+        here().unwrap(),
+        before,
+        "the calling thread was left in the pod's netns"
+    );
+    // A netns that does not exist: an error, not a panic, and still no move.
+    let gone = plexus_sriov::netns::run_in(std::path::Path::new("/run/netns/no-such-ns"), here);
+    assert!(gone.is_err());
+    assert_eq!(here().unwrap(), before);
+}

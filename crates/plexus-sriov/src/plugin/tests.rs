@@ -706,3 +706,29 @@ fn status_needs_a_sysfs_with_pci_devices() {
     p.sysfs = plexus_sysfs::Sysfs::new(rig.sysfs.root().join("missing"));
     assert_eq!(p.status().unwrap_err().code, 50);
 }
+
+#[rstest]
+fn dpdk_vf_every_spec_version(
+    #[values("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")] v: &str,
+) {
+    let rig = Rig::new();
+    let s = stdin(json!({"cniVersion": v, "deviceID": DPDK_VF, "vlan": 4}));
+    let c = conf(&s);
+    let out = rig.plugin().add(&env("ADD", "c", "net1"), &c, &s).unwrap();
+    assert_eq!(out["cniVersion"], v);
+    if v.starts_with("0.1") || v.starts_with("0.2") {
+        assert_eq!(out["ip4"]["ip"], "10.56.0.7/24", "{out}");
+    } else {
+        assert_eq!(out["interfaces"][0]["sandbox"], POD, "{out}");
+        assert_eq!(out["ips"][0]["address"], "10.56.0.7/24", "{out}");
+    }
+    assert!(rig.links.calls().is_empty());
+    assert_eq!(rig.pf.state(PF).unwrap().vfs[2].vlan, 4);
+    if c.version.supports_check() {
+        rig.plugin().check(&env("CHECK", "c", "net1"), &c).unwrap();
+    }
+    rig.plugin().del(&env("DEL", "c", "net1"), &c, &s).unwrap();
+    assert_eq!(rig.pf.state(PF).unwrap().vfs[2], orig_vf());
+    assert!(rig.links.calls().is_empty());
+    assert!(rig.files().is_empty());
+}
