@@ -11,4 +11,5 @@ pub mod cri_bed;
 pub mod fakeapi;
 pub mod fakekubelet;
 pub mod faults;
+pub mod lifecycle;
 pub mod netns;
