@@ -372,6 +372,20 @@ pub fn mac_of(ns: &NetNs, ifname: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The IPv4 default routes in a netns, as (device, gateway) pairs.
+pub fn default_routes(ns: &NetNs) -> Vec<(String, String)> {
+    ns.ip_json(&["route", "show", "default"])
+        .expect("ip route show default")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (s("dev"), s("gateway"))
+        })
+        .collect()
+}
+
 /// Pings `ip` from inside `ns` (3 packets, 1 s timeout each).
 pub fn ping(ns: &NetNs, ip: &str) -> Result<()> {
     let out = ns.exec(&["ping", "-c", "2", "-W", "2", "-i", "0.2", ip]);

@@ -1,6 +1,6 @@
 //! One helper per step of a pod sandbox's lifecycle on the e2e [`Bed`]: the sandboxes a test
-//! needs (a pod with annotations, a pod the API server does not have, another container ID) and
-//! the calls a runtime makes for them (CHECK, one DEL, the DEL after the netns is gone). Tests say
+//! needs (a pod with annotations, a pod the API server does not have, another container ID), the
+//! macvlan NAD most of them select, and the calls a runtime makes for them (CHECK, one DEL, the DEL after the netns is gone). Tests say
 //! `bed.del(&sb, &config)` instead of spelling out the seven values of the CNI environment, so
 //! that what a test varies stands out from what every call repeats.
 //!
@@ -21,6 +21,12 @@ impl Sandbox {
 }
 
 impl Bed {
+    /// Creates NAD `namespace/name`: macvlan on the node's master with host-local IPAM in
+    /// `subnet` (the network most sandboxes of these tests select).
+    pub fn macvlan_nad(&self, namespace: &str, name: &str, subnet: &str) {
+        self.nad(namespace, name, &self.node.macvlan_config(name, subnet));
+    }
+
     /// Creates pod `namespace/pod` with these annotations, a netns and a container ID for its
     /// sandbox ([`Bed::sandbox`] for pods with only a selection annotation).
     pub fn sandbox_annotated(&self, namespace: &str, pod: &str, annotations: Value) -> Sandbox {

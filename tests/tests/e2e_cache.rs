@@ -10,11 +10,7 @@ use std::path::{Path, PathBuf};
 #[test]
 fn add_del_del_leaves_no_file_and_del_logs_its_completion() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.40.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-a", "10.78.40.0/24");
     let sb = bed.sandbox("blue", "twodels", Some("macvlan-a"));
     let c = &sb.cid;
     let log = bed.node.root.path().join("plexus.log");
@@ -79,11 +75,7 @@ fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
 #[test]
 fn a_corrupt_entry_fails_add_untouched_and_del_rebuilds_it_from_the_pod() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.42.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-a", "10.78.42.0/24");
     let sb = bed.sandbox("blue", "torn", Some("macvlan-a"));
     let (c, ns) = (&sb.cid, &sb.ns);
     let config = bed.config(json!({}));
@@ -133,11 +125,7 @@ fn a_corrupt_entry_fails_add_untouched_and_del_rebuilds_it_from_the_pod() {
 #[test]
 fn gc_without_valid_attachments_is_code_7_and_touches_nothing() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.43.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-a", "10.78.43.0/24");
     let sb = bed.sandbox("blue", "kept", Some("macvlan-a"));
     let config = bed.config(json!({}));
     bed.add(&sb, &config).assert_ok();
@@ -199,11 +187,7 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_disk_fails_add_before_any_delegate_and_leaves_no_file() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.44.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-a", "10.78.44.0/24");
     let sb = bed.sandbox("blue", "full", Some("macvlan-a"));
     let disk = Tmpfs::mount(bed.node.root.path().join("fullcache"), "64k");
     disk.fill();

@@ -3,7 +3,7 @@
 //! fake API server.
 
 use plexus_e2e::bed::{Bed, STATUS_KEY, cid};
-use plexus_e2e::cni::{ipv4_of, mac_of};
+use plexus_e2e::cni::{default_routes, ipv4_of, mac_of};
 use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
 
@@ -40,11 +40,7 @@ fn network_status_names_and_dns_match_multus() {
     );
     let always = bed.node.bridge_config("always", "10.79.30.0/24");
     std::fs::write(bed.node.conf_dir.join("30-always.conf"), always.to_string()).unwrap();
-    bed.nad(
-        "blue",
-        "macvlan-s",
-        &bed.node.macvlan_config("macvlan-s", "10.78.30.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-s", "10.78.30.0/24");
     let config = bed.config(json!({"clusterNetwork": "hx-cluster", "defaultNetworks": ["always"]}));
 
     let sb = bed.sandbox("blue", "st", Some("macvlan-s"));
@@ -168,20 +164,6 @@ fn strict_selection_rejects_unknown_keys_and_wrong_types_always_fail() {
     bed.assert_clean(&sb.ns);
 }
 
-fn default_routes(ns: &NetNs) -> Vec<(String, String)> {
-    ns.ip_json(&["route", "show", "default"])
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
-            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
-            (s("dev"), s("gateway"))
-        })
-        .collect()
-}
-
 /// Multus's e2e `default-route1`: a static-IPAM macvlan NAD that declares no capability, and pods
 /// asking for `ips` (one also for the default route). The addresses reach `static` via `IP=`.
 #[test]
@@ -233,11 +215,7 @@ fn ips_for_a_nad_without_the_capability_reach_static_ipam_through_cni_args() {
 #[test]
 fn mac_for_a_nad_without_the_capability_reaches_the_delegate_through_cni_args() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "plain-mac",
-        &bed.node.macvlan_config("plain-mac", "10.78.31.0/24"),
-    );
+    bed.macvlan_nad("blue", "plain-mac", "10.78.31.0/24");
     let sb = bed.sandbox(
         "blue",
         "mac",
@@ -324,11 +302,7 @@ fn the_auxiliary_chain_runs_for_every_pod_on_the_cluster_interface() {
             .to_string(),
     )
     .unwrap();
-    bed.nad(
-        "blue",
-        "macvlan-x",
-        &bed.node.macvlan_config("macvlan-x", "10.78.32.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-x", "10.78.32.0/24");
     let config = bed.config(json!({"auxiliaryCNIChainName": "vendor-cni-chain"}));
     for (pod, networks) in [("sysctl-modified", None), ("with-net1", Some("macvlan-x"))] {
         let sb = bed.sandbox("blue", pod, networks);

@@ -3,25 +3,8 @@
 //! plugin where they cannot (STATUS/GC need 1.1.0; exact stdin needs a plugin that tells).
 
 use plexus_e2e::bed::{Bed, Sandbox};
-use plexus_e2e::cni::ipv4_of;
-use plexus_e2e::netns::NetNs;
+use plexus_e2e::cni::{default_routes, ipv4_of};
 use serde_json::{Value, json};
-
-fn routes_default(ns: &NetNs) -> Vec<(String, String)> {
-    ns.ip_json(&["route", "show", "default"])
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
-            (
-                r["dev"].as_str().unwrap_or_default().to_owned(),
-                r["gateway"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn recorder_records_every_verb_with_env_and_stdin() {
@@ -85,20 +68,8 @@ fn status_follows_the_readiness_file_and_the_cluster_networks_status() {
 #[test]
 fn gc_removes_a_stale_attachment_releases_its_ip_and_keeps_the_valid_one() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "macvlan-gc",
-        Some(
-            &bed.node
-                .macvlan_config("macvlan-gc", "10.78.40.0/24")
-                .to_string(),
-        ),
-    );
-    bed.api.create_nad(
-        "blue",
-        "rec-gc",
-        Some(&bed.recorder_conf("rec-gc").to_string()),
-    );
+    bed.macvlan_nad("blue", "macvlan-gc", "10.78.40.0/24");
+    bed.nad("blue", "rec-gc", &bed.recorder_conf("rec-gc"));
     let config = bed.config(json!({}));
     let ann = json!({"k8s.v1.cni.cncf.io/networks": "macvlan-gc, rec-gc"});
     let sb1 = bed.sandbox_annotated("blue", "gc1", ann.clone());
@@ -159,8 +130,7 @@ fn default_route_moves_to_net1_and_check_stays_consistent() {
     std::fs::write(&file, cluster.to_string()).unwrap();
     let mut mv = bed.node.macvlan_config("macvlan-dr", "10.78.41.0/24");
     mv["cniVersion"] = json!("1.0.0");
-    bed.api
-        .create_nad("blue", "macvlan-dr", Some(&mv.to_string()));
+    bed.nad("blue", "macvlan-dr", &mv);
     let sb = bed.sandbox_annotated(
         "blue",
         "dr",
@@ -171,7 +141,7 @@ fn default_route_moves_to_net1_and_check_stays_consistent() {
     let plain = bed.sandbox_annotated("blue", "plain", json!({}));
     bed.add(&plain, &config).assert_ok();
     assert_eq!(
-        routes_default(&plain.ns),
+        default_routes(&plain.ns),
         vec![("eth0".to_owned(), "10.77.0.1".to_owned())]
     );
     bed.del(&plain, &config).assert_ok();
@@ -179,7 +149,7 @@ fn default_route_moves_to_net1_and_check_stays_consistent() {
     let out = bed.add(&sb, &config);
     out.assert_ok();
     assert_eq!(
-        routes_default(&sb.ns),
+        default_routes(&sb.ns),
         vec![("net1".to_owned(), "10.78.41.1".to_owned())]
     );
     // The result returned for eth0 no longer claims the default route it lost.
@@ -212,10 +182,8 @@ fn default_route_moves_to_net1_and_check_stays_consistent() {
 #[test]
 fn two_default_routes_for_one_family_fail_with_code_7_and_leave_nothing() {
     let bed = Bed::new();
-    bed.api
-        .create_nad("blue", "ra", Some(&bed.recorder_conf("ra").to_string()));
-    bed.api
-        .create_nad("blue", "rb", Some(&bed.recorder_conf("rb").to_string()));
+    bed.nad("blue", "ra", &bed.recorder_conf("ra"));
+    bed.nad("blue", "rb", &bed.recorder_conf("rb"));
     let sb = bed.sandbox_annotated(
         "blue",
         "dr2",
@@ -236,8 +204,7 @@ fn default_network_annotation_replaces_the_cluster_network() {
     let bed = Bed::new();
     let mut alt = bed.node.bridge_config("alt-cluster", "10.78.42.0/24");
     alt["cniVersion"] = json!("1.0.0");
-    bed.api
-        .create_nad("kube-system", "alt-cluster", Some(&alt.to_string()));
+    bed.nad("kube-system", "alt-cluster", &alt);
     let sb = bed.sandbox_annotated(
         "blue",
         "dn",
@@ -308,15 +275,7 @@ fn a_missing_pod_is_retried_briefly_then_code_11_with_no_fabricated_result() {
 #[test]
 fn events_list_the_attachments_or_the_failure() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "macvlan-ev",
-        Some(
-            &bed.node
-                .macvlan_config("macvlan-ev", "10.78.43.0/24")
-                .to_string(),
-        ),
-    );
+    bed.macvlan_nad("blue", "macvlan-ev", "10.78.43.0/24");
     let sb = bed.sandbox_annotated(
         "blue",
         "ev",
@@ -369,11 +328,7 @@ fn events_list_the_attachments_or_the_failure() {
 #[test]
 fn runtime_supplied_annotations_mean_no_pod_get() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "rec-rt",
-        Some(&bed.recorder_conf("rec-rt").to_string()),
-    );
+    bed.nad("blue", "rec-rt", &bed.recorder_conf("rec-rt"));
     let config = bed.config(json!({
         "events": false,
         "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "rec-rt"}}
@@ -399,11 +354,7 @@ fn runtime_supplied_annotations_mean_no_pod_get() {
 #[test]
 fn snapshot_of_a_single_conf_delegate() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "rec-conf",
-        Some(&json!({"cniVersion": "1.0.0", "type": "cni-recorder", "recordFile": bed.record, "extra": {"kept": [1, 2]}}).to_string()),
-    );
+    bed.nad("blue", "rec-conf", &json!({"cniVersion": "1.0.0", "type": "cni-recorder", "recordFile": bed.record, "extra": {"kept": [1, 2]}}));
     let sb = bed.sandbox_annotated(
         "blue",
         "s1",
@@ -451,8 +402,7 @@ fn snapshot_of_a_conflist_delegate() {
             {"type": "cni-recorder", "recordFile": bed.record, "capabilities": {"portMappings": true}, "runtimeConfig": {"static": "kept"}}
         ]
     });
-    bed.api
-        .create_nad("blue", "rec-list", Some(&list.to_string()));
+    bed.nad("blue", "rec-list", &list);
     let sb = bed.sandbox_annotated(
         "blue",
         "s2",
@@ -495,8 +445,7 @@ fn snapshot_of_an_attachment_with_every_request_field() {
     let bed = Bed::new();
     let mut conf = bed.recorder_conf("rec-all");
     conf["args"] = json!({"cni": {"fromNad": "nad", "shared": "nad"}});
-    bed.api
-        .create_nad("blue", "rec-all", Some(&conf.to_string()));
+    bed.nad("blue", "rec-all", &conf);
     let element = json!([{
         "name": "rec-all",
         "namespace": "blue",
@@ -570,8 +519,7 @@ fn static_ip_via_ips_and_mac_via_tuning() {
             {"type": "tuning", "capabilities": {"mac": true}}
         ]
     });
-    bed.api
-        .create_nad("blue", "static-mac", Some(&list.to_string()));
+    bed.nad("blue", "static-mac", &list);
     let config = bed.config(json!({"events": false}));
     let sb = add_with(
         &bed,
@@ -614,7 +562,7 @@ fn bandwidth_shapes_the_host_veth() {
         "name": "bw",
         "plugins": [bridge, {"type": "bandwidth", "capabilities": {"bandwidth": true}}]
     });
-    bed.api.create_nad("blue", "bw", Some(&list.to_string()));
+    bed.nad("blue", "bw", &list);
     let config = bed.config(json!({"events": false}));
     let sb = add_with(
         &bed,
@@ -650,7 +598,7 @@ fn port_mappings_reach_portmap() {
         "name": "pm",
         "plugins": [bridge, {"type": "portmap", "capabilities": {"portMappings": true}, "snat": false}]
     });
-    bed.api.create_nad("blue", "pm", Some(&list.to_string()));
+    bed.nad("blue", "pm", &list);
     let config = bed.config(json!({"events": false}));
     let port = 20000 + (std::process::id() % 20000);
     let sb = add_with(
@@ -684,15 +632,7 @@ fn port_mappings_reach_portmap() {
 #[test]
 fn a_capability_the_nad_cannot_honour_fails_naming_it() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "plain-mv",
-        Some(
-            &bed.node
-                .macvlan_config("plain-mv", "10.78.53.0/24")
-                .to_string(),
-        ),
-    );
+    bed.macvlan_nad("blue", "plain-mv", "10.78.53.0/24");
     let sb = sandbox_with(
         &bed,
         "cap",

@@ -4,7 +4,7 @@
 
 use plexus_cni::build;
 use plexus_e2e::bed::{Bed, cid};
-use plexus_e2e::cni::{Call, exec_plexus, link_names, plexus_bin};
+use plexus_e2e::cni::{link_names, plexus_bin};
 use plexus_e2e::fakeapi::FakeApiOptions;
 use serde_json::json;
 use std::path::Path;
@@ -73,15 +73,8 @@ fn version_and_help_answer_without_reading_stdin() {
 
 #[test]
 fn the_version_answer_and_every_log_line_name_the_build() {
-    let out = exec_plexus(&Call {
-        command: "VERSION",
-        container_id: "",
-        netns: None,
-        ifname: "",
-        args: String::new(),
-        config: &json!({"cniVersion": "1.0.0"}),
-    })
-    .unwrap();
+    let bed = Bed::new();
+    let out = bed.verb("VERSION", &json!({"cniVersion": "1.0.0"}));
     out.assert_ok();
     let v = out.json();
     assert_eq!(v["cniVersion"], "1.0.0");
@@ -90,7 +83,6 @@ fn the_version_answer_and_every_log_line_name_the_build() {
         json!({"version": build::VERSION, "commit": build::COMMIT})
     );
 
-    let bed = Bed::new();
     let sb = bed.sandbox("blue", "ver", None);
     let log = bed.node.root.path().join("plexus.log");
     let config = bed.config(json!({"logFile": log, "logLevel": "info"}));
@@ -179,11 +171,7 @@ fn runtime_annotations_asking_for_networks_without_credentials_fail_with_code_7(
 #[test]
 fn a_static_pod_with_runtime_supplied_annotations_patches_its_mirror() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-s",
-        &bed.node.macvlan_config("macvlan-s", "10.78.61.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-s", "10.78.61.0/24");
     // The API server holds the mirror pod, with a UID of its own.
     let mirror_uid = bed.pod_annotated(
         "blue",
@@ -239,13 +227,18 @@ fn a_missing_kubeconfig_is_named_once_with_where_it_comes_from() {
     bed.assert_clean(&sb.ns);
 }
 
+/// A bed whose API server speaks TLS and accepts only `token`.
+fn tls_bed(token: &str) -> Bed {
+    Bed::with_options(FakeApiOptions {
+        tls: true,
+        token: Some(token.into()),
+        ..Default::default()
+    })
+}
+
 #[test]
 fn api_errors_name_the_server_and_the_timeout() {
-    let bed = Bed::with_options(FakeApiOptions {
-        tls: true,
-        token: Some("right-token".into()),
-        ..Default::default()
-    });
+    let bed = tls_bed("right-token");
     let sb = bed.sandbox("blue", "srv", None);
     let config = bed.config(json!({"apiTimeoutSeconds": 7}));
     // Refused credentials.
@@ -268,11 +261,7 @@ fn api_errors_name_the_server_and_the_timeout() {
 
 #[test]
 fn debug_logs_show_plexus_but_not_tls_and_http_internals() {
-    let bed = Bed::with_options(FakeApiOptions {
-        tls: true,
-        token: Some("t0k3n".into()),
-        ..Default::default()
-    });
+    let bed = tls_bed("t0k3n");
     let sb = bed.sandbox("blue", "dbg", None);
     let config = bed.config(json!({"logLevel": "debug"}));
     let out = bed.add(&sb, &config);

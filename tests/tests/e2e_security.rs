@@ -221,7 +221,7 @@ fn operator_deny_and_allow_lists_stop_delegates_before_anything_runs() {
     );
     assert!(bed.records().is_empty(), "{:?}", bed.records());
     // ... and a NAD on the list works.
-    bed.nad("blue", "mv", &bed.node.macvlan_config("mv", "10.85.0.0/24"));
+    bed.macvlan_nad("blue", "mv", "10.85.0.0/24");
     let sb = bed.sandbox("blue", "allowed", Some("mv"));
     bed.add(&sb, &allow).assert_ok();
     assert_eq!(link_names(&sb.ns), vec!["eth0", "lo", "net1"]);
