@@ -328,6 +328,21 @@ impl Node {
         v.sort();
         v
     }
+
+    /// Asserts that no pod holds anything of this node any more: no host-local lease, no cache
+    /// entry.
+    pub fn assert_released(&self) {
+        assert_eq!(
+            self.leases(),
+            Vec::<String>::new(),
+            "host-local leases left"
+        );
+        assert_eq!(
+            self.cache_entries(),
+            Vec::<String>::new(),
+            "cache entries left"
+        );
+    }
 }
 
 /// Interface names in a netns (`ip -j link`).
