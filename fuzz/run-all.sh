@@ -9,7 +9,7 @@ runs=${1:-10000000}
 secs=${2:-0}
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] && shift
-targets=${*:-"networks_annotation plugin_config nad_config cni_result cache_entry"}
+targets=${*:-"networks_annotation plugin_config nad_config cni_result cache_entry sriov_config"}
 mkdir -p logs
 for t in $targets; do
     mkdir -p "corpus/$t"

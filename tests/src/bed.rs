@@ -4,7 +4,7 @@
 
 use crate::cni::{
     Call, Node, Outcome, bin_path, exec_plexus_with_path, k8s_args, link_names, recorded,
-    recorder_cni_path, spawn_plexus_with_path,
+    recorder_cni_path, spawn_plexus_with_path, spawn_plugin_env,
 };
 use crate::fakeapi::{FakeApiOptions, FakeApiServer};
 use crate::netns::NetNs;
@@ -124,6 +124,33 @@ impl Bed {
             config,
         };
         exec_plexus_with_path(&call, &self.cni_path).expect("exec plexus")
+    }
+
+    /// [`Bed::call`] with extra environment variables for plexus, which its delegates inherit
+    /// (the `sriov` plugin's test hooks, see [`crate::sriov::SriovNode::hooks`]).
+    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
+    pub fn call_env(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: Option<&Path>,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        config: &Value,
+        env: &[(String, String)],
+    ) -> Outcome {
+        let call = Call {
+            command,
+            container_id: cid,
+            netns,
+            ifname: "eth0",
+            args: k8s_args(ns, pod, uid, cid),
+            config,
+        };
+        let child = spawn_plugin_env(&bin_path("plexus"), &call, &self.cni_path, env)
+            .expect("spawn plexus");
+        Outcome::from(child.wait_with_output().expect("wait plexus"))
     }
 
     /// [`Bed::call`] without waiting: the returned [`Running`] can be killed mid-command.

@@ -115,6 +115,17 @@ pub fn spawn_plexus_with_path(call: &Call<'_>, cni_path: &str) -> Result<std::pr
 
 /// [`spawn_plexus_with_path`] for the plugin binary `bin`.
 pub fn spawn_plugin(bin: &Path, call: &Call<'_>, cni_path: &str) -> Result<std::process::Child> {
+    spawn_plugin_env(bin, call, cni_path, &[])
+}
+
+/// [`spawn_plugin`] with extra environment variables (test hooks such as `PLEXUS_SYSFS_ROOT`,
+/// which a meta plugin passes on to its delegates).
+pub fn spawn_plugin_env(
+    bin: &Path,
+    call: &Call<'_>,
+    cni_path: &str,
+    env: &[(String, String)],
+) -> Result<std::process::Child> {
     let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -126,6 +137,7 @@ pub fn spawn_plugin(bin: &Path, call: &Call<'_>, cni_path: &str) -> Result<std::
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(ns) = call.netns {
         cmd.env("CNI_NETNS", ns);
     }

@@ -1,7 +1,8 @@
 //! Plexus test bed: an in-process fake Kubernetes API server ([`fakeapi`]), network namespace
 //! helpers ([`netns`]), a fake kubelet PodResources server ([`fakekubelet`]), the runtime-like
 //! driver of the `plexus` binary ([`cni`]), and a private containerd driven over CRI like a kubelet
-//! does ([`containerd`], [`cri`], [`cri_bed`]).
+//! does ([`containerd`], [`cri`], [`cri_bed`]), and a fake SR-IOV node for the `sriov` plugin
+//! ([`sriov`]).
 
 pub mod bed;
 pub mod cni;
@@ -13,3 +14,4 @@ pub mod fakekubelet;
 pub mod faults;
 pub mod lifecycle;
 pub mod netns;
+pub mod sriov;

@@ -97,7 +97,7 @@ pub fn install_binaries(s: &Settings) -> Result<()> {
         let dest = bin_dir.join(name);
         let host_dest = s.cni_bin_dir.join(name);
         let data = std::fs::read(src).map_err(Error::io("read binary", src))?;
-        let is_plugin = name.to_string_lossy().starts_with("plexus");
+        let is_plugin = is_our_plugin(&name.to_string_lossy());
         if atomic::same_content(&dest, &data) {
             info!("binary {} is up to date", host_dest.display());
             if is_plugin {
@@ -129,6 +129,12 @@ pub fn install_binaries(s: &Settings) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Our CNI plugins (checked with `VERSION` before they go live): `plexus*` and the SR-IOV
+/// plugin `sriov` (crates/plexus-sriov).
+pub fn is_our_plugin(name: &str) -> bool {
+    name.starts_with("plexus") || name == "sriov"
 }
 
 /// Runs `bin` as the runtime would for `VERSION` and returns its answer.

@@ -447,6 +447,35 @@ fn a_plexus_that_cannot_start_fails_the_install_loudly_and_keeps_the_old_one() {
 }
 
 #[test]
+fn the_sriov_plugin_is_installed_next_to_plexus_and_checked_like_it() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    h.write_src(
+        "sriov",
+        b"#!/bin/sh\necho 'sriov: cannot start' >&2\nexit 1\n",
+    );
+    let sriov = h.src.join("sriov");
+    let out = h.run("install", &["--binary", sriov.to_str().unwrap()]);
+    assert!(!out.status.success(), "a broken sriov went live");
+    assert!(
+        stderr(&out).contains("sriov: cannot start"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!h.bin().join("sriov").exists());
+    h.write_src("sriov", FAKE_PLEXUS.as_bytes());
+    assert_ok(&h.run("install", &["--binary", sriov.to_str().unwrap()]));
+    assert_eq!(
+        std::fs::read(h.bin().join("sriov")).unwrap(),
+        FAKE_PLEXUS.as_bytes()
+    );
+    assert!(h.bin().join("plexus").exists());
+}
+
+#[test]
 fn binary_replacement_is_atomic_and_running_binary_keeps_running() {
     let h = Host::new();
     h.put_primary(

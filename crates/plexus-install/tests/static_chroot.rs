@@ -1,6 +1,6 @@
 //! The binaries plexus-install puts on nodes must run on any x86-64 Linux, whatever its libc: they
 //! are built statically by hack/build-static.sh (hack/test.sh runs it first). Here the static
-//! plexus-install installs the static plexus into a temporary host root, and every installed
+//! plexus-install installs the static plexus and sriov into a temporary host root, and every installed
 //! binary is then run inside a chroot holding nothing but that binary: no libc, no loader, no
 //! /etc — if it starts and answers VERSION there, it needs nothing from the host.
 //!
@@ -48,6 +48,7 @@ fn installed_binaries_answer_version_in_an_empty_chroot() {
     require_root();
     let installer = static_bin("plexus-install");
     let plexus = static_bin("plexus");
+    let sriov = static_bin("sriov");
 
     // A host root with a primary and a service account, and the static installer doing the install
     // (which itself runs the installed plexus once).
@@ -71,6 +72,8 @@ fn installed_binaries_answer_version_in_an_empty_chroot() {
         .arg(&root)
         .arg("--binary")
         .arg(&plexus)
+        .arg("--binary")
+        .arg(&sriov)
         .arg("--service-account-dir")
         .arg(&sa)
         .args(["--api-server", "https://10.96.0.1:443"])
@@ -83,11 +86,12 @@ fn installed_binaries_answer_version_in_an_empty_chroot() {
     );
 
     // The bin dir holds exactly the installed binaries: it is the empty chroot.
-    let installed: Vec<String> = std::fs::read_dir(&bin_dir)
+    let mut installed: Vec<String> = std::fs::read_dir(&bin_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(installed, vec!["plexus"]);
+    installed.sort();
+    assert_eq!(installed, vec!["plexus", "sriov"]);
     for name in &installed {
         let out = Command::new(CHROOT)
             .arg(&bin_dir)
