@@ -1,8 +1,9 @@
 //! One helper per step of a pod sandbox's lifecycle on the e2e [`Bed`]: the sandboxes a test
 //! needs (a pod with annotations, a pod the API server does not have, another container ID), the
-//! macvlan NAD most of them select, and the calls a runtime makes for them (CHECK, one DEL, the DEL after the netns is gone). Tests say
-//! `bed.del(&sb, &config)` instead of spelling out the seven values of the CNI environment, so
-//! that what a test varies stands out from what every call repeats.
+//! macvlan NAD most of them select, and the calls a runtime makes for them (CHECK, one DEL, the
+//! DEL after the netns is gone). Tests say `bed.del(&sb, &config)` instead of spelling out the
+//! seven values of the CNI environment, so that what a test varies stands out from what every
+//! call repeats.
 //!
 //! ADD and containerd's pair of DELs are [`Bed::add`] and [`Bed::teardown`] in [`crate::bed`].
 
