@@ -13,6 +13,7 @@ pub mod cri_bed;
 pub mod fakeapi;
 pub mod fakekubelet;
 pub mod faults;
+pub mod lifecycle;
 pub mod netns;
 pub mod sriov;
 pub mod sriovdp_bed;
