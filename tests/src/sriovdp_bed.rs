@@ -2,7 +2,8 @@
 //! daemon reading it with a resource config, and the fake kubelet serving device-plugin
 //! registration and PodResources (fed by what it allocates through the plugin).
 
-use crate::cni::bin_path;
+use crate::bed::{Bed, Sandbox};
+use crate::cni::{Outcome, bin_path};
 use crate::fakekubelet::FakeKubelet;
 use anyhow::Context;
 use plexus_sysfs::testing::FakeSysfs;
@@ -239,5 +240,29 @@ impl Drop for DevicePluginNode {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Bed {
+    /// `command` on the sandbox as [`Bed::verb_on`] sends it, with extra environment for plexus,
+    /// which its delegates inherit (the `sriov` plugin's test hooks,
+    /// [`crate::sriov::SriovNode::hooks`]).
+    pub fn verb_on_with(
+        &self,
+        command: &str,
+        sb: &Sandbox,
+        config: &Value,
+        env: &[(String, String)],
+    ) -> Outcome {
+        self.call_env(
+            command,
+            &sb.cid,
+            Some(sb.ns.path()),
+            &sb.namespace,
+            &sb.pod,
+            &sb.uid,
+            config,
+            env,
+        )
     }
 }

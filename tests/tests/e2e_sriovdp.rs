@@ -2,7 +2,7 @@
 //! with the fake kubelet as its registration server and ListAndWatch/Allocate client; and the
 //! whole SR-IOV path (device plugin → kubelet → plexus → sriov) on real veth ends.
 
-use plexus_e2e::bed::{Bed, cid, wait_for};
+use plexus_e2e::bed::{Bed, wait_for};
 use plexus_e2e::cni::bin_path;
 use plexus_e2e::netns::NetNs;
 use plexus_e2e::sriov::SriovNode;
@@ -371,7 +371,7 @@ fn the_whole_path_from_device_plugin_to_pod_and_back() {
         conf.as_object_mut().unwrap().remove("deviceID");
         bed.resource_nad("blue", nad, RES, &conf);
     }
-    let uid = bed.pod("blue", "web", Some("sriov-a, sriov-b"));
+    let sb = bed.sandbox("blue", "web", Some("sriov-a, sriov-b"));
     // The kubelet admits the pod: two VFs through the plugin.
     let alloc = dp
         .kubelet
@@ -389,20 +389,9 @@ fn the_whole_path_from_device_plugin_to_pod_and_back() {
         .map(|n| node.host_link(n).unwrap())
         .collect();
 
-    let pod = NetNs::new("pxs").unwrap();
-    let c = cid("whole");
     let config = bed.device_config(json!({}));
-    bed.call_env(
-        "ADD",
-        &c,
-        Some(pod.path()),
-        "blue",
-        "web",
-        &uid,
-        &config,
-        &node.hooks(),
-    )
-    .assert_ok();
+    bed.verb_on_with("ADD", &sb, &config, &node.hooks())
+        .assert_ok();
     // Each network got its own VF (sorted: net1 the first), moved and renamed for real.
     for (i, (ifname, subnet)) in [("net1", "10.73.0.2/24"), ("net2", "10.74.0.2/24")]
         .into_iter()
@@ -413,10 +402,10 @@ fn the_whole_path_from_device_plugin_to_pod_and_back() {
             None,
             "VF {i} left the host"
         );
-        let link = pod_link(&pod, ifname);
+        let link = pod_link(&sb.ns, ifname);
         assert_eq!(link["address"], before[i].1, "{ifname} is VF {i}'s netdev");
         assert_eq!(link["operstate"], "UP");
-        assert_eq!(pod_addrs(&pod, ifname), [subnet]);
+        assert_eq!(pod_addrs(&sb.ns, ifname), [subnet]);
     }
     let pf = &node.pf;
     assert_eq!(
@@ -441,24 +430,15 @@ fn the_whole_path_from_device_plugin_to_pod_and_back() {
 
     // DEL restores everything: the VFs are back under their names with their MAC, MTU and state,
     // the PF settings restored, no state, no lease, no cache entry, no device-info copy.
-    bed.call_env(
-        "DEL",
-        &c,
-        Some(pod.path()),
-        "blue",
-        "web",
-        &uid,
-        &config,
-        &node.hooks(),
-    )
-    .assert_ok();
+    bed.verb_on_with("DEL", &sb, &config, &node.hooks())
+        .assert_ok();
     for (i, n) in node.vf_netdevs.iter().enumerate() {
         assert_eq!(node.host_link(n).as_ref(), Some(&before[i]));
     }
     assert!(node.vf_table().iter().all(|v| *v == node.initial));
     assert_eq!(node.records(), Vec::<String>::new());
     assert_eq!(node.leases(), Vec::<String>::new());
-    bed.assert_clean(&pod);
+    bed.assert_clean(&sb.ns);
     let copies: Vec<_> = std::fs::read_dir(bed.device_info_dir().join("cni"))
         .into_iter()
         .flatten()
