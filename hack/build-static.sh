@@ -24,10 +24,11 @@ export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-s
 echo "==> building static binaries (${profile}) into target/static/${target}/"
 cargo build --locked --profile "$profile" --target "$target" --target-dir target/static \
   -p plexus --bin plexus -p plexus-shim --bin plexus-shim -p plexusd --bin plexusd \
-  -p plexus-install --bin plexus-install -p plexus-sriov --bin sriov
+  -p plexus-install --bin plexus-install -p plexus-sriov --bin sriov \
+  -p plexus-sriovdp --bin plexus-sriovdp
 
 dir="target/static/${target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
-for b in plexus plexus-shim plexusd plexus-install sriov; do
+for b in plexus plexus-shim plexusd plexus-install sriov plexus-sriovdp; do
   if ! file_out="$(file -b "$dir/$b" 2>/dev/null)"; then
     file_out="(file(1) not installed)"
   fi

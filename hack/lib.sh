@@ -8,7 +8,7 @@ ensure_root() {
   fi
 }
 
-# Debian packages the tests and demo use: real CNI delegates, iproute2, ping, jq, curl, and
+# Debian packages the tests and demos use: real CNI delegates, iproute2, ping, jq, curl, iperf3, and
 # containerd + runc (tests/tests/e2e_containerd.rs starts its own private containerd; the system
 # service is neither started nor enabled).
 ensure_packages() {
@@ -21,6 +21,7 @@ ensure_packages() {
   [ -x /usr/bin/time ] || need+=(time)
   command -v iptables-save >/dev/null 2>&1 || need+=(iptables)   # portmap delegate and its test
   command -v nsenter >/dev/null 2>&1 || need+=(util-linux)       # default-route changes in the pod netns
+  command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)           # hack/demo-sriov.sh: throughput over the VFs
   local runtime=0
   command -v containerd >/dev/null 2>&1 || { need+=(containerd); runtime=1; }  # CRI tests
   command -v runc >/dev/null 2>&1 || need+=(runc)

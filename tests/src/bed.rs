@@ -540,16 +540,7 @@ impl Bed {
             vec!["lo"],
             "interfaces left in the pod netns"
         );
-        assert_eq!(
-            self.node.leases(),
-            Vec::<String>::new(),
-            "host-local leases left"
-        );
-        assert_eq!(
-            self.node.cache_entries(),
-            Vec::<String>::new(),
-            "cache entries left"
-        );
+        self.node.assert_released();
     }
 }
 

@@ -340,6 +340,21 @@ impl Node {
         v.sort();
         v
     }
+
+    /// Asserts that no pod holds anything of this node any more: no host-local lease, no cache
+    /// entry.
+    pub fn assert_released(&self) {
+        assert_eq!(
+            self.leases(),
+            Vec::<String>::new(),
+            "host-local leases left"
+        );
+        assert_eq!(
+            self.cache_entries(),
+            Vec::<String>::new(),
+            "cache entries left"
+        );
+    }
 }
 
 /// Interface names in a netns (`ip -j link`).
@@ -382,6 +397,20 @@ pub fn mac_of(ns: &NetNs, ifname: &str) -> Option<String> {
         .find(|l| l["ifname"] == ifname)?["address"]
         .as_str()
         .map(str::to_owned)
+}
+
+/// The IPv4 default routes in a netns, as (device, gateway) pairs.
+pub fn default_routes(ns: &NetNs) -> Vec<(String, String)> {
+    ns.ip_json(&["route", "show", "default"])
+        .expect("ip route show default")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (s("dev"), s("gateway"))
+        })
+        .collect()
 }
 
 /// Pings `ip` from inside `ns` (3 packets, 1 s timeout each).

@@ -3,7 +3,7 @@
 //! from a `00-plexus.conflist`, and one helper per step of a pod's life as the kubelet drives it
 //! over CRI (run, inspect, stop, remove) and for checking that nothing of a pod is left.
 
-use crate::bed::{Bed, bridge_ports};
+use crate::bed::{Bed, Mode, bridge_ports};
 use crate::cni::link_names;
 use crate::containerd::Containerd;
 use crate::cri::{CriClient, PodRef, kubelet_sandbox_config, pb};
@@ -15,11 +15,33 @@ use std::path::PathBuf;
 pub const CONFLIST_NAME: &str = "00-plexus.conflist";
 
 /// How the bed configures the runtime.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CriBedOptions {
+    /// Thin: containerd execs `plexus`; thick: it execs `plexus-shim`, which forwards to the
+    /// bed's `plexusd`.
+    pub mode: Mode,
     /// Declare the `io.kubernetes.cri.pod-annotations` capability on the plexus plugin, so that
     /// containerd passes the pod's annotations in `runtimeConfig`.
     pub pod_annotations_capability: bool,
+}
+
+impl Default for CriBedOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Thin,
+            pod_annotations_capability: false,
+        }
+    }
+}
+
+impl CriBedOptions {
+    /// The defaults in `mode`.
+    pub fn in_mode(mode: Mode) -> Self {
+        Self {
+            mode,
+            ..Self::default()
+        }
+    }
 }
 
 /// A node with containerd (see the module docs).
@@ -47,7 +69,7 @@ pub struct Sandbox {
 
 impl CriBed {
     pub fn new(opts: CriBedOptions) -> CriBed {
-        let bed = Bed::new();
+        let bed = Bed::in_mode(opts.mode);
         let mut containerd = Containerd::prepare().expect("prepare containerd");
         let mut plugin = bed.config(json!({}));
         if opts.pod_annotations_capability {

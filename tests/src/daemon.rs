@@ -24,6 +24,8 @@ pub struct DaemonOptions {
     pub node: String,
     /// `PLEXUSD_LOG` (the bench logs at warn: a debug log would be part of what it measures).
     pub log: String,
+    /// `--nad-namespace` (empty: every namespace).
+    pub nad_namespaces: Vec<String>,
 }
 
 impl Default for DaemonOptions {
@@ -33,6 +35,7 @@ impl Default for DaemonOptions {
             queue: 64,
             node: "node-1".to_owned(),
             log: "debug".to_owned(),
+            nad_namespaces: Vec::new(),
         }
     }
 }
@@ -81,7 +84,11 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(bin_path("plexusd"))
+        let mut cmd = Command::new(bin_path("plexusd"));
+        for ns in &self.opts.nad_namespaces {
+            cmd.arg("--nad-namespace").arg(ns);
+        }
+        let child = cmd
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("NODE_NAME", &self.opts.node)

@@ -2,46 +2,33 @@
 //! the runtime's lifecycles, corrupt entries at ADD and DEL, GC's refusal to guess, and a full
 //! disk. The real `plexus` binary, real delegates, real network namespaces.
 
-use plexus_e2e::bed::{Bed, cid};
+use plexus_e2e::bed::Bed;
 use plexus_e2e::fakeapi::{FakeApiOptions, FakeApiServer};
-use plexus_e2e::netns::NetNs;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
 #[test]
 fn add_del_del_leaves_no_file_and_del_logs_its_completion() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.40.0/24"),
-    );
-    let uid = bed.pod("blue", "twodels", Some("macvlan-a"));
-    let ns = NetNs::new("pxd").unwrap();
-    let c = cid("twodels");
+    bed.macvlan_nad("blue", "macvlan-a", "10.78.40.0/24");
+    let sb = bed.sandbox("blue", "twodels", Some("macvlan-a"));
+    let c = &sb.cid;
     let log = bed.node.root.path().join("plexus.log");
     let config = bed.config(json!({"logFile": log, "logToStderr": false, "logLevel": "debug"}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "twodels", &uid, &config)
-        .assert_ok();
-    assert!(
-        !bed.cni_files_of(&c).is_empty(),
-        "ADD records the container"
-    );
+    bed.add(&sb, &config).assert_ok();
+    assert!(!bed.cni_files_of(c).is_empty(), "ADD records the container");
     // containerd: StopPodSandbox (with the netns), then RemovePodSandbox (CNI_NETNS empty).
-    bed.call("DEL", &c, Some(ns.path()), "blue", "twodels", &uid, &config)
-        .assert_ok();
-    bed.call("DEL", &c, None, "blue", "twodels", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.teardown(&sb, &config);
+    bed.assert_clean(&sb.ns);
     assert_eq!(
-        bed.cni_files_of(&c),
+        bed.cni_files_of(c),
         Vec::<String>::new(),
         "cniDir keeps a file of a deleted pod"
     );
     let text = std::fs::read_to_string(&log).unwrap();
     let done: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("DEL done") && l.contains(&c))
+        .filter(|l| l.contains("DEL done") && l.contains(c.as_str()))
         .collect();
     assert_eq!(done.len(), 2, "one completion line per DEL: {text}");
     assert!(done[0].contains("attachments=2"), "{}", done[0]);
@@ -53,23 +40,17 @@ fn a_failed_add_then_the_runtimes_dels_leave_no_file() {
     let mut broken = bed.node.macvlan_config("broken", "10.78.41.0/24");
     broken["master"] = json!("pxnomaster0");
     bed.nad("blue", "broken", &broken);
-    let uid = bed.pod("blue", "failed", Some("broken"));
-    let ns = NetNs::new("pxf").unwrap();
-    let c = cid("failed");
+    let sb = bed.sandbox("blue", "failed", Some("broken"));
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "failed", &uid, &config)
-        .assert_error(100);
+    bed.add(&sb, &config).assert_error(100);
     assert_eq!(
-        bed.cni_files_of(&c),
+        bed.cni_files_of(&sb.cid),
         Vec::<String>::new(),
         "a clean rollback leaves no file"
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "failed", &uid, &config)
-        .assert_ok();
-    bed.call("DEL", &c, None, "blue", "failed", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
-    assert_eq!(bed.cni_files_of(&c), Vec::<String>::new());
+    bed.teardown(&sb, &config);
+    bed.assert_clean(&sb.ns);
+    assert_eq!(bed.cni_files_of(&sb.cid), Vec::<String>::new());
 }
 
 /// Overwrites the container's entry and its previous generation (when there is one) with a
@@ -94,27 +75,19 @@ fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
 #[test]
 fn a_corrupt_entry_fails_add_untouched_and_del_rebuilds_it_from_the_pod() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.42.0/24"),
-    );
-    let uid = bed.pod("blue", "torn", Some("macvlan-a"));
-    let ns = NetNs::new("pxt").unwrap();
-    let c = cid("torn");
+    bed.macvlan_nad("blue", "macvlan-a", "10.78.42.0/24");
+    let sb = bed.sandbox("blue", "torn", Some("macvlan-a"));
+    let (c, ns) = (&sb.cid, &sb.ns);
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "torn", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(bed.node.leases().len(), 2);
-    tear_entry(&bed, &c);
+    tear_entry(&bed, c);
     let torn = std::fs::read(bed.node.cni_dir.join(format!("{c}.json"))).unwrap();
 
     // A retried ADD must not overwrite what it cannot read.
-    let msg = bed
-        .call("ADD", &c, Some(ns.path()), "blue", "torn", &uid, &config)
-        .assert_error(102);
+    let msg = bed.add(&sb, &config).assert_error(102);
     assert!(
-        msg.contains(&c) && msg.contains("corrupt") && msg.contains("DEL"),
+        msg.contains(c.as_str()) && msg.contains("corrupt") && msg.contains("DEL"),
         "{msg}"
     );
     assert_eq!(
@@ -122,7 +95,7 @@ fn a_corrupt_entry_fails_add_untouched_and_del_rebuilds_it_from_the_pod() {
         torn
     );
     assert_eq!(
-        plexus_e2e::cni::link_names(&ns),
+        plexus_e2e::cni::link_names(ns),
         vec!["eth0", "lo", "net1"],
         "nothing was touched"
     );
@@ -131,53 +104,44 @@ fn a_corrupt_entry_fails_add_untouched_and_del_rebuilds_it_from_the_pod() {
     // DEL needs the pod to rebuild the entry: with the API server down it is "try again later".
     let down = bed
         .config(json!({"kubeconfig": unreachable_kubeconfig(&bed.node.root.path().join("down"))}));
-    let msg = bed
-        .call("DEL", &c, Some(ns.path()), "blue", "torn", &uid, &down)
-        .assert_error(11);
+    let msg = bed.del(&sb, &down).assert_error(11);
     assert!(msg.contains("blue/torn"), "{msg}");
     assert_eq!(bed.node.leases().len(), 2, "nothing torn down half-way");
 
     bed.api.clear_requests();
-    bed.call("DEL", &c, Some(ns.path()), "blue", "torn", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
     assert_eq!(
         bed.api.count("GET", "/pods/torn"),
         1,
         "{:?}",
         bed.api.requests()
     );
-    bed.assert_clean(&ns);
-    assert_eq!(bed.cni_files_of(&c), Vec::<String>::new());
-    bed.call("DEL", &c, None, "blue", "torn", &uid, &config)
-        .assert_ok();
-    assert_eq!(bed.cni_files_of(&c), Vec::<String>::new());
+    bed.assert_clean(ns);
+    assert_eq!(bed.cni_files_of(c), Vec::<String>::new());
+    bed.del_without_netns(&sb, &config).assert_ok();
+    assert_eq!(bed.cni_files_of(c), Vec::<String>::new());
 }
 
 #[test]
 fn gc_without_valid_attachments_is_code_7_and_touches_nothing() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.43.0/24"),
-    );
-    let uid = bed.pod("blue", "kept", Some("macvlan-a"));
-    let ns = NetNs::new("pxk").unwrap();
-    let c = cid("kept");
+    bed.macvlan_nad("blue", "macvlan-a", "10.78.43.0/24");
+    let sb = bed.sandbox("blue", "kept", Some("macvlan-a"));
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "kept", &uid, &config)
-        .assert_ok();
-    let files = bed.cni_files_of(&c);
+    bed.add(&sb, &config).assert_ok();
+    let files = bed.cni_files_of(&sb.cid);
     let msg = bed
         .verb("GC", &bed.config(json!({"cniVersion": "1.1.0"})))
         .assert_error(7);
     assert!(msg.contains("cni.dev/valid-attachments"), "{msg}");
-    assert_eq!(plexus_e2e::cni::link_names(&ns), vec!["eth0", "lo", "net1"]);
+    assert_eq!(
+        plexus_e2e::cni::link_names(&sb.ns),
+        vec!["eth0", "lo", "net1"]
+    );
     assert_eq!(bed.node.leases().len(), 2);
-    assert_eq!(bed.cni_files_of(&c), files);
-    bed.call("DEL", &c, Some(ns.path()), "blue", "kept", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    assert_eq!(bed.cni_files_of(&sb.cid), files);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 /// A tmpfs mounted on a directory of the test, unmounted on drop (also on panic).
@@ -223,21 +187,16 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_disk_fails_add_before_any_delegate_and_leaves_no_file() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-a",
-        &bed.node.macvlan_config("macvlan-a", "10.78.44.0/24"),
-    );
-    let uid = bed.pod("blue", "full", Some("macvlan-a"));
-    let ns = NetNs::new("pxn").unwrap();
-    let c = cid("full");
+    bed.macvlan_nad("blue", "macvlan-a", "10.78.44.0/24");
+    let sb = bed.sandbox("blue", "full", Some("macvlan-a"));
     let disk = Tmpfs::mount(bed.node.root.path().join("fullcache"), "64k");
     disk.fill();
     let config = bed.config(json!({"cniDir": disk.0}));
-    let msg = bed
-        .call("ADD", &c, Some(ns.path()), "blue", "full", &uid, &config)
-        .assert_error(102);
-    assert!(msg.contains(&c) && msg.contains("cache write"), "{msg}");
+    let msg = bed.add(&sb, &config).assert_error(102);
+    assert!(
+        msg.contains(&sb.cid) && msg.contains("cache write"),
+        "{msg}"
+    );
     let left: Vec<String> = std::fs::read_dir(&disk.0)
         .unwrap()
         .flatten()
@@ -248,7 +207,7 @@ fn a_full_disk_fails_add_before_any_delegate_and_leaves_no_file() {
         vec!["filler"],
         "no lock, entry or temp file of the container"
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 /// A delegate whose ADD records that it started (`<dir>/reached`) and then waits for
@@ -281,56 +240,37 @@ fn wait_for(path: &Path) {
 
 #[test]
 fn a_del_arriving_during_a_retried_add_waits_for_it() {
-    use plexus_e2e::cni::{Call, exec_plexus_with_path, k8s_args};
-    use std::os::unix::fs::PermissionsExt;
     let bed = Bed::new();
-    let bin = bed.node.root.path().join("gatebin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let plugin = bin.join("pxgate");
-    std::fs::write(&plugin, GATE_PLUGIN).unwrap();
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bed.install_script_plugin("pxgate", GATE_PLUGIN);
+    let gate = bed.plugin_dir();
     bed.nad(
         "blue",
         "gated",
         &json!({"cniVersion": "1.0.0", "name": "gated", "type": "pxgate"}),
     );
-    let uid = bed.pod("blue", "race", Some("gated"));
-    let ns = NetNs::new("pxq").unwrap();
-    let c = cid("race");
+    let sb = bed.sandbox("blue", "race", Some("gated"));
     let config = bed.config(json!({}));
-    let cni_path = format!("{}:{}", bed.cni_path, bin.display());
-    let call = |command: &str| {
-        let call = Call {
-            command,
-            container_id: &c,
-            netns: Some(ns.path()),
-            ifname: "eth0",
-            args: k8s_args("blue", "race", &uid, &c),
-            config: &config,
-        };
-        exec_plexus_with_path(&call, &cni_path).expect("exec plexus")
-    };
-    std::fs::write(bin.join("open"), b"").unwrap();
-    call("ADD").assert_ok();
-    std::fs::remove_file(bin.join("open")).unwrap();
-    std::fs::remove_file(bin.join("reached")).unwrap();
+    std::fs::write(gate.join("open"), b"").unwrap();
+    bed.add(&sb, &config).assert_ok();
+    std::fs::remove_file(gate.join("open")).unwrap();
+    std::fs::remove_file(gate.join("reached")).unwrap();
 
     // The runtime retries the ADD (it lost our answer); the retry tears the first attempt down,
     // adds eth0 again and blocks in the gated delegate. Now the runtime gives up and DELs.
     std::thread::scope(|s| {
-        let add = s.spawn(|| call("ADD"));
-        wait_for(&bin.join("reached"));
+        let add = s.spawn(|| bed.add(&sb, &config));
+        wait_for(&gate.join("reached"));
         let (tx, rx) = std::sync::mpsc::channel();
-        let call = &call;
+        let (bed, sb, config) = (&bed, &sb, &config);
         let del = s.spawn(move || {
-            let out = call("DEL");
+            let out = bed.del(sb, config);
             let _ = tx.send(());
             out
         });
         let finished_early = rx
             .recv_timeout(std::time::Duration::from_millis(500))
             .is_ok();
-        std::fs::write(bin.join("open"), b"").unwrap();
+        std::fs::write(gate.join("open"), b"").unwrap();
         add.join().unwrap().assert_ok();
         del.join().unwrap().assert_ok();
         assert!(
@@ -339,6 +279,6 @@ fn a_del_arriving_during_a_retried_add_waits_for_it() {
         );
     });
     // The DEL came after the ADD, so nothing of the pod is left.
-    bed.assert_clean(&ns);
-    assert_eq!(bed.cni_files_of(&c), Vec::<String>::new());
+    bed.assert_clean(&sb.ns);
+    assert_eq!(bed.cni_files_of(&sb.cid), Vec::<String>::new());
 }

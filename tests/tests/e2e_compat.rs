@@ -3,7 +3,7 @@
 //! fake API server.
 
 use plexus_e2e::bed::{Bed, STATUS_KEY, cid};
-use plexus_e2e::cni::{ipv4_of, mac_of};
+use plexus_e2e::cni::{default_routes, ipv4_of, mac_of};
 use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
 
@@ -40,18 +40,11 @@ fn network_status_names_and_dns_match_multus() {
     );
     let always = bed.node.bridge_config("always", "10.79.30.0/24");
     std::fs::write(bed.node.conf_dir.join("30-always.conf"), always.to_string()).unwrap();
-    bed.nad(
-        "blue",
-        "macvlan-s",
-        &bed.node.macvlan_config("macvlan-s", "10.78.30.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-s", "10.78.30.0/24");
     let config = bed.config(json!({"clusterNetwork": "hx-cluster", "defaultNetworks": ["always"]}));
 
-    let uid = bed.pod("blue", "st", Some("macvlan-s"));
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("st");
-    bed.call("ADD", &c, Some(ns.path()), "blue", "st", &uid, &config)
-        .assert_ok();
+    let sb = bed.sandbox("blue", "st", Some("macvlan-s"));
+    bed.add(&sb, &config).assert_ok();
     let status = bed.status_of("blue", "st");
     assert_eq!(
         names(&status),
@@ -70,25 +63,21 @@ fn network_status_names_and_dns_match_multus() {
         .unwrap()
         .to_owned();
     assert!(raw.contains("\n    \"dns\": {}\n"), "{raw}");
-    bed.call("DEL", &c, Some(ns.path()), "blue", "st", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 
     // The default-network override is named `<multusNamespace>/<name>` too.
-    let uid = bed.pod_annotated(
+    let sb = bed.sandbox_annotated(
         "blue",
         "ovr",
         json!({"v1.multus-cni.io/default-network": "calico-conf"}),
     );
-    let c = cid("ovr");
-    bed.call("ADD", &c, Some(ns.path()), "blue", "ovr", &uid, &config)
-        .assert_ok();
-    assert!(ipv4_of(&ns, "eth0")[0].starts_with("10.77."));
+    bed.add(&sb, &config).assert_ok();
+    assert!(ipv4_of(&sb.ns, "eth0")[0].starts_with("10.77."));
     let status = bed.status_of("blue", "ovr");
     assert_eq!(names(&status), vec!["kube-system/calico-conf", "always"]);
-    bed.call("DEL", &c, Some(ns.path()), "blue", "ovr", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 /// The NAD of Multus's `examples/macvlan-pod.yml` on this node's macvlan master.
@@ -120,22 +109,12 @@ const MULTUS_MACVLAN_POD: &str = r#"[
 fn multus_example_with_a_gateway_key_attaches_with_a_warning() {
     let bed = Bed::new();
     bed.nad("blue", "macvlan-conf", &multus_macvlan_conf(&bed));
-    let uid = bed.pod("blue", "samplepod", Some(MULTUS_MACVLAN_POD));
-    let ns = NetNs::new("pxk").unwrap();
-    let c = cid("gw");
+    let sb = bed.sandbox("blue", "samplepod", Some(MULTUS_MACVLAN_POD));
     let config = bed.config(json!({"events": true}));
-    let out = bed.call(
-        "ADD",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "samplepod",
-        &uid,
-        &config,
-    );
+    let out = bed.add(&sb, &config);
     out.assert_ok();
-    assert_eq!(ipv4_of(&ns, "net1"), vec!["10.1.1.101/24"]);
-    assert_eq!(mac_of(&ns, "net1").as_deref(), Some("c2:b0:57:49:47:f1"));
+    assert_eq!(ipv4_of(&sb.ns, "net1"), vec!["10.1.1.101/24"]);
+    assert_eq!(mac_of(&sb.ns, "net1").as_deref(), Some("c2:b0:57:49:47:f1"));
     let warning = r#"k8s.v1.cni.cncf.io/networks: network selection element 1 ("blue/macvlan-conf"): unknown key "gateway" ignored"#;
     assert!(out.stderr.contains(warning), "{}", out.stderr);
     let events = bed.wait_for_events(2);
@@ -151,82 +130,38 @@ fn multus_example_with_a_gateway_key_attaches_with_a_warning() {
         "{msg}"
     );
     assert!(events.iter().any(|e| e["type"] == "Normal"), "{events:?}");
-    bed.call(
-        "DEL",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "samplepod",
-        &uid,
-        &config,
-    )
-    .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
 fn strict_selection_rejects_unknown_keys_and_wrong_types_always_fail() {
     let bed = Bed::new();
     bed.nad("blue", "macvlan-conf", &multus_macvlan_conf(&bed));
-    let ns = NetNs::new("pxk").unwrap();
     let strict = bed.config(json!({"strictSelection": true}));
-    let uid = bed.pod("blue", "strict", Some(MULTUS_MACVLAN_POD));
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("st"),
-            Some(ns.path()),
-            "blue",
-            "strict",
-            &uid,
-            &strict,
-        )
-        .assert_error(7);
+    let sb = bed.sandbox("blue", "strict", Some(MULTUS_MACVLAN_POD));
+    let msg = bed.add(&sb, &strict).assert_error(7);
     assert!(
         msg.contains("blue/strict")
             && msg.contains("blue/macvlan-conf")
             && msg.contains(r#"unknown key "gateway""#),
         "{msg}"
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 
     // A known key with the wrong type is an error in the default (lenient) mode too.
     let lenient = bed.config(json!({}));
-    let uid = bed.pod(
+    let sb = bed.sandbox(
         "blue",
         "badmac",
         Some(r#"[{"name": "macvlan-conf", "mac": 5}]"#),
     );
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("bm"),
-            Some(ns.path()),
-            "blue",
-            "badmac",
-            &uid,
-            &lenient,
-        )
-        .assert_error(7);
+    let msg = bed.add(&sb, &lenient).assert_error(7);
     assert!(
         msg.contains("blue/badmac") && msg.contains(r#""mac" must be a string, found 5"#),
         "{msg}"
     );
-    bed.assert_clean(&ns);
-}
-
-fn default_routes(ns: &NetNs) -> Vec<(String, String)> {
-    ns.ip_json(&["route", "show", "default"])
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
-            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
-            (s("dev"), s("gateway"))
-        })
-        .collect()
+    bed.assert_clean(&sb.ns);
 }
 
 /// Multus's e2e `default-route1`: a static-IPAM macvlan NAD that declares no capability, and pods
@@ -254,62 +189,25 @@ fn ips_for_a_nad_without_the_capability_reach_static_ipam_through_cni_args() {
             { "name": "default-route-config",
               "ips": [ "10.1.1.22/24" ] }
     ]"#;
-    let (ns1, ns2) = (NetNs::new("pxp").unwrap(), NetNs::new("pxp").unwrap());
-    let (c1, c2) = (cid("dr1"), cid("dr2"));
-    let u1 = bed.pod("blue", "default-route-worker1", Some(ann1));
-    let u2 = bed.pod("blue", "default-route-worker2", Some(ann2));
-    bed.call(
-        "ADD",
-        &c1,
-        Some(ns1.path()),
-        "blue",
-        "default-route-worker1",
-        &u1,
-        &config,
-    )
-    .assert_ok();
-    bed.call(
-        "ADD",
-        &c2,
-        Some(ns2.path()),
-        "blue",
-        "default-route-worker2",
-        &u2,
-        &config,
-    )
-    .assert_ok();
-    assert_eq!(ipv4_of(&ns1, "net1"), vec!["10.1.1.21/24"]);
-    assert_eq!(ipv4_of(&ns2, "net1"), vec!["10.1.1.22/24"]);
+    let sb1 = bed.sandbox("blue", "default-route-worker1", Some(ann1));
+    let sb2 = bed.sandbox("blue", "default-route-worker2", Some(ann2));
+    bed.add(&sb1, &config).assert_ok();
+    bed.add(&sb2, &config).assert_ok();
+    let (ns1, ns2) = (&sb1.ns, &sb2.ns);
+    assert_eq!(ipv4_of(ns1, "net1"), vec!["10.1.1.21/24"]);
+    assert_eq!(ipv4_of(ns2, "net1"), vec!["10.1.1.22/24"]);
     assert_eq!(
-        default_routes(&ns1),
+        default_routes(ns1),
         vec![("net1".to_owned(), "10.1.1.254".to_owned())]
     );
-    assert!(default_routes(&ns2).is_empty());
+    assert!(default_routes(ns2).is_empty());
     let status = bed.status_of("blue", "default-route-worker1");
     assert_eq!(status[1]["ips"], json!(["10.1.1.21"]));
     assert_eq!(status[1]["gateway"], json!(["10.1.1.254"]));
-    bed.call(
-        "DEL",
-        &c1,
-        Some(ns1.path()),
-        "blue",
-        "default-route-worker1",
-        &u1,
-        &config,
-    )
-    .assert_ok();
-    bed.call(
-        "DEL",
-        &c2,
-        Some(ns2.path()),
-        "blue",
-        "default-route-worker2",
-        &u2,
-        &config,
-    )
-    .assert_ok();
-    bed.assert_clean(&ns1);
-    bed.assert_clean(&ns2);
+    bed.del(&sb1, &config).assert_ok();
+    bed.del(&sb2, &config).assert_ok();
+    bed.assert_clean(ns1);
+    bed.assert_clean(ns2);
 }
 
 /// `mac` for a NAD without the `mac` capability reaches the delegate as `MAC=` (the macvlan and
@@ -317,25 +215,17 @@ fn ips_for_a_nad_without_the_capability_reach_static_ipam_through_cni_args() {
 #[test]
 fn mac_for_a_nad_without_the_capability_reaches_the_delegate_through_cni_args() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "plain-mac",
-        &bed.node.macvlan_config("plain-mac", "10.78.31.0/24"),
-    );
-    let uid = bed.pod(
+    bed.macvlan_nad("blue", "plain-mac", "10.78.31.0/24");
+    let sb = bed.sandbox(
         "blue",
         "mac",
         Some(r#"[{"name": "plain-mac", "mac": "c2:b0:57:49:47:f2"}]"#),
     );
-    let ns = NetNs::new("pxm").unwrap();
-    let c = cid("mac");
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "mac", &uid, &config)
-        .assert_ok();
-    assert_eq!(mac_of(&ns, "net1").as_deref(), Some("c2:b0:57:49:47:f2"));
-    bed.call("DEL", &c, Some(ns.path()), "blue", "mac", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(mac_of(&sb.ns, "net1").as_deref(), Some("c2:b0:57:49:47:f2"));
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 fn sysctl(ns: &NetNs, key: &str) -> String {
@@ -375,62 +265,24 @@ fn a_conflist_cluster_network_runs_the_plugins_of_its_subdirectory() {
         tuning("c", json!({"net.ipv4.conf.eth0.arp_ignore": "3"})).to_string(),
     )
     .unwrap();
-    let uid = bed.pod("blue", "sysctl-modified", None);
-    let ns = NetNs::new("pxt").unwrap();
-    let c = cid("sub");
+    let sb = bed.sandbox("blue", "sysctl-modified", None);
     let config = bed.config(json!({}));
-    bed.call(
-        "ADD",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "sysctl-modified",
-        &uid,
-        &config,
-    )
-    .assert_ok();
-    assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_filter"), "1");
-    assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_ignore"), "2");
-    assert!(ipv4_of(&ns, "eth0")[0].starts_with("10.77."));
-    bed.call(
-        "DEL",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "sysctl-modified",
-        &uid,
-        &config,
-    )
-    .assert_ok();
-    bed.assert_clean(&ns);
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(sysctl(&sb.ns, "net.ipv4.conf.eth0.arp_filter"), "1");
+    assert_eq!(sysctl(&sb.ns, "net.ipv4.conf.eth0.arp_ignore"), "2");
+    assert!(ipv4_of(&sb.ns, "eth0")[0].starts_with("10.77."));
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 
     // `loadOnlyInlinedPlugins` keeps the subdirectory out.
     let mut inline_only = bed.node.cluster_conflist("1.0.0");
     inline_only["loadOnlyInlinedPlugins"] = json!(true);
     std::fs::write(&bed.cluster_file, inline_only.to_string()).unwrap();
-    let c = cid("inl");
-    bed.call(
-        "ADD",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "sysctl-modified",
-        &uid,
-        &config,
-    )
-    .assert_ok();
-    assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_filter"), "0");
-    bed.call(
-        "DEL",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "sysctl-modified",
-        &uid,
-        &config,
-    )
-    .assert_ok();
-    bed.assert_clean(&ns);
+    let sb = sb.with_cid(cid("inl"));
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(sysctl(&sb.ns, "net.ipv4.conf.eth0.arp_filter"), "0");
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 /// Multus's e2e `subdirectory-chaining-passthru`: `auxiliaryCNIChainName` names a directory next
@@ -450,22 +302,17 @@ fn the_auxiliary_chain_runs_for_every_pod_on_the_cluster_interface() {
             .to_string(),
     )
     .unwrap();
-    bed.nad(
-        "blue",
-        "macvlan-x",
-        &bed.node.macvlan_config("macvlan-x", "10.78.32.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-x", "10.78.32.0/24");
     let config = bed.config(json!({"auxiliaryCNIChainName": "vendor-cni-chain"}));
-    let ns = NetNs::new("pxa").unwrap();
     for (pod, networks) in [("sysctl-modified", None), ("with-net1", Some("macvlan-x"))] {
-        let uid = bed.pod("blue", pod, networks);
-        let c = cid("aux");
-        let out = bed.call("ADD", &c, Some(ns.path()), "blue", pod, &uid, &config);
+        let sb = bed.sandbox("blue", pod, networks);
+        let ns = &sb.ns;
+        let out = bed.add(&sb, &config);
         out.assert_ok();
-        assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_filter"), "1", "{pod}");
-        assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_ignore"), "2", "{pod}");
+        assert_eq!(sysctl(ns, "net.ipv4.conf.eth0.arp_filter"), "1", "{pod}");
+        assert_eq!(sysctl(ns, "net.ipv4.conf.eth0.arp_ignore"), "2", "{pod}");
         if networks.is_some() {
-            assert_eq!(sysctl(&ns, "net.ipv4.conf.net1.arp_ignore"), "0");
+            assert_eq!(sysctl(ns, "net.ipv4.conf.net1.arp_ignore"), "0");
         }
         // The runtime gets the cluster network's result; the chain has no status entry.
         assert!(
@@ -481,37 +328,17 @@ fn the_auxiliary_chain_runs_for_every_pod_on_the_cluster_interface() {
         };
         assert_eq!(names(&bed.status_of("blue", pod)), expected);
         // (No CHECK here: tuning 1.1.1's CHECK does not substitute IFNAME in sysctl keys.)
-        bed.call("DEL", &c, Some(ns.path()), "blue", pod, &uid, &config)
-            .assert_ok();
-        bed.assert_clean(&ns);
+        bed.del(&sb, &config).assert_ok();
+        bed.assert_clean(ns);
     }
 
     // An empty chain directory adds nothing, as in Multus.
     std::fs::remove_file(chain_dir.join("sysctltwiddle.conf")).unwrap();
-    let uid = bed.pod("blue", "no-chain", None);
-    let c = cid("aux0");
-    bed.call(
-        "ADD",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "no-chain",
-        &uid,
-        &config,
-    )
-    .assert_ok();
-    assert_eq!(sysctl(&ns, "net.ipv4.conf.eth0.arp_filter"), "0");
-    bed.call(
-        "DEL",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "no-chain",
-        &uid,
-        &config,
-    )
-    .assert_ok();
-    bed.assert_clean(&ns);
+    let sb = bed.sandbox("blue", "no-chain", None);
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(sysctl(&sb.ns, "net.ipv4.conf.eth0.arp_filter"), "0");
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
@@ -525,23 +352,12 @@ fn the_auxiliary_chain_is_refused_when_the_cluster_network_has_no_directory() {
     let config = bed.config(
         json!({"clusterNetwork": "hx-cluster", "auxiliaryCNIChainName": "vendor-cni-chain"}),
     );
-    let uid = bed.pod("blue", "refused", None);
-    let ns = NetNs::new("pxa").unwrap();
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("ref"),
-            Some(ns.path()),
-            "blue",
-            "refused",
-            &uid,
-            &config,
-        )
-        .assert_error(7);
+    let sb = bed.sandbox("blue", "refused", None);
+    let msg = bed.add(&sb, &config).assert_error(7);
     assert!(
         msg.contains("auxiliaryCNIChainName")
             && msg.contains("clusterNetwork must be a file or directory path"),
         "{msg}"
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }

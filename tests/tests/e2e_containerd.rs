@@ -3,11 +3,13 @@
 //! CRI plugin execs the freshly built `plexus` from a `00-plexus.conflist`, with real delegates,
 //! the fake API server, and a pause image built at test time. Assertions are on what the kernel
 //! shows in the sandbox's netns, on the network-status annotation, on the API requests made, and on
-//! cleanup after the runtime's own StopPodSandbox and RemovePodSandbox (each sends a DEL).
+//! cleanup after the runtime's own StopPodSandbox and RemovePodSandbox (each sends a DEL). Every
+//! test runs in both modes: thin (`plexus`) and thick (`plexus-shim` forwarding to `plexusd`).
 
-use plexus_e2e::bed::STATUS_KEY;
+use plexus_e2e::bed::{Mode, STATUS_KEY};
 use plexus_e2e::cni::{ipv4_of, link_names, mac_of};
 use plexus_e2e::cri_bed::{CriBed, CriBedOptions, Sandbox};
+use rstest::rstest;
 use serde_json::json;
 
 /// Two NADs in the pod's namespace: a macvlan on the node's veth and a bridge on its second bridge.
@@ -74,9 +76,9 @@ fn assert_three_networks(bed: &CriBed, sandbox: &Sandbox) {
     }
 }
 
-#[test]
-fn pod_lifecycle_through_containerd_leaves_nothing() {
-    let bed = CriBed::new(CriBedOptions::default());
+#[rstest]
+fn pod_lifecycle_through_containerd_leaves_nothing(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = CriBed::new(CriBedOptions::in_mode(mode));
     two_nads(&bed);
     let pod = bed.pod(
         "blue",
@@ -86,8 +88,12 @@ fn pod_lifecycle_through_containerd_leaves_nothing() {
 
     let sandbox = bed.run(&pod);
     assert_three_networks(&bed, &sandbox);
-    // Without the pod-annotations capability plexus reads the pod once from the API.
-    assert_eq!(bed.bed.api.count("GET", "/namespaces/blue/pods/web"), 1);
+    // Without the pod-annotations capability plexus reads the pod once from the API (thick
+    // mode: from its cache).
+    assert_eq!(
+        bed.bed.api.count("GET", "/namespaces/blue/pods/web"),
+        bed.bed.reads(1)
+    );
     assert_eq!(
         bed.bed
             .api
@@ -109,9 +115,9 @@ fn pod_lifecycle_through_containerd_leaves_nothing() {
     bed.assert_nothing_left(&[&sandbox]);
 }
 
-#[test]
-fn failing_nad_is_rolled_back_and_nothing_is_left() {
-    let bed = CriBed::new(CriBedOptions::default());
+#[rstest]
+fn failing_nad_is_rolled_back_and_nothing_is_left(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = CriBed::new(CriBedOptions::in_mode(mode));
     two_nads(&bed);
     // The third attachment fails: its macvlan master does not exist (macvlan: "Link not found").
     let mut broken = bed.bed.node.macvlan_config("broken-c", "10.80.3.0/24");
@@ -160,9 +166,9 @@ fn failing_nad_is_rolled_back_and_nothing_is_left() {
     bed.assert_nothing_left(&[&sandbox]);
 }
 
-#[test]
-fn containerd_restart_between_run_and_stop() {
-    let mut bed = CriBed::new(CriBedOptions::default());
+#[rstest]
+fn containerd_restart_between_run_and_stop(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let mut bed = CriBed::new(CriBedOptions::in_mode(mode));
     two_nads(&bed);
     let pod = bed.pod(
         "blue",
@@ -189,9 +195,10 @@ fn containerd_restart_between_run_and_stop() {
     bed.assert_nothing_left(&[&sandbox]);
 }
 
-#[test]
-fn pod_annotations_capability_spares_the_pod_get() {
+#[rstest]
+fn pod_annotations_capability_spares_the_pod_get(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     let bed = CriBed::new(CriBedOptions {
+        mode,
         pod_annotations_capability: true,
     });
     two_nads(&bed);
@@ -204,7 +211,7 @@ fn pod_annotations_capability_spares_the_pod_get() {
 
     let sandbox = bed.run(&pod);
     assert_three_networks(&bed, &sandbox);
-    let requests = bed.bed.api.requests();
+    let requests = bed.bed.cni_requests();
     let pod_gets: Vec<_> = requests
         .iter()
         .filter(|r| r.method == "GET" && r.path.contains("/pods/"))
@@ -213,10 +220,10 @@ fn pod_annotations_capability_spares_the_pod_get() {
         pod_gets.is_empty(),
         "the annotations came from the runtime, yet the pod was read: {pod_gets:?}"
     );
-    // The budget of DESIGN.md §3 with the capability: N NAD GETs + 1 PATCH.
+    // The budget of DESIGN.md §3 with the capability: N NAD GETs + 1 PATCH (thick: the PATCH).
     assert_eq!(
         bed.bed.api.count("GET", "/network-attachment-definitions/"),
-        2,
+        bed.bed.reads(2),
         "{requests:?}"
     );
     assert_eq!(
@@ -224,7 +231,7 @@ fn pod_annotations_capability_spares_the_pod_get() {
         1,
         "{requests:?}"
     );
-    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert_eq!(requests.len(), bed.bed.reads(2) + 1, "{requests:?}");
 
     bed.stop(&sandbox);
     bed.remove(&sandbox);

@@ -7,6 +7,7 @@
 //! installs there is exec'd as a runtime would, with the conflist's plugin object on stdin, for
 //! pods with a macvlan NAD in real network namespaces, against the fake API server over TLS.
 
+use plexus_e2e::bed::Sandbox;
 use plexus_e2e::cni::{
     CNI_BIN_DIR, Call, Node, Outcome, bin_path, exec_plugin, k8s_args, link_names,
 };
@@ -71,14 +72,6 @@ fn put(dir: &Path, name: &str, data: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, data).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-/// A pod attached through the installed plugin.
-struct Attached {
-    name: String,
-    ns: NetNs,
-    cid: String,
-    uid: String,
 }
 
 /// A node with a fake API server (TLS), a host conf dir holding the primary, a host bin dir, and
@@ -248,7 +241,7 @@ impl InstallBed {
     }
 
     /// Creates pod `name` asking for the macvlan NAD and runs ADD through the installed plugin.
-    fn add(&self, name: &str) -> (Attached, Outcome) {
+    fn add(&self, name: &str) -> (Sandbox, Outcome) {
         let created = self.api.create_pod(json!({"metadata": {"name": name, "namespace": "blue",
             "annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan-a"}}, "spec": {"nodeName": NODE}}));
         let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
@@ -256,10 +249,11 @@ impl InstallBed {
         let cid = unique_name("inst");
         let out = self.call("ADD", name, &ns, &cid, &uid);
         (
-            Attached {
-                name: name.to_owned(),
+            Sandbox {
                 ns,
                 cid,
+                namespace: "blue".to_owned(),
+                pod: name.to_owned(),
                 uid,
             },
             out,
@@ -267,7 +261,7 @@ impl InstallBed {
     }
 
     /// [`InstallBed::add`] that must succeed with both networks attached and reported.
-    fn add_ok(&self, name: &str) -> Attached {
+    fn add_ok(&self, name: &str) -> Sandbox {
         let (pod, out) = self.add(name);
         out.assert_ok();
         assert_eq!(link_names(&pod.ns), vec!["eth0", "lo", "net1"]);
@@ -285,23 +279,14 @@ impl InstallBed {
         pod
     }
 
-    fn del_ok(&self, pod: &Attached) {
-        self.call("DEL", &pod.name, &pod.ns, &pod.cid, &pod.uid)
+    fn del_ok(&self, pod: &Sandbox) {
+        self.call("DEL", &pod.pod, &pod.ns, &pod.cid, &pod.uid)
             .assert_ok();
         assert_eq!(link_names(&pod.ns), vec!["lo"]);
     }
 
     fn assert_clean(&self) {
-        assert_eq!(
-            self.node.leases(),
-            Vec::<String>::new(),
-            "host-local leases left"
-        );
-        assert_eq!(
-            self.node.cache_entries(),
-            Vec::<String>::new(),
-            "cache entries left"
-        );
+        self.node.assert_released();
     }
 
     /// The conf dir's file names, sorted: the first is the one the runtime uses.

@@ -2,26 +2,9 @@
 //! binary, real netns, Debian delegates where they can do the job, and the `cni-recorder` test
 //! plugin where they cannot (STATUS/GC need 1.1.0; exact stdin needs a plugin that tells).
 
-use plexus_e2e::bed::{Bed, cid};
-use plexus_e2e::cni::ipv4_of;
-use plexus_e2e::netns::NetNs;
+use plexus_e2e::bed::{Bed, Sandbox};
+use plexus_e2e::cni::{default_routes, ipv4_of};
 use serde_json::{Value, json};
-
-fn routes_default(ns: &NetNs) -> Vec<(String, String)> {
-    ns.ip_json(&["route", "show", "default"])
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
-            (
-                r["dev"].as_str().unwrap_or_default().to_owned(),
-                r["gateway"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn recorder_records_every_verb_with_env_and_stdin() {
@@ -85,32 +68,17 @@ fn status_follows_the_readiness_file_and_the_cluster_networks_status() {
 #[test]
 fn gc_removes_a_stale_attachment_releases_its_ip_and_keeps_the_valid_one() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "macvlan-gc",
-        Some(
-            &bed.node
-                .macvlan_config("macvlan-gc", "10.78.40.0/24")
-                .to_string(),
-        ),
-    );
-    bed.api.create_nad(
-        "blue",
-        "rec-gc",
-        Some(&bed.recorder_conf("rec-gc").to_string()),
-    );
+    bed.macvlan_nad("blue", "macvlan-gc", "10.78.40.0/24");
+    bed.nad("blue", "rec-gc", &bed.recorder_conf("rec-gc"));
     let config = bed.config(json!({}));
-    let (ns1, ns2) = (NetNs::new("pxg").unwrap(), NetNs::new("pxg").unwrap());
-    let (c1, c2) = (cid("gc1"), cid("gc2"));
     let ann = json!({"k8s.v1.cni.cncf.io/networks": "macvlan-gc, rec-gc"});
-    let u1 = bed.pod_annotated("blue", "gc1", ann.clone());
-    let u2 = bed.pod_annotated("blue", "gc2", ann);
-    bed.call("ADD", &c1, Some(ns1.path()), "blue", "gc1", &u1, &config)
-        .assert_ok();
-    bed.call("ADD", &c2, Some(ns2.path()), "blue", "gc2", &u2, &config)
-        .assert_ok();
+    let sb1 = bed.sandbox_annotated("blue", "gc1", ann.clone());
+    let sb2 = bed.sandbox_annotated("blue", "gc2", ann);
+    bed.add(&sb1, &config).assert_ok();
+    bed.add(&sb2, &config).assert_ok();
+    let (ns1, ns2, c1, c2) = (&sb1.ns, &sb2.ns, &sb1.cid, &sb2.cid);
     assert_eq!(bed.node.leases().len(), 4, "{:?}", bed.node.leases());
-    let net1_of_c2 = ipv4_of(&ns2, "net1");
+    let net1_of_c2 = ipv4_of(ns2, "net1");
 
     let mut gc = config.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": c1, "ifname": "eth0"}]);
@@ -122,11 +90,8 @@ fn gc_removes_a_stale_attachment_releases_its_ip_and_keeps_the_valid_one() {
     assert_eq!(leases.len(), 2, "{leases:?}");
     let ip2 = net1_of_c2[0].split('/').next().unwrap();
     assert!(!leases.iter().any(|l| l.ends_with(ip2)), "{leases:?}");
-    assert_eq!(plexus_e2e::cni::link_names(&ns2), vec!["lo"]);
-    assert_eq!(
-        plexus_e2e::cni::link_names(&ns1),
-        vec!["eth0", "lo", "net1"]
-    );
+    assert_eq!(plexus_e2e::cni::link_names(ns2), vec!["lo"]);
+    assert_eq!(plexus_e2e::cni::link_names(ns1), vec!["eth0", "lo", "net1"]);
 
     // The 1.1.0 recorder got DEL for the stale container, then GC with the valid attachment.
     let rec = bed.records();
@@ -165,49 +130,26 @@ fn default_route_moves_to_net1_and_check_stays_consistent() {
     std::fs::write(&file, cluster.to_string()).unwrap();
     let mut mv = bed.node.macvlan_config("macvlan-dr", "10.78.41.0/24");
     mv["cniVersion"] = json!("1.0.0");
-    bed.api
-        .create_nad("blue", "macvlan-dr", Some(&mv.to_string()));
-    let uid = bed.pod_annotated(
+    bed.nad("blue", "macvlan-dr", &mv);
+    let sb = bed.sandbox_annotated(
         "blue",
         "dr",
         json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "macvlan-dr", "default-route": ["10.78.41.1"]}]"#}),
     );
-    let ns = NetNs::new("pxr").unwrap();
-    let c = cid("dr");
     let config = bed.config(json!({"clusterNetwork": file}));
     // Without the request, eth0 has the default route (so the move below is not vacuous).
-    let plain_uid = bed.pod_annotated("blue", "plain", json!({}));
-    let plain_ns = NetNs::new("pxr").unwrap();
-    let pc = cid("plain");
-    bed.call(
-        "ADD",
-        &pc,
-        Some(plain_ns.path()),
-        "blue",
-        "plain",
-        &plain_uid,
-        &config,
-    )
-    .assert_ok();
+    let plain = bed.sandbox_annotated("blue", "plain", json!({}));
+    bed.add(&plain, &config).assert_ok();
     assert_eq!(
-        routes_default(&plain_ns),
+        default_routes(&plain.ns),
         vec![("eth0".to_owned(), "10.77.0.1".to_owned())]
     );
-    bed.call(
-        "DEL",
-        &pc,
-        Some(plain_ns.path()),
-        "blue",
-        "plain",
-        &plain_uid,
-        &config,
-    )
-    .assert_ok();
+    bed.del(&plain, &config).assert_ok();
 
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "dr", &uid, &config);
+    let out = bed.add(&sb, &config);
     out.assert_ok();
     assert_eq!(
-        routes_default(&ns),
+        default_routes(&sb.ns),
         vec![("net1".to_owned(), "10.78.41.1".to_owned())]
     );
     // The result returned for eth0 no longer claims the default route it lost.
@@ -225,53 +167,36 @@ fn default_route_moves_to_net1_and_check_stays_consistent() {
     assert_eq!(status[1]["interface"], "net1");
     assert_eq!(status[1]["gateway"], json!(["10.78.41.1"]));
     assert!(status[0].get("gateway").is_none(), "{status:?}");
-    bed.call("CHECK", &c, Some(ns.path()), "blue", "dr", &uid, &config)
-        .assert_ok();
+    bed.check(&sb, &config).assert_ok();
     // CHECK fails once net1 loses its address.
-    ns.exec(&["ip", "addr", "flush", "dev", "net1"]).unwrap();
-    let msg = bed
-        .call("CHECK", &c, Some(ns.path()), "blue", "dr", &uid, &config)
-        .assert_error(100);
+    sb.ns.exec(&["ip", "addr", "flush", "dev", "net1"]).unwrap();
+    let msg = bed.check(&sb, &config).assert_error(100);
     assert!(
         msg.contains("blue/macvlan-dr") && msg.contains("net1"),
         "{msg}"
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "dr", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
     assert!(bed.node.leases().is_empty());
 }
 
 #[test]
 fn two_default_routes_for_one_family_fail_with_code_7_and_leave_nothing() {
     let bed = Bed::new();
-    bed.api
-        .create_nad("blue", "ra", Some(&bed.recorder_conf("ra").to_string()));
-    bed.api
-        .create_nad("blue", "rb", Some(&bed.recorder_conf("rb").to_string()));
-    let uid = bed.pod_annotated(
+    bed.nad("blue", "ra", &bed.recorder_conf("ra"));
+    bed.nad("blue", "rb", &bed.recorder_conf("rb"));
+    let sb = bed.sandbox_annotated(
         "blue",
         "dr2",
         json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "ra", "default-route": ["10.1.0.1"]}, {"name": "rb", "default-route": ["10.2.0.1"]}]"#}),
     );
-    let ns = NetNs::new("pxr").unwrap();
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("dr2"),
-            Some(ns.path()),
-            "blue",
-            "dr2",
-            &uid,
-            &bed.config(json!({})),
-        )
-        .assert_error(7);
+    let msg = bed.add(&sb, &bed.config(json!({}))).assert_error(7);
     assert!(
         msg.contains("blue/dr2") && msg.contains("more than one IPv4 default-route"),
         "{msg}"
     );
     assert!(bed.records().is_empty());
     assert!(bed.node.cache_entries().is_empty());
-    assert_eq!(plexus_e2e::cni::link_names(&ns), vec!["lo"]);
+    assert_eq!(plexus_e2e::cni::link_names(&sb.ns), vec!["lo"]);
 }
 
 #[test]
@@ -279,19 +204,16 @@ fn default_network_annotation_replaces_the_cluster_network() {
     let bed = Bed::new();
     let mut alt = bed.node.bridge_config("alt-cluster", "10.78.42.0/24");
     alt["cniVersion"] = json!("1.0.0");
-    bed.api
-        .create_nad("kube-system", "alt-cluster", Some(&alt.to_string()));
-    let uid = bed.pod_annotated(
+    bed.nad("kube-system", "alt-cluster", &alt);
+    let sb = bed.sandbox_annotated(
         "blue",
         "dn",
         json!({"v1.multus-cni.io/default-network": "alt-cluster"}),
     );
-    let ns = NetNs::new("pxd").unwrap();
-    let c = cid("dn");
     let config = bed.config(json!({}));
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "dn", &uid, &config);
+    let out = bed.add(&sb, &config);
     out.assert_ok();
-    let ip = ipv4_of(&ns, "eth0");
+    let ip = ipv4_of(&sb.ns, "eth0");
     assert!(ip[0].starts_with("10.78.42."), "{ip:?}");
     assert!(
         out.json()["ips"][0]["address"]
@@ -304,27 +226,16 @@ fn default_network_annotation_replaces_the_cluster_network() {
     // Multus names the override `<multusNamespace>/<name>`.
     assert_eq!(status[0]["name"], "kube-system/alt-cluster");
     assert_eq!(status[0]["default"], true);
-    bed.call("DEL", &c, Some(ns.path()), "blue", "dn", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
     assert!(bed.node.leases().is_empty());
 
     // Two entries: code 7 naming the annotation.
-    let uid = bed.pod_annotated(
+    let sb = bed.sandbox_annotated(
         "blue",
         "dn2",
         json!({"v1.multus-cni.io/default-network": "a, b"}),
     );
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("dn2"),
-            Some(ns.path()),
-            "blue",
-            "dn2",
-            &uid,
-            &config,
-        )
-        .assert_error(7);
+    let msg = bed.add(&sb, &config).assert_error(7);
     assert!(msg.contains("v1.multus-cni.io/default-network"), "{msg}");
 }
 
@@ -336,117 +247,67 @@ fn a_mirror_pod_is_attached_and_its_api_uid_guards_the_patch() {
         "static",
         json!({"kubernetes.io/config.mirror": "abc", "kubernetes.io/config.source": "file"}),
     );
-    let ns = NetNs::new("pxm").unwrap();
-    let c = cid("mirror");
     let config = bed.config(json!({}));
     // The kubelet gives the runtime the static pod's own UID, not the mirror's.
-    bed.call(
-        "ADD",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "static",
-        "kubelet-uid",
-        &config,
-    )
-    .assert_ok();
+    let sb = bed.sandbox_without_pod("blue", "static", "kubelet-uid");
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(bed.status_of("blue", "static").len(), 1);
-    bed.call(
-        "DEL",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "static",
-        "kubelet-uid",
-        &config,
-    )
-    .assert_ok();
+    bed.del(&sb, &config).assert_ok();
 }
 
 #[test]
 fn a_missing_pod_is_retried_briefly_then_code_11_with_no_fabricated_result() {
     let bed = Bed::new();
-    let ns = NetNs::new("pxn").unwrap();
+    let sb = bed.sandbox_without_pod("blue", "ghost", "u");
     let config = bed.config(json!({"events": true}));
     bed.api.clear_requests();
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("nf"),
-            Some(ns.path()),
-            "blue",
-            "ghost",
-            "u",
-            &config,
-        )
-        .assert_error(11);
+    let msg = bed.add(&sb, &config).assert_error(11);
     assert!(
         msg.contains("blue/ghost") && msg.contains("not found"),
         "{msg}"
     );
     assert_eq!(bed.api.count("GET", "/pods/ghost"), 3);
     assert_eq!(bed.api.count("POST", "/events"), 0);
-    assert_eq!(plexus_e2e::cni::link_names(&ns), vec!["lo"]);
+    assert_eq!(plexus_e2e::cni::link_names(&sb.ns), vec!["lo"]);
     assert!(bed.node.cache_entries().is_empty());
 }
 
 #[test]
 fn events_list_the_attachments_or_the_failure() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "macvlan-ev",
-        Some(
-            &bed.node
-                .macvlan_config("macvlan-ev", "10.78.43.0/24")
-                .to_string(),
-        ),
-    );
-    let uid = bed.pod_annotated(
+    bed.macvlan_nad("blue", "macvlan-ev", "10.78.43.0/24");
+    let sb = bed.sandbox_annotated(
         "blue",
         "ev",
         json!({"k8s.v1.cni.cncf.io/networks": "macvlan-ev"}),
     );
-    let ns = NetNs::new("pxv").unwrap();
-    let c = cid("ev");
     let config = bed.config(json!({"events": true}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "ev", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     // Events are posted by a detached process after the result is returned: wait for them.
     let events = bed.wait_for_events(1);
     assert_eq!(events.len(), 1, "{events:?}");
     let ev = &events[0];
     assert_eq!(ev["type"], "Normal");
     assert_eq!(ev["involvedObject"]["name"], "ev");
-    assert_eq!(ev["involvedObject"]["uid"], uid.as_str());
+    assert_eq!(ev["involvedObject"]["uid"], sb.uid.as_str());
     let msg = ev["message"].as_str().unwrap();
     let (eth0, net1) = (
-        ipv4_of(&ns, "eth0")[0].clone(),
-        ipv4_of(&ns, "net1")[0].clone(),
+        ipv4_of(&sb.ns, "eth0")[0].clone(),
+        ipv4_of(&sb.ns, "net1")[0].clone(),
     );
     assert_eq!(
         msg,
         format!("eth0 {eth0} from cluster, net1 {net1} from blue/macvlan-ev")
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "ev", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
 
     // A failure: one Warning with the reason.
-    let uid = bed.pod_annotated(
+    let failed = bed.sandbox_annotated(
         "blue",
         "evf",
         json!({"k8s.v1.cni.cncf.io/networks": "missing-nad"}),
     );
-    let out = bed.call(
-        "ADD",
-        &cid("evf"),
-        Some(ns.path()),
-        "blue",
-        "evf",
-        &uid,
-        &config,
-    );
-    let err = out.assert_error(103);
+    let err = bed.add(&failed, &config).assert_error(103);
     let events = bed.wait_for_events(2);
     let warn = events
         .iter()
@@ -457,34 +318,25 @@ fn events_list_the_attachments_or_the_failure() {
 
     // events: false sends none.
     let before = bed.api.events().len();
-    let uid = bed.pod_annotated("blue", "evn", json!({}));
-    let c = cid("evn");
+    let sb = bed.sandbox_annotated("blue", "evn", json!({}));
     let quiet = bed.config(json!({"events": false}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "evn", &uid, &quiet)
-        .assert_ok();
+    bed.add(&sb, &quiet).assert_ok();
     assert_eq!(bed.api.events().len(), before);
-    bed.call("DEL", &c, Some(ns.path()), "blue", "evn", &uid, &quiet)
-        .assert_ok();
+    bed.del(&sb, &quiet).assert_ok();
 }
 
 #[test]
 fn runtime_supplied_annotations_mean_no_pod_get() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "rec-rt",
-        Some(&bed.recorder_conf("rec-rt").to_string()),
-    );
-    let ns = NetNs::new("pxa").unwrap();
-    let c = cid("rt");
+    bed.nad("blue", "rec-rt", &bed.recorder_conf("rec-rt"));
     let config = bed.config(json!({
         "events": false,
         "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "rec-rt"}}
     }));
     bed.pod_annotated("blue", "rt", json!({}));
+    let sb = bed.sandbox_without_pod("blue", "rt", "");
     bed.api.clear_requests();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "rt", "", &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(
         bed.api.count("GET", "/pods/"),
         0,
@@ -494,8 +346,7 @@ fn runtime_supplied_annotations_mean_no_pod_get() {
     assert_eq!(bed.api.count("GET", "network-attachment-definitions"), 1);
     assert_eq!(bed.api.count("PATCH", "/pods/rt/status"), 1);
     assert_eq!(bed.records().len(), 1);
-    bed.call("DEL", &c, Some(ns.path()), "blue", "rt", "", &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
 }
 
 // ---- exact stdin snapshots ----
@@ -503,23 +354,15 @@ fn runtime_supplied_annotations_mean_no_pod_get() {
 #[test]
 fn snapshot_of_a_single_conf_delegate() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "rec-conf",
-        Some(&json!({"cniVersion": "1.0.0", "type": "cni-recorder", "recordFile": bed.record, "extra": {"kept": [1, 2]}}).to_string()),
-    );
-    let uid = bed.pod_annotated(
+    bed.nad("blue", "rec-conf", &json!({"cniVersion": "1.0.0", "type": "cni-recorder", "recordFile": bed.record, "extra": {"kept": [1, 2]}}));
+    let sb = bed.sandbox_annotated(
         "blue",
         "s1",
         json!({"k8s.v1.cni.cncf.io/networks": "rec-conf"}),
     );
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("s1");
     let config = bed.config(json!({"events": false}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "s1", &uid, &config)
-        .assert_ok();
-    bed.call("DEL", &c, Some(ns.path()), "blue", "s1", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
+    bed.del(&sb, &config).assert_ok();
     let rec = bed.records();
     assert_eq!(rec.len(), 2);
     assert_eq!(
@@ -527,12 +370,13 @@ fn snapshot_of_a_single_conf_delegate() {
         json!({"cniVersion": "1.0.0", "name": "rec-conf", "type": "cni-recorder", "recordFile": bed.record, "extra": {"kept": [1, 2]}})
     );
     let args = format!(
-        "IgnoreUnknown=true;K8S_POD_NAMESPACE=blue;K8S_POD_NAME=s1;K8S_POD_INFRA_CONTAINER_ID={c};K8S_POD_UID={uid}"
+        "IgnoreUnknown=true;K8S_POD_NAMESPACE=blue;K8S_POD_NAME=s1;K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+        sb.cid, sb.uid
     );
     assert_eq!(
         rec[0]["env"],
         json!({
-            "CNI_COMMAND": "ADD", "CNI_CONTAINERID": c, "CNI_NETNS": ns.path(), "CNI_IFNAME": "net1",
+            "CNI_COMMAND": "ADD", "CNI_CONTAINERID": sb.cid, "CNI_NETNS": sb.ns.path(), "CNI_IFNAME": "net1",
             "CNI_ARGS": args, "CNI_PATH": format!("/usr/lib/cni:{}", bed.cni_path.split(':').nth(1).unwrap()),
         })
     );
@@ -540,7 +384,7 @@ fn snapshot_of_a_single_conf_delegate() {
     let mut del = rec[0]["stdin"].clone();
     del["prevResult"] = json!({
         "cniVersion": "1.0.0",
-        "interfaces": [{"name": "net1", "mac": "02:00:00:00:00:01", "sandbox": ns.path()}],
+        "interfaces": [{"name": "net1", "mac": "02:00:00:00:00:01", "sandbox": sb.ns.path()}],
         "ips": [{"address": "192.0.2.10/24", "interface": 0}]
     });
     assert_eq!(rec[1]["stdin"], del);
@@ -558,23 +402,19 @@ fn snapshot_of_a_conflist_delegate() {
             {"type": "cni-recorder", "recordFile": bed.record, "capabilities": {"portMappings": true}, "runtimeConfig": {"static": "kept"}}
         ]
     });
-    bed.api
-        .create_nad("blue", "rec-list", Some(&list.to_string()));
-    let uid = bed.pod_annotated(
+    bed.nad("blue", "rec-list", &list);
+    let sb = bed.sandbox_annotated(
         "blue",
         "s2",
         json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "rec-list", "interface": "data0", "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "TCP"}]}]"#}),
     );
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("s2");
     let config = bed.config(json!({"events": false}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "s2", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     let rec = bed.records();
     assert_eq!(rec.len(), 2);
     let first_result = json!({
         "cniVersion": "1.0.0",
-        "interfaces": [{"name": "data0", "mac": "02:00:00:00:00:01", "sandbox": ns.path()}],
+        "interfaces": [{"name": "data0", "mac": "02:00:00:00:00:01", "sandbox": sb.ns.path()}],
         "ips": [{"address": "198.51.100.7/24", "interface": 0}]
     });
     assert_eq!(
@@ -591,8 +431,7 @@ fn snapshot_of_a_conflist_delegate() {
         })
     );
     assert_eq!(rec[1]["env"]["CNI_IFNAME"], "data0");
-    bed.call("DEL", &c, Some(ns.path()), "blue", "s2", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
     let rec = bed.records();
     let order: Vec<&str> = rec[2..]
         .iter()
@@ -606,8 +445,7 @@ fn snapshot_of_an_attachment_with_every_request_field() {
     let bed = Bed::new();
     let mut conf = bed.recorder_conf("rec-all");
     conf["args"] = json!({"cni": {"fromNad": "nad", "shared": "nad"}});
-    bed.api
-        .create_nad("blue", "rec-all", Some(&conf.to_string()));
+    bed.nad("blue", "rec-all", &conf);
     let element = json!([{
         "name": "rec-all",
         "namespace": "blue",
@@ -620,16 +458,13 @@ fn snapshot_of_an_attachment_with_every_request_field() {
         "deviceID": "0000:00:01.0",
         "cni-args": {"shared": "pod", "fromPod": true}
     }]);
-    let uid = bed.pod_annotated(
+    let sb = bed.sandbox_annotated(
         "blue",
         "s3",
         json!({"k8s.v1.cni.cncf.io/networks": element.to_string()}),
     );
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("s3");
     let config = bed.config(json!({"events": false}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "s3", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     let rec = bed.records();
     assert_eq!(
         rec[0]["stdin"],
@@ -651,24 +486,25 @@ fn snapshot_of_an_attachment_with_every_request_field() {
         })
     );
     assert_eq!(rec[0]["env"]["CNI_IFNAME"], "data9");
-    bed.call("DEL", &c, Some(ns.path()), "blue", "s3", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
 }
 
 // ---- request fields with the Debian delegates ----
 
-/// Adds pod `name` asking for `element` (JSON form) and returns (uid, netns, container ID).
-fn add_with(bed: &Bed, name: &str, element: Value, config: &Value) -> (String, NetNs, String) {
-    let uid = bed.pod_annotated(
+/// The sandbox of a new pod `blue/name` asking for `element` (JSON form).
+fn sandbox_with(bed: &Bed, name: &str, element: Value) -> Sandbox {
+    bed.sandbox_annotated(
         "blue",
         name,
         json!({"k8s.v1.cni.cncf.io/networks": json!([element]).to_string()}),
-    );
-    let ns = NetNs::new("pxf").unwrap();
-    let c = cid(name);
-    bed.call("ADD", &c, Some(ns.path()), "blue", name, &uid, config)
-        .assert_ok();
-    (uid, ns, c)
+    )
+}
+
+/// Adds a new pod `blue/name` asking for `element` and returns its sandbox.
+fn add_with(bed: &Bed, name: &str, element: Value, config: &Value) -> Sandbox {
+    let sb = sandbox_with(bed, name, element);
+    bed.add(&sb, config).assert_ok();
+    sb
 }
 
 #[test]
@@ -683,26 +519,24 @@ fn static_ip_via_ips_and_mac_via_tuning() {
             {"type": "tuning", "capabilities": {"mac": true}}
         ]
     });
-    bed.api
-        .create_nad("blue", "static-mac", Some(&list.to_string()));
+    bed.nad("blue", "static-mac", &list);
     let config = bed.config(json!({"events": false}));
-    let (uid, ns, c) = add_with(
+    let sb = add_with(
         &bed,
         "st",
         json!({"name": "static-mac", "ips": ["10.78.50.7/24"], "mac": "02:11:22:33:44:55"}),
         &config,
     );
-    assert_eq!(ipv4_of(&ns, "net1"), vec!["10.78.50.7/24"]);
+    assert_eq!(ipv4_of(&sb.ns, "net1"), vec!["10.78.50.7/24"]);
     assert_eq!(
-        plexus_e2e::cni::mac_of(&ns, "net1").as_deref(),
+        plexus_e2e::cni::mac_of(&sb.ns, "net1").as_deref(),
         Some("02:11:22:33:44:55")
     );
     let status = bed.status_of("blue", "st");
     assert_eq!(status[1]["ips"], json!(["10.78.50.7"]));
     assert_eq!(status[1]["mac"], "02:11:22:33:44:55");
-    bed.call("DEL", &c, Some(ns.path()), "blue", "st", &uid, &config)
-        .assert_ok();
-    assert_eq!(plexus_e2e::cni::link_names(&ns), vec!["lo"]);
+    bed.del(&sb, &config).assert_ok();
+    assert_eq!(plexus_e2e::cni::link_names(&sb.ns), vec!["lo"]);
 }
 
 /// The host end of the pod's veth on the node's second bridge.
@@ -728,9 +562,9 @@ fn bandwidth_shapes_the_host_veth() {
         "name": "bw",
         "plugins": [bridge, {"type": "bandwidth", "capabilities": {"bandwidth": true}}]
     });
-    bed.api.create_nad("blue", "bw", Some(&list.to_string()));
+    bed.nad("blue", "bw", &list);
     let config = bed.config(json!({"events": false}));
-    let (uid, ns, c) = add_with(
+    let sb = add_with(
         &bed,
         "bw",
         json!({"name": "bw", "bandwidth": {"ingressRate": 8000000, "ingressBurst": 80000}}),
@@ -750,8 +584,7 @@ fn bandwidth_shapes_the_host_veth() {
         .unwrap_or_else(|| panic!("no tbf on {veth}: {qdiscs}"));
     // tc reports the rate in bytes per second: 8 Mbit/s = 1,000,000 B/s.
     assert_eq!(tbf["options"]["rate"], 1_000_000, "{tbf}");
-    bed.call("DEL", &c, Some(ns.path()), "blue", "bw", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
     assert!(bed.node.leases().is_empty());
 }
 
@@ -765,10 +598,10 @@ fn port_mappings_reach_portmap() {
         "name": "pm",
         "plugins": [bridge, {"type": "portmap", "capabilities": {"portMappings": true}, "snat": false}]
     });
-    bed.api.create_nad("blue", "pm", Some(&list.to_string()));
+    bed.nad("blue", "pm", &list);
     let config = bed.config(json!({"events": false}));
     let port = 20000 + (std::process::id() % 20000);
-    let (uid, ns, c) = add_with(
+    let sb = add_with(
         &bed,
         "pm",
         json!({"name": "pm", "portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "TCP"}]}),
@@ -781,7 +614,7 @@ fn port_mappings_reach_portmap() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let ip = ipv4_of(&ns, "net1")[0]
+    let ip = ipv4_of(&sb.ns, "net1")[0]
         .split('/')
         .next()
         .unwrap()
@@ -792,45 +625,25 @@ fn port_mappings_reach_portmap() {
             .any(|l| l.contains(&format!("--dport {port}")) && l.contains(&format!("{ip}:80"))),
         "no DNAT {port} -> {ip}:80 in:\n{text}"
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "pm", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
     assert!(!rules().contains(&format!("--dport {port}")));
 }
 
 #[test]
 fn a_capability_the_nad_cannot_honour_fails_naming_it() {
     let bed = Bed::new();
-    bed.api.create_nad(
-        "blue",
-        "plain-mv",
-        Some(
-            &bed.node
-                .macvlan_config("plain-mv", "10.78.53.0/24")
-                .to_string(),
-        ),
-    );
-    let uid = bed.pod_annotated(
-        "blue",
+    bed.macvlan_nad("blue", "plain-mv", "10.78.53.0/24");
+    let sb = sandbox_with(
+        &bed,
         "cap",
-        json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name": "plain-mv", "bandwidth": {"ingressRate": 100000, "ingressBurst": 100000}}]"#}),
+        json!({"name": "plain-mv", "bandwidth": {"ingressRate": 100000, "ingressBurst": 100000}}),
     );
-    let ns = NetNs::new("pxc").unwrap();
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("cap"),
-            Some(ns.path()),
-            "blue",
-            "cap",
-            &uid,
-            &bed.config(json!({})),
-        )
-        .assert_error(7);
+    let msg = bed.add(&sb, &bed.config(json!({}))).assert_error(7);
     assert!(
         msg.contains("blue/cap") && msg.contains("blue/plain-mv") && msg.contains("\"bandwidth\""),
         "{msg}"
     );
-    assert_eq!(plexus_e2e::cni::link_names(&ns), vec!["lo"]);
+    assert_eq!(plexus_e2e::cni::link_names(&sb.ns), vec!["lo"]);
     assert!(bed.node.cache_entries().is_empty());
     assert!(bed.node.leases().is_empty());
 }
@@ -838,7 +651,6 @@ fn a_capability_the_nad_cannot_honour_fails_naming_it() {
 #[test]
 fn invalid_values_of_every_field_fail_with_code_7_quoting_them() {
     let bed = Bed::new();
-    let ns = NetNs::new("pxi").unwrap();
     let config = bed.config(json!({"events": false}));
     let cases = [
         (json!({"name": "a", "ips": ["10.0.0.300"]}), "10.0.0.300"),
@@ -876,27 +688,13 @@ fn invalid_values_of_every_field_fail_with_code_7_quoting_them() {
     ];
     for (i, (element, quoted)) in cases.into_iter().enumerate() {
         let name = format!("inv{i}");
-        let uid = bed.pod_annotated(
-            "blue",
-            &name,
-            json!({"k8s.v1.cni.cncf.io/networks": json!([element]).to_string()}),
-        );
-        let msg = bed
-            .call(
-                "ADD",
-                &cid(&name),
-                Some(ns.path()),
-                "blue",
-                &name,
-                &uid,
-                &config,
-            )
-            .assert_error(7);
+        let sb = sandbox_with(&bed, &name, element.clone());
+        let msg = bed.add(&sb, &config).assert_error(7);
         assert!(
             msg.contains(&format!("blue/{name}")) && msg.contains(quoted),
             "{element}: {msg}"
         );
+        assert_eq!(plexus_e2e::cni::link_names(&sb.ns), vec!["lo"], "{element}");
     }
-    assert_eq!(plexus_e2e::cni::link_names(&ns), vec!["lo"]);
     assert!(bed.node.cache_entries().is_empty());
 }

@@ -4,9 +4,8 @@
 
 use plexus_cni::build;
 use plexus_e2e::bed::{Bed, cid};
-use plexus_e2e::cni::{Call, exec_plexus, link_names, plexus_bin};
+use plexus_e2e::cni::{link_names, plexus_bin};
 use plexus_e2e::fakeapi::FakeApiOptions;
-use plexus_e2e::netns::NetNs;
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -74,15 +73,8 @@ fn version_and_help_answer_without_reading_stdin() {
 
 #[test]
 fn the_version_answer_and_every_log_line_name_the_build() {
-    let out = exec_plexus(&Call {
-        command: "VERSION",
-        container_id: "",
-        netns: None,
-        ifname: "",
-        args: String::new(),
-        config: &json!({"cniVersion": "1.0.0"}),
-    })
-    .unwrap();
+    let bed = Bed::new();
+    let out = bed.verb("VERSION", &json!({"cniVersion": "1.0.0"}));
     out.assert_ok();
     let v = out.json();
     assert_eq!(v["cniVersion"], "1.0.0");
@@ -91,35 +83,29 @@ fn the_version_answer_and_every_log_line_name_the_build() {
         json!({"version": build::VERSION, "commit": build::COMMIT})
     );
 
-    let bed = Bed::new();
-    let uid = bed.pod("blue", "ver", None);
-    let ns = NetNs::new("pxo").unwrap();
-    let c = cid("ver");
+    let sb = bed.sandbox("blue", "ver", None);
     let log = bed.node.root.path().join("plexus.log");
     let config = bed.config(json!({"logFile": log, "logLevel": "info"}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "ver", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     let text = std::fs::read_to_string(&log).unwrap();
     let first = text.lines().next().expect("a log line");
     for want in [
         format!("version={}", build::VERSION),
         format!("commit={}", build::COMMIT),
         "command=ADD".to_owned(),
-        format!("container={c}"),
+        format!("container={}", sb.cid),
         "pod=blue/ver".to_owned(),
     ] {
         assert!(first.contains(&want), "{want} missing from {first}");
     }
-    bed.call("DEL", &c, Some(ns.path()), "blue", "ver", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
 fn a_misspelt_key_is_code_7_naming_both_and_nothing_runs() {
     let bed = Bed::new();
-    let uid = bed.pod("blue", "typo", None);
-    let ns = NetNs::new("pxy").unwrap();
+    let sb = bed.sandbox("blue", "typo", None);
     // `kubeConfig` for `kubeconfig`: without the check, plexus would run without credentials and
     // give the pod only eth0.
     let mut config = bed.config(json!({}));
@@ -130,35 +116,23 @@ fn a_misspelt_key_is_code_7_naming_both_and_nothing_runs() {
         .unwrap();
     config["kubeConfig"] = kubeconfig;
     bed.api.clear_requests();
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("typo"),
-            Some(ns.path()),
-            "blue",
-            "typo",
-            &uid,
-            &config,
-        )
-        .assert_error(7);
+    let msg = bed.add(&sb, &config).assert_error(7);
     assert!(
         msg.contains("\"kubeConfig\"") && msg.contains("did you mean \"kubeconfig\"?"),
         "{msg}"
     );
     assert!(bed.api.requests().is_empty());
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
 fn keys_without_effect_and_unknown_keys_are_logged_at_warn() {
     let bed = Bed::new();
-    let uid = bed.pod("blue", "keys", None);
-    let ns = NetNs::new("pxw").unwrap();
-    let c = cid("keys");
+    let sb = bed.sandbox("blue", "keys", None);
     let config = bed.config(json!({
         "logLevel": "warning", "retryDeleteOnError": true, "vendorExtension": {"a": 1}
     }));
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "keys", &uid, &config);
+    let out = bed.add(&sb, &config);
     out.assert_ok();
     let warns: Vec<&str> = out.stderr.lines().filter(|l| l.contains("WARN")).collect();
     assert!(
@@ -176,43 +150,28 @@ fn keys_without_effect_and_unknown_keys_are_logged_at_warn() {
         "{}",
         out.stderr
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "keys", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
 fn runtime_annotations_asking_for_networks_without_credentials_fail_with_code_7() {
     let bed = Bed::new();
-    let ns = NetNs::new("pxz").unwrap();
+    let sb = bed.sandbox_without_pod("blue", "nocreds", "u1");
     let mut config = bed.config(json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan-a"}}}));
     config.as_object_mut().unwrap().remove("kubeconfig");
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("nocreds"),
-            Some(ns.path()),
-            "blue",
-            "nocreds",
-            "u1",
-            &config,
-        )
-        .assert_error(7);
+    let msg = bed.add(&sb, &config).assert_error(7);
     assert!(
         msg.contains("blue/nocreds") && msg.contains("macvlan-a") && msg.contains("kubeconfig"),
         "{msg}"
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
 fn a_static_pod_with_runtime_supplied_annotations_patches_its_mirror() {
     let bed = Bed::new();
-    bed.nad(
-        "blue",
-        "macvlan-s",
-        &bed.node.macvlan_config("macvlan-s", "10.78.61.0/24"),
-    );
+    bed.macvlan_nad("blue", "macvlan-s", "10.78.61.0/24");
     // The API server holds the mirror pod, with a UID of its own.
     let mirror_uid = bed.pod_annotated(
         "blue",
@@ -220,25 +179,16 @@ fn a_static_pod_with_runtime_supplied_annotations_patches_its_mirror() {
         json!({"kubernetes.io/config.mirror": "h1", "kubernetes.io/config.source": "file",
                "kubernetes.io/config.hash": "h1", "k8s.v1.cni.cncf.io/networks": "macvlan-s"}),
     );
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("static");
+    // The runtime has the static pod's own UID, from its manifest file.
+    let sb = bed.sandbox_without_pod("blue", "static-web", "kubelet-static-uid");
     // What containerd passes for a static pod: the pod's annotations as the kubelet has them.
     let config = bed.config(json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {
         "kubernetes.io/config.source": "file", "kubernetes.io/config.hash": "h1",
         "kubernetes.io/config.seen": "2026-11-29T10:00:00Z", "k8s.v1.cni.cncf.io/networks": "macvlan-s"
     }}}));
     bed.api.clear_requests();
-    bed.call(
-        "ADD",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "static-web",
-        "kubelet-static-uid",
-        &config,
-    )
-    .assert_ok();
-    assert_eq!(link_names(&ns), vec!["eth0", "lo", "net1"]);
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(link_names(&sb.ns), vec!["eth0", "lo", "net1"]);
     let status = bed.status_of("blue", "static-web");
     assert_eq!(status.len(), 2, "{status:?}");
     assert_eq!(status[1]["name"], "blue/macvlan-s");
@@ -248,51 +198,24 @@ fn a_static_pod_with_runtime_supplied_annotations_patches_its_mirror() {
     assert_eq!(bed.api.requests().len(), 3, "{:?}", bed.api.requests());
     let pod = bed.api.get_pod("blue", "static-web").unwrap();
     assert_eq!(pod["metadata"]["uid"], mirror_uid.as_str());
-    bed.call(
-        "DEL",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "static-web",
-        "kubelet-static-uid",
-        &config,
-    )
-    .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 
     // A regular pod under the same name is not a mirror: UID mismatch, nothing left behind.
     bed.api.delete_pod("blue", "static-web");
     bed.pod("blue", "static-web", None);
-    bed.call(
-        "ADD",
-        &cid("static2"),
-        Some(ns.path()),
-        "blue",
-        "static-web",
-        "kubelet-static-uid",
-        &config,
-    )
-    .assert_error(104);
-    bed.assert_clean(&ns);
+    let sb = sb.with_cid(cid("static2"));
+    bed.add(&sb, &config).assert_error(104);
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
 fn a_missing_kubeconfig_is_named_once_with_where_it_comes_from() {
     let bed = Bed::new();
-    let ns = NetNs::new("pxk").unwrap();
+    let sb = bed.sandbox_without_pod("blue", "nokc", "u1");
     let path = bed.node.root.path().join("plexus.d/plexus.kubeconfig");
     let config = bed.config(json!({"kubeconfig": path}));
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("nokc"),
-            Some(ns.path()),
-            "blue",
-            "nokc",
-            "u1",
-            &config,
-        )
-        .assert_error(7);
+    let msg = bed.add(&sb, &config).assert_error(7);
     let shown = path.display().to_string();
     assert_eq!(msg.matches(&shown).count(), 1, "{msg}");
     assert!(msg.contains(&format!("{shown:?} ")), "quoted once: {msg}");
@@ -301,68 +224,47 @@ fn a_missing_kubeconfig_is_named_once_with_where_it_comes_from() {
         "{msg}"
     );
     assert!(msg.starts_with("pod blue/nokc: "), "{msg}");
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
+}
+
+/// A bed whose API server speaks TLS and accepts only `token`.
+fn tls_bed(token: &str) -> Bed {
+    Bed::with_options(FakeApiOptions {
+        tls: true,
+        token: Some(token.into()),
+        ..Default::default()
+    })
 }
 
 #[test]
 fn api_errors_name_the_server_and_the_timeout() {
-    let bed = Bed::with_options(FakeApiOptions {
-        tls: true,
-        token: Some("right-token".into()),
-        ..Default::default()
-    });
-    let uid = bed.pod("blue", "srv", None);
-    let ns = NetNs::new("pxr").unwrap();
+    let bed = tls_bed("right-token");
+    let sb = bed.sandbox("blue", "srv", None);
     let config = bed.config(json!({"apiTimeoutSeconds": 7}));
     // Refused credentials.
     std::fs::write(bed.kubeconfig.parent().unwrap().join("token"), "expired").unwrap();
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("srv"),
-            Some(ns.path()),
-            "blue",
-            "srv",
-            &uid,
-            &config,
-        )
-        .assert_error(101);
+    let msg = bed.add(&sb, &config).assert_error(101);
     assert!(
         msg.contains(&format!("API server {}", bed.api.url())) && msg.contains("timeout 7s"),
         "{msg}"
     );
     // No server at all.
     bed.api.stop();
-    let msg = bed
-        .call(
-            "ADD",
-            &cid("srv2"),
-            Some(ns.path()),
-            "blue",
-            "srv",
-            &uid,
-            &config,
-        )
-        .assert_error(11);
+    let sb = sb.with_cid(cid("srv2"));
+    let msg = bed.add(&sb, &config).assert_error(11);
     assert!(
         msg.contains(&format!("API server {}", bed.api.url())) && msg.contains("timeout 7s"),
         "{msg}"
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
 fn debug_logs_show_plexus_but_not_tls_and_http_internals() {
-    let bed = Bed::with_options(FakeApiOptions {
-        tls: true,
-        token: Some("t0k3n".into()),
-        ..Default::default()
-    });
-    let uid = bed.pod("blue", "dbg", None);
-    let ns = NetNs::new("pxd").unwrap();
-    let c = cid("dbg");
+    let bed = tls_bed("t0k3n");
+    let sb = bed.sandbox("blue", "dbg", None);
     let config = bed.config(json!({"logLevel": "debug"}));
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "dbg", &uid, &config);
+    let out = bed.add(&sb, &config);
     out.assert_ok();
     assert!(out.stderr.contains("DEBUG"), "{}", out.stderr);
     for noisy in ["rustls", "hyper", "tower", "kube_client"] {
@@ -378,14 +280,14 @@ fn debug_logs_show_plexus_but_not_tls_and_http_internals() {
     }
     // Multus's `verbose` is less detailed than its `debug`.
     let verbose = bed.config(json!({"logLevel": "verbose"}));
-    let out = bed.call("DEL", &c, Some(ns.path()), "blue", "dbg", &uid, &verbose);
+    let out = bed.del(&sb, &verbose);
     out.assert_ok();
     assert!(
         out.stderr.contains("INFO") && !out.stderr.contains("DEBUG"),
         "{}",
         out.stderr
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 /// Rotated files of `log`, by name.
@@ -403,9 +305,7 @@ fn rotated_files(log: &Path) -> Vec<String> {
 #[test]
 fn log_options_rotate_prune_and_compress_the_log_file() {
     let bed = Bed::new();
-    let uid = bed.pod("blue", "rot", None);
-    let ns = NetNs::new("pxf").unwrap();
-    let c = cid("rot");
+    let sb = bed.sandbox("blue", "rot", None);
     let dir = bed.node.root.path().join("logs");
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("plexus.log");
@@ -423,8 +323,7 @@ fn log_options_rotate_prune_and_compress_the_log_file() {
         "logFile": log, "logToStderr": false, "logLevel": "debug",
         "logOptions": {"maxSize": 1, "maxAge": 5, "maxBackups": 3, "compress": true}
     }));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "rot", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.len() < 1024 * 1024 && text.contains("ADD done"),
@@ -439,9 +338,8 @@ fn log_options_rotate_prune_and_compress_the_log_file() {
     });
     let newest = dir.join(&files[1]);
     assert_eq!(gunzip(&newest), "x".repeat(1024 * 1024));
-    bed.call("DEL", &c, Some(ns.path()), "blue", "rot", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 /// The decompressed content of `p`, by `gzip -dc` (an independent reader of what plexus wrote).
@@ -454,7 +352,6 @@ fn gunzip(p: &Path) -> String {
 #[test]
 fn events_use_the_api_timeout_and_their_failures_are_logged() {
     let bed = Bed::new();
-    let ns = NetNs::new("pxv").unwrap();
     let log = bed.node.root.path().join("plexus.log");
     let config = bed
         .config(json!({"events": true, "logFile": log, "logToStderr": false, "logLevel": "debug"}));
@@ -472,23 +369,19 @@ fn events_use_the_api_timeout_and_their_failures_are_logged() {
     // A slow API server: 0.8 s per answer, within apiTimeoutSeconds (10), which
     // docs/configuration.md says bounds events too. (The fake server stores the event before it
     // delays the answer, so only the sender knows whether it waited for it.)
-    let uid = bed.pod("blue", "slow", None);
-    let c = cid("slow");
+    let sb = bed.sandbox("blue", "slow", None);
     bed.api.set_latency(Duration::from_millis(800));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "slow", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     let line = event_line("slow");
     assert!(line.contains("posted the Normal event"), "{line}");
     bed.api.set_latency(Duration::ZERO);
-    bed.call("DEL", &c, Some(ns.path()), "blue", "slow", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 
     // A refused event is logged with the pod, the event and the server.
-    let uid = bed.pod("blue", "noev", None);
-    let c = cid("noev");
+    let sb = bed.sandbox("blue", "noev", None);
     bed.api.set_fail_next("POST", "/events", 403);
-    bed.call("ADD", &c, Some(ns.path()), "blue", "noev", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     let line = event_line("noev");
     assert!(
         line.contains("WARN")
@@ -497,7 +390,6 @@ fn events_use_the_api_timeout_and_their_failures_are_logged() {
             && line.contains(&bed.api.url()),
         "{line}"
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "noev", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }

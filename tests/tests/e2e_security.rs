@@ -6,7 +6,6 @@
 use plexus_e2e::bed::{Bed, cid, write_script};
 use plexus_e2e::cni::{link_names, plexus_bin};
 use plexus_e2e::fakeapi::FakeApiOptions;
-use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -59,20 +58,16 @@ impl Attacker {
 /// nothing is left and returns the message.
 fn add_refused(bed: &Bed, config: &Value, ns: &str, annotations: Value, code: u64) -> String {
     let name = format!("p{}", plexus_e2e::netns::unique_name("").to_lowercase());
-    let uid = bed.pod_annotated(ns, &name, annotations);
-    let netns = NetNs::new("pxs").unwrap();
-    let c = cid("sec");
-    let out = bed.call("ADD", &c, Some(netns.path()), ns, &name, &uid, config);
-    let msg = out.assert_error(code);
+    let sb = bed.sandbox_annotated(ns, &name, annotations);
+    let msg = bed.add(&sb, config).assert_error(code);
     assert!(
         msg.contains(&format!("{ns}/{name}")),
         "names the pod: {msg}"
     );
-    bed.assert_clean(&netns);
+    bed.assert_clean(&sb.ns);
     // The runtime's DEL after a failed ADD succeeds and finds nothing to do.
-    bed.call("DEL", &c, Some(netns.path()), ns, &name, &uid, config)
-        .assert_ok();
-    bed.assert_clean(&netns);
+    bed.del(&sb, config).assert_ok();
+    bed.assert_clean(&sb.ns);
     msg
 }
 
@@ -226,16 +221,12 @@ fn operator_deny_and_allow_lists_stop_delegates_before_anything_runs() {
     );
     assert!(bed.records().is_empty(), "{:?}", bed.records());
     // ... and a NAD on the list works.
-    bed.nad("blue", "mv", &bed.node.macvlan_config("mv", "10.85.0.0/24"));
-    let uid = bed.pod("blue", "allowed", Some("mv"));
-    let ns = NetNs::new("pxa").unwrap();
-    let c = cid("allowed");
-    bed.call("ADD", &c, Some(ns.path()), "blue", "allowed", &uid, &allow)
-        .assert_ok();
-    assert_eq!(link_names(&ns), vec!["eth0", "lo", "net1"]);
-    bed.call("DEL", &c, Some(ns.path()), "blue", "allowed", &uid, &allow)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.macvlan_nad("blue", "mv", "10.85.0.0/24");
+    let sb = bed.sandbox("blue", "allowed", Some("mv"));
+    bed.add(&sb, &allow).assert_ok();
+    assert_eq!(link_names(&sb.ns), vec!["eth0", "lo", "net1"]);
+    bed.del(&sb, &allow).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
@@ -272,20 +263,16 @@ fn isolation_holds_for_every_way_of_naming_a_network() {
         "alt",
         &bed.node.bridge_config("alt", "10.87.0.0/24"),
     );
-    let uid = bed.pod_annotated(
+    let sb = bed.sandbox_annotated(
         "blue",
         "alt",
         json!({"v1.multus-cni.io/default-network": "alt"}),
     );
-    let ns = NetNs::new("pxi").unwrap();
-    let c = cid("alt");
-    bed.call("ADD", &c, Some(ns.path()), "blue", "alt", &uid, &config)
-        .assert_ok();
-    assert_eq!(link_names(&ns), vec!["eth0", "lo"]);
-    assert!(plexus_e2e::cni::ipv4_of(&ns, "eth0")[0].starts_with("10.87.0."));
-    bed.call("DEL", &c, Some(ns.path()), "blue", "alt", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(link_names(&sb.ns), vec!["eth0", "lo"]);
+    assert!(plexus_e2e::cni::ipv4_of(&sb.ns, "eth0")[0].starts_with("10.87.0."));
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
     // ... but not for the networks annotation (Multus's rule).
     let msg = add_refused(&bed, &config, "blue", networks("kube-system/alt"), 7);
     assert!(msg.contains("namespace isolation"), "{msg}");
@@ -295,20 +282,11 @@ fn isolation_holds_for_every_way_of_naming_a_network() {
 fn a_pod_with_ten_thousand_networks_is_refused_without_a_nad_get() {
     let bed = Bed::new();
     let entries: Vec<String> = (0..10_000).map(|i| format!("n{i}")).collect();
-    let uid = bed.pod("blue", "many", Some(&entries.join(",")));
-    let ns = NetNs::new("pxy").unwrap();
+    let sb = bed.sandbox("blue", "many", Some(&entries.join(",")));
     let config = bed.config(json!({}));
     bed.api.clear_requests();
     let t = Instant::now();
-    let out = bed.call(
-        "ADD",
-        &cid("many"),
-        Some(ns.path()),
-        "blue",
-        "many",
-        &uid,
-        &config,
-    );
+    let out = bed.add(&sb, &config);
     // Reported, not asserted (no timed assertions): docs/security.md quotes it.
     eprintln!("ADD of a 10,000-entry pod refused in {:?}", t.elapsed());
     let msg = out.assert_error(7);
@@ -323,7 +301,7 @@ fn a_pod_with_ten_thousand_networks_is_refused_without_a_nad_get() {
         "{:?}",
         bed.api.requests()
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 
     // The key is the operator's: three networks besides the cluster's are too many for 3.
     let three = bed.config(json!({"maxNetworksPerPod": 3}));
@@ -339,21 +317,17 @@ fn a_pod_with_ten_thousand_networks_is_refused_without_a_nad_get() {
 fn nad_gets_are_deduplicated_bounded_and_stop_at_the_first_fatal_answer() {
     let bed = Bed::new();
     bed.nad("blue", "rec", &bed.recorder_conf("rec"));
-    let uid = bed.pod("blue", "dup", Some("rec@r1, rec@r2, blue/rec@r3"));
-    let ns = NetNs::new("pxd").unwrap();
-    let c = cid("dup");
+    let sb = bed.sandbox("blue", "dup", Some("rec@r1, rec@r2, blue/rec@r3"));
     let config = bed.config(json!({}));
     bed.api.clear_requests();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "dup", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(
         bed.api.count("GET", "network-attachment-definitions/rec"),
         1,
         "one GET per distinct NAD"
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "dup", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 
     // Twenty missing NADs: the first batch (8 GETs in flight at once) answers 404, which fails
     // the ADD, so the other twelve are never asked for.
@@ -375,8 +349,7 @@ fn nad_gets_are_deduplicated_bounded_and_stop_at_the_first_fatal_answer() {
 #[test]
 fn out_of_range_numbers_are_refused_naming_key_and_value() {
     let bed = Bed::new();
-    let ns = NetNs::new("pxn").unwrap();
-    let uid = bed.pod("blue", "num", None);
+    let mut sb = bed.sandbox("blue", "num", None);
     for (key, value, shown) in [
         ("apiTimeoutSeconds", json!(9.2e18), "9.2e+18"),
         (
@@ -389,15 +362,8 @@ fn out_of_range_numbers_are_refused_naming_key_and_value() {
         ("maxNetworksPerPod", json!(-1), "-1"),
     ] {
         let config = bed.config(json!({ key: value }));
-        let out = bed.call(
-            "ADD",
-            &cid("num"),
-            Some(ns.path()),
-            "blue",
-            "num",
-            &uid,
-            &config,
-        );
+        sb = sb.with_cid(cid("num"));
+        let out = bed.add(&sb, &config);
         let msg = out.assert_error(7);
         assert!(
             msg.contains(&format!("\"{key}\"")) && msg.contains(shown),
@@ -406,50 +372,32 @@ fn out_of_range_numbers_are_refused_naming_key_and_value() {
         assert!(msg.contains("must be an integer from"), "{msg}");
         assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     }
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
 fn an_unsafe_cache_directory_is_refused_before_anything_runs() {
     use std::os::unix::fs::PermissionsExt;
     let bed = Bed::new();
-    let uid = bed.pod("blue", "cache", None);
-    let ns = NetNs::new("pxc").unwrap();
+    let sb = bed.sandbox("blue", "cache", None);
     let config = bed.config(json!({}));
     std::fs::create_dir_all(&bed.node.cni_dir).unwrap();
     std::fs::set_permissions(&bed.node.cni_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = bed.call(
-        "ADD",
-        &cid("cache"),
-        Some(ns.path()),
-        "blue",
-        "cache",
-        &uid,
-        &config,
-    );
-    let msg = out.assert_error(102);
+    let msg = bed.add(&sb, &config).assert_error(102);
     assert!(
         msg.contains("cniDir") && msg.contains(&bed.node.cni_dir.display().to_string()),
         "{msg}"
     );
     assert!(msg.contains("mode 777"), "{msg}");
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 
     // A symlink (to a directory someone else controls) is refused the same way.
     std::fs::remove_dir(&bed.node.cni_dir).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(elsewhere.path(), &bed.node.cni_dir).unwrap();
-    let out = bed.call(
-        "ADD",
-        &cid("cache"),
-        Some(ns.path()),
-        "blue",
-        "cache",
-        &uid,
-        &config,
-    );
-    assert!(out.assert_error(102).contains("symlink"));
-    bed.assert_clean(&ns);
+    let sb = sb.with_cid(cid("cache"));
+    assert!(bed.add(&sb, &config).assert_error(102).contains("symlink"));
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
@@ -498,10 +446,8 @@ fn a_kubeconfig_without_tls_verification_is_warned_about_once_per_call() {
         Some(&kc),
         json!({"logLevel": "warn"}),
     );
-    let uid = bed.pod("blue", "tls", None);
-    let ns = NetNs::new("pxt").unwrap();
-    let c = cid("tls");
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "tls", &uid, &config);
+    let sb = bed.sandbox("blue", "tls", None);
+    let out = bed.add(&sb, &config);
     out.assert_ok();
     assert_eq!(
         out.stderr.matches("insecure-skip-tls-verify").count(),
@@ -509,31 +455,13 @@ fn a_kubeconfig_without_tls_verification_is_warned_about_once_per_call() {
         "{}",
         out.stderr
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "tls", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 
     // With verification on (the bed's own kubeconfig, with the CA) there is no warning.
-    let out = bed.call(
-        "ADD",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "tls",
-        &uid,
-        &bed.config(json!({"logLevel": "warn"})),
-    );
+    let out = bed.add(&sb, &bed.config(json!({"logLevel": "warn"})));
     out.assert_ok();
     assert!(!out.stderr.contains("insecure"), "{}", out.stderr);
-    bed.call(
-        "DEL",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "tls",
-        &uid,
-        &bed.config(json!({})),
-    )
-    .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &bed.config(json!({}))).assert_ok();
+    bed.assert_clean(&sb.ns);
 }

@@ -114,6 +114,49 @@ fn a_changed_nad_is_seen_by_the_next_pod() {
 }
 
 #[test]
+fn nads_outside_the_watched_namespaces_cost_one_get_each() {
+    let bed = Bed::with_mode(
+        Mode::Thick,
+        FakeApiOptions::default(),
+        DaemonOptions {
+            nad_namespaces: vec!["blue".to_owned()],
+            ..DaemonOptions::default()
+        },
+    );
+    let n = &bed.node;
+    bed.api.create_nad(
+        "other",
+        "mv-o",
+        Some(&n.macvlan_config("mv-o", "10.78.25.0/24").to_string()),
+    );
+    bed.nad("blue", "mv-w", &n.macvlan_config("mv-w", "10.78.24.0/24"));
+    let sb = bed.sandbox("blue", "scoped", Some("mv-w, other/mv-o"));
+    let config = bed.config(json!({}));
+    bed.api.clear_requests();
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(link_names(&sb.ns), vec!["eth0", "lo", "net1", "net2"]);
+    assert_eq!(
+        bed.api.count(
+            "GET",
+            "/namespaces/other/network-attachment-definitions/mv-o"
+        ),
+        1
+    );
+    assert_eq!(
+        bed.api
+            .count("GET", "/namespaces/blue/network-attachment-definitions/"),
+        0
+    );
+    assert_eq!(bed.cni_requests().len(), 2, "{:?}", bed.cni_requests());
+    assert_eq!(
+        bed.daemon().status().unwrap()["caches"]["nads"]["objects"],
+        1
+    );
+    bed.teardown(&sb, &config);
+    bed.assert_clean(&sb.ns);
+}
+
+#[test]
 fn daemon_down_add_fails_fast_with_code_11_and_status_answers_50() {
     let mut bed = Bed::in_mode(Mode::Thick);
     let sb = bed.sandbox("blue", "nodaemon", None);
@@ -298,4 +341,48 @@ fn probes_metrics_and_status() {
     }
     bed.teardown(&sb, &config);
     bed.assert_clean(&sb.ns);
+}
+
+#[test]
+fn only_root_may_use_the_daemon_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let bed = Bed::in_mode(Mode::Thick);
+    let socket = bed.daemon().socket.clone();
+    let dir = socket.parent().unwrap().to_owned();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&socket), 0o600);
+    let config = bed.config(json!({}));
+    bed.verb("STATUS", &config).assert_ok();
+
+    // Open the file permissions so that only the peer-credential check stands in the way.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut shim = std::process::Command::new(plexus_e2e::cni::bin_path("plexus-shim"));
+    shim.env_clear()
+        .env("CNI_COMMAND", "STATUS")
+        .env("CNI_PATH", &bed.cni_path)
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = shim.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.to_string().as_bytes())
+        .unwrap();
+    let out = plexus_e2e::cni::Outcome::from(child.wait_with_output().unwrap());
+    // Connected, then dropped without an answer: the daemon served nobody.
+    let msg = out.assert_error(50);
+    assert!(msg.contains("no answer"), "{msg}");
+    assert!(
+        bed.daemon().log_text().contains("non-root peer"),
+        "{}",
+        bed.daemon().log_text()
+    );
 }

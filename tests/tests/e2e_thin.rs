@@ -1,17 +1,21 @@
-//! End-to-end tests of the thin plugin: the real `plexus` binary exec'd like a runtime, real
-//! delegates from /usr/lib/cni, real network namespaces, and the fake API server over real HTTP.
-//! Assertions are on what the kernel shows, on the annotation written, on the API requests made,
-//! and on cleanup (only `lo` left, no host-local lease, no cache entry).
+//! End-to-end scenarios of the plugin, each run in both modes: thin (the real `plexus` binary
+//! exec'd like a runtime) and thick (the real `plexus-shim` exec'd like a runtime, forwarding to
+//! the real `plexusd`), with real delegates from /usr/lib/cni, real network namespaces, and the
+//! fake API server over real HTTP. Assertions are on what the kernel shows, on the annotation
+//! written, on the API requests made (thick mode serves the reads from its watch caches:
+//! [`Bed::reads`]), and on cleanup (only `lo` left, no host-local lease, no cache entry).
 
-use plexus_e2e::bed::{Bed, cid};
-use plexus_e2e::cni::{Call, exec_plexus, ipv4_of, k8s_args, link_names, mac_of, ping};
+use plexus_e2e::bed::{Bed, Mode, cid};
+use plexus_e2e::cni::{Call, exec_plugin, ipv4_of, link_names, mac_of, ping};
+use plexus_e2e::daemon::DaemonOptions;
 use plexus_e2e::fakeapi::FakeApiOptions;
 use plexus_e2e::netns::NetNs;
+use rstest::rstest;
 use serde_json::{Value, json};
 
-#[test]
-fn no_annotation_gets_only_the_cluster_network() {
-    let bed = Bed::new();
+#[rstest]
+fn no_annotation_gets_only_the_cluster_network(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     let uid = bed.pod("blue", "plain", None);
     let ns = NetNs::new("pxp").unwrap();
     let c = cid("plain");
@@ -35,24 +39,29 @@ fn no_annotation_gets_only_the_cluster_network() {
     assert_eq!(status[0]["mac"].as_str(), mac_of(&ns, "eth0").as_deref());
 
     // The API budget for a pod with no annotation: one pod GET, one PATCH, nothing else.
-    assert_eq!(bed.api.count("GET", "/pods/plain"), 1);
+    assert_eq!(bed.api.count("GET", "/pods/plain"), bed.reads(1));
     assert_eq!(bed.api.count("PATCH", "/pods/plain/status"), 1);
-    assert_eq!(bed.api.requests().len(), 2, "{:?}", bed.api.requests());
+    assert_eq!(
+        bed.cni_requests().len(),
+        bed.reads(1) + 1,
+        "{:?}",
+        bed.cni_requests()
+    );
 
     bed.api.clear_requests();
     bed.call("DEL", &c, Some(ns.path()), "blue", "plain", &uid, &config)
         .assert_ok();
     assert!(
-        bed.api.requests().is_empty(),
+        bed.cni_requests().is_empty(),
         "DEL must not call the API: {:?}",
-        bed.api.requests()
+        bed.cni_requests()
     );
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn one_macvlan_network() {
-    let bed = Bed::new();
+#[rstest]
+fn one_macvlan_network(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     bed.nad(
         "blue",
         "macvlan-a",
@@ -89,9 +98,11 @@ fn one_macvlan_network() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn four_networks_mixing_bridge_macvlan_conflist_and_explicit_names() {
-    let bed = Bed::new();
+#[rstest]
+fn four_networks_mixing_bridge_macvlan_conflist_and_explicit_names(
+    #[values(Mode::Thin, Mode::Thick)] mode: Mode,
+) {
+    let bed = Bed::in_mode(mode);
     let n = &bed.node;
     bed.nad(
         "blue",
@@ -168,20 +179,30 @@ fn four_networks_mixing_bridge_macvlan_conflist_and_explicit_names() {
         ]
     );
 
-    // API budget (DESIGN.md §3): 1 pod GET + N NAD GETs + 1 PATCH.
-    assert_eq!(bed.api.count("GET", "/pods/four"), 1);
-    assert_eq!(bed.api.count("GET", "/network-attachment-definitions/"), 4);
+    // API budget (DESIGN.md §3): 1 pod GET + N NAD GETs + 1 PATCH; thick mode: the PATCH.
+    assert_eq!(bed.api.count("GET", "/pods/four"), bed.reads(1));
+    assert_eq!(
+        bed.api.count("GET", "/network-attachment-definitions/"),
+        bed.reads(4)
+    );
     assert_eq!(bed.api.count("PATCH", "/pods/four/status"), 1);
-    assert_eq!(bed.api.requests().len(), 6, "{:?}", bed.api.requests());
+    assert_eq!(
+        bed.cni_requests().len(),
+        bed.reads(5) + 1,
+        "{:?}",
+        bed.cni_requests()
+    );
 
     bed.call("DEL", &c, Some(ns.path()), "blue", "four", &uid, &config)
         .assert_ok();
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn nad_without_spec_config_is_resolved_from_conf_dir() {
-    let bed = Bed::new();
+#[rstest]
+fn nad_without_spec_config_is_resolved_from_conf_dir(
+    #[values(Mode::Thin, Mode::Thick)] mode: Mode,
+) {
+    let bed = Bed::in_mode(mode);
     let conf = bed.node.macvlan_config("from-disk", "10.78.3.0/24");
     std::fs::write(
         bed.node.conf_dir.join("20-from-disk.conf"),
@@ -201,9 +222,9 @@ fn nad_without_spec_config_is_resolved_from_conf_dir() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn missing_nad_fails_clearly_and_leaves_nothing() {
-    let bed = Bed::new();
+#[rstest]
+fn missing_nad_fails_clearly_and_leaves_nothing(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     let uid = bed.pod("blue", "lost", Some("nope"));
     let ns = NetNs::new("pxn").unwrap();
     let c = cid("lost");
@@ -220,9 +241,11 @@ fn missing_nad_fails_clearly_and_leaves_nothing() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn delegate_failure_after_eth0_rolls_everything_back() {
-    let bed = Bed::new();
+#[rstest]
+fn delegate_failure_after_eth0_rolls_everything_back(
+    #[values(Mode::Thin, Mode::Thick)] mode: Mode,
+) {
+    let bed = Bed::in_mode(mode);
     let mut broken = bed.node.macvlan_config("broken", "10.78.4.0/24");
     broken["master"] = json!("pxnomaster0");
     bed.nad(
@@ -246,9 +269,9 @@ fn delegate_failure_after_eth0_rolls_everything_back() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn failed_status_write_rolls_back() {
-    let bed = Bed::new();
+#[rstest]
+fn failed_status_write_rolls_back(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     bed.nad(
         "blue",
         "macvlan-a",
@@ -277,9 +300,9 @@ fn failed_status_write_rolls_back() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn uid_mismatch_fails_without_touching_the_pod() {
-    let bed = Bed::new();
+#[rstest]
+fn uid_mismatch_fails_without_touching_the_pod(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     bed.pod("blue", "reborn", None);
     let ns = NetNs::new("pxu").unwrap();
     let c = cid("reborn");
@@ -297,63 +320,61 @@ fn uid_mismatch_fails_without_touching_the_pod() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn del_works_with_the_api_server_down_and_twice() {
-    let Bed {
-        node,
-        api,
-        kubeconfig,
-        cluster_file,
-        ..
-    } = Bed::new();
-    api.create_nad(
+#[rstest]
+fn del_works_with_the_api_server_down_and_twice(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
+    bed.nad(
         "blue",
         "macvlan-a",
-        Some(&node.macvlan_config("macvlan-a", "10.78.7.0/24").to_string()),
+        &bed.node.macvlan_config("macvlan-a", "10.78.7.0/24"),
     );
-    let pod = api.create_pod(json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "offline", "namespace": "blue", "annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan-a"}}}));
-    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    let uid = bed.pod("blue", "offline", Some("macvlan-a"));
     let ns = NetNs::new("pxo").unwrap();
     let c = cid("offline");
-    let config = node.plexus_config(cluster_file.to_str().unwrap(), Some(&kubeconfig), json!({}));
+    let config = bed.config(json!({}));
     let call = |command| {
-        exec_plexus(&Call {
+        bed.call(
             command,
-            container_id: &c,
-            netns: Some(ns.path()),
-            ifname: "eth0",
-            args: k8s_args("blue", "offline", &uid, &c),
-            config: &config,
-        })
-        .unwrap()
+            &c,
+            Some(ns.path()),
+            "blue",
+            "offline",
+            &uid,
+            &config,
+        )
     };
     call("ADD").assert_ok();
-    assert_eq!(node.leases().len(), 2);
-    drop(api);
+    assert_eq!(bed.node.leases().len(), 2);
+    bed.api.stop();
     call("DEL").assert_ok();
     assert_eq!(link_names(&ns), vec!["lo"]);
-    assert!(node.leases().is_empty());
-    assert!(node.cache_entries().is_empty());
+    assert!(bed.node.leases().is_empty());
+    assert!(bed.node.cache_entries().is_empty());
     call("DEL").assert_ok();
     // DEL after the netns is gone, too.
     let path = ns.path().to_owned();
     drop(ns);
-    exec_plexus(&Call {
-        command: "DEL",
-        container_id: &c,
-        netns: Some(&path),
-        ifname: "eth0",
-        args: String::new(),
-        config: &config,
-    })
+    exec_plugin(
+        &bed.plugin_bin(),
+        &Call {
+            command: "DEL",
+            container_id: &c,
+            netns: Some(&path),
+            ifname: "eth0",
+            args: String::new(),
+            config: &config,
+        },
+        &bed.cni_path,
+    )
     .unwrap()
     .assert_ok();
 }
 
-#[test]
-fn cluster_network_as_conflist_file_directory_and_name() {
-    let bed = Bed::new();
+#[rstest]
+fn cluster_network_as_conflist_file_directory_and_name(
+    #[values(Mode::Thin, Mode::Thick)] mode: Mode,
+) {
+    let bed = Bed::in_mode(mode);
     let dir = bed
         .cluster_file
         .parent()
@@ -374,9 +395,7 @@ fn cluster_network_as_conflist_file_directory_and_name() {
         let uid = bed.pod("blue", &format!("cn-{form}"), None);
         let ns = NetNs::new("pxc").unwrap();
         let c = cid(form);
-        let config = bed
-            .node
-            .plexus_config(&cluster, Some(&bed.kubeconfig), json!({}));
+        let config = bed.config(json!({"clusterNetwork": cluster}));
         let out = bed.call(
             "ADD",
             &c,
@@ -407,9 +426,9 @@ fn cluster_network_as_conflist_file_directory_and_name() {
     }
 }
 
-#[test]
-fn namespace_isolation_refuses_cross_namespace_nads() {
-    let bed = Bed::new();
+#[rstest]
+fn namespace_isolation_refuses_cross_namespace_nads(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     bed.nad(
         "red",
         "macvlan-a",
@@ -443,9 +462,9 @@ fn namespace_isolation_refuses_cross_namespace_nads() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn twenty_pods_four_at_a_time() {
-    let bed = Bed::new();
+#[rstest]
+fn twenty_pods_four_at_a_time(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     bed.nad(
         "blue",
         "macvlan-a",
@@ -492,9 +511,11 @@ fn twenty_pods_four_at_a_time() {
     assert!(bed.node.cache_entries().is_empty());
 }
 
-#[test]
-fn two_pods_ping_each_other_over_a_secondary_network() {
-    let bed = Bed::new();
+#[rstest]
+fn two_pods_ping_each_other_over_a_secondary_network(
+    #[values(Mode::Thin, Mode::Thick)] mode: Mode,
+) {
+    let bed = Bed::in_mode(mode);
     bed.nad(
         "blue",
         "macvlan-a",
@@ -522,13 +543,17 @@ fn two_pods_ping_each_other_over_a_secondary_network() {
     bed.assert_clean(&b);
 }
 
-#[test]
-fn https_with_a_bearer_token_file_and_ca_bundle() {
-    let bed = Bed::with_options(FakeApiOptions {
-        tls: true,
-        token: Some("s3cr3t-token".into()),
-        ..Default::default()
-    });
+#[rstest]
+fn https_with_a_bearer_token_file_and_ca_bundle(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::with_mode(
+        mode,
+        FakeApiOptions {
+            tls: true,
+            token: Some("s3cr3t-token".into()),
+            ..Default::default()
+        },
+        DaemonOptions::default(),
+    );
     assert!(bed.api.url().starts_with("https://"));
     bed.nad(
         "blue",
@@ -551,6 +576,11 @@ fn https_with_a_bearer_token_file_and_ca_bundle() {
         .assert_ok();
     bed.assert_clean(&ns);
 
+    if mode == Mode::Thick {
+        // The daemon's client re-reads the token file as kube's refresh period says, and this
+        // pod's reads are cached: a token swapped under a running daemon is not a per-call event.
+        return;
+    }
     // A rotated (wrong) token is refused, and the ADD leaves nothing behind.
     let token_file = bed.kubeconfig.parent().unwrap().join("token");
     std::fs::write(&token_file, "stale-token").unwrap();
@@ -560,9 +590,9 @@ fn https_with_a_bearer_token_file_and_ca_bundle() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn runtime_supplied_annotations_skip_the_pod_get() {
-    let bed = Bed::new();
+#[rstest]
+fn runtime_supplied_annotations_skip_the_pod_get(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     bed.nad(
         "blue",
         "macvlan-a",
@@ -578,19 +608,19 @@ fn runtime_supplied_annotations_skip_the_pod_get() {
     assert_eq!(link_names(&ns), vec!["eth0", "lo", "net1"]);
     assert_eq!(bed.api.count("GET", "/pods/"), 0);
     assert_eq!(
-        bed.api.requests().len(),
-        2,
-        "1 NAD GET + 1 PATCH: {:?}",
-        bed.api.requests()
+        bed.cni_requests().len(),
+        bed.reads(1) + 1,
+        "1 NAD GET (thin) + 1 PATCH: {:?}",
+        bed.cni_requests()
     );
     bed.call("DEL", &c, Some(ns.path()), "blue", "rt", &uid, &config)
         .assert_ok();
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn check_passes_after_add() {
-    let bed = Bed::new();
+#[rstest]
+fn check_passes_after_add(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     bed.nad(
         "blue",
         "macvlan-a",
@@ -616,20 +646,24 @@ fn check_passes_after_add() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn bad_requests_get_cni_errors() {
-    let bed = Bed::new();
+#[rstest]
+fn bad_requests_get_cni_errors(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     let ns = NetNs::new("pxe").unwrap();
     let config = bed.config(json!({}));
     // Missing CNI_NETNS on ADD: code 4 naming the variable.
-    let out = exec_plexus(&Call {
-        command: "ADD",
-        container_id: "c1",
-        netns: None,
-        ifname: "eth0",
-        args: String::new(),
-        config: &config,
-    })
+    let out = exec_plugin(
+        &bed.plugin_bin(),
+        &Call {
+            command: "ADD",
+            container_id: "c1",
+            netns: None,
+            ifname: "eth0",
+            args: String::new(),
+            config: &config,
+        },
+        &bed.cni_path,
+    )
     .unwrap();
     assert!(out.assert_error(4).contains("CNI_NETNS"));
     // A bad key: code 7 naming it and its value.
@@ -668,20 +702,14 @@ fn bad_requests_get_cni_errors() {
     assert!(msg.contains("interface data0 requested twice"), "{msg}");
     bed.assert_clean(&ns);
     // VERSION.
-    let out = exec_plexus(&Call {
-        command: "VERSION",
-        container_id: "",
-        netns: None,
-        ifname: "",
-        args: String::new(),
-        config: &json!({"cniVersion": "0.4.0"}),
-    })
-    .unwrap();
+    let out = bed.verb("VERSION", &json!({"cniVersion": "0.4.0"}));
     out.assert_ok();
     assert_eq!(out.json()["cniVersion"], "0.4.0");
     assert_eq!(out.json()["supportedVersions"].as_array().unwrap().len(), 7);
 }
 
+/// Thin mode only: in thick mode the engine's lines go to plexusd's JSON log (e2e_thick
+/// `probes_metrics_and_status`), and the shim's stdout is checked by every scenario here.
 #[test]
 fn logs_go_to_the_log_file_and_never_to_stdout() {
     let bed = Bed::new();
@@ -711,9 +739,9 @@ fn logs_go_to_the_log_file_and_never_to_stdout() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn readiness_indicator_gates_add_without_blocking() {
-    let bed = Bed::new();
+#[rstest]
+fn readiness_indicator_gates_add_without_blocking(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::in_mode(mode);
     let uid = bed.pod("blue", "ready", None);
     let ns = NetNs::new("pxg").unwrap();
     let c = cid("ready");
@@ -727,28 +755,10 @@ fn readiness_indicator_gates_add_without_blocking() {
         "{msg}"
     );
     bed.assert_clean(&ns);
-    let status = exec_plexus(&Call {
-        command: "STATUS",
-        container_id: "",
-        netns: None,
-        ifname: "",
-        args: String::new(),
-        config: &config,
-    })
-    .unwrap();
-    status.assert_error(50);
+    bed.verb("STATUS", &config).assert_error(50);
 
     std::fs::write(&flag, "").unwrap();
-    exec_plexus(&Call {
-        command: "STATUS",
-        container_id: "",
-        netns: None,
-        ifname: "",
-        args: String::new(),
-        config: &config,
-    })
-    .unwrap()
-    .assert_ok();
+    bed.verb("STATUS", &config).assert_ok();
     bed.call("ADD", &c, Some(ns.path()), "blue", "ready", &uid, &config)
         .assert_ok();
     // DEL never waits for readiness.
@@ -758,9 +768,11 @@ fn readiness_indicator_gates_add_without_blocking() {
     bed.assert_clean(&ns);
 }
 
-#[test]
-fn default_networks_from_conf_dir_come_before_the_annotation() {
-    let bed = Bed::new();
+#[rstest]
+fn default_networks_from_conf_dir_come_before_the_annotation(
+    #[values(Mode::Thin, Mode::Thick)] mode: Mode,
+) {
+    let bed = Bed::in_mode(mode);
     let always = bed.node.bridge_config("always", "10.79.16.0/24");
     std::fs::write(bed.node.conf_dir.join("30-always.conf"), always.to_string()).unwrap();
     bed.nad(

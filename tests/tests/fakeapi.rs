@@ -23,6 +23,8 @@ struct Client {
     token: Option<String>,
     /// TLS server name to send (defaults to the URL's host).
     sni: Option<String>,
+    /// The `Accept` header.
+    accept: String,
 }
 
 #[derive(Debug)]
@@ -56,6 +58,7 @@ impl Client {
             ca_pem: api.ca_pem(),
             token: None,
             sni: None,
+            accept: "application/json".to_owned(),
         }
     }
 
@@ -107,8 +110,9 @@ impl Client {
     ) -> std::io::Result<BufReader<Box<dyn Stream>>> {
         let mut s = self.connect()?;
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n",
-            self.host_port()
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: {}\r\nConnection: close\r\n",
+            self.host_port(),
+            self.accept
         );
         if let Some(t) = &self.token {
             head.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -732,6 +736,55 @@ fn watch_streams_added_modified_deleted_and_bookmarks() {
 }
 
 #[test]
+fn partial_object_metadata_for_get_list_and_watch() {
+    let api = server();
+    pod(&api, "p1", "node-1");
+    let meta = |what: &str| Client {
+        accept: format!("application/json;as={what};g=meta.k8s.io;v=v1"),
+        ..Client::of(&api)
+    };
+    let c = meta("PartialObjectMetadata");
+    let r = c.get(&format!("{POD_PATH}/p1"));
+    assert_eq!(r.status, 200);
+    let o = r.json();
+    assert_eq!(
+        (o["kind"].as_str(), o["apiVersion"].as_str()),
+        (Some("PartialObjectMetadata"), Some("meta.k8s.io/v1"))
+    );
+    assert_eq!(
+        o["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"],
+        "a,b"
+    );
+    assert!(o.get("spec").is_none(), "{o}");
+
+    let l = meta("PartialObjectMetadataList")
+        .get("/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1")
+        .json();
+    assert_eq!(l["kind"], "PartialObjectMetadataList");
+    assert_eq!(names(&l), ["p1"]);
+    assert!(l["items"][0].get("spec").is_none(), "{l}");
+    assert!(l["metadata"]["resourceVersion"].is_string(), "{l}");
+    // A list asked for as a single object is not acceptable.
+    assert_eq!(c.get(POD_PATH).status, 406);
+
+    let mut w = c.watch("/api/v1/pods?watch=1&fieldSelector=spec.nodeName%3Dnode-1");
+    let e = w.next_change().unwrap();
+    assert_eq!(e["type"], "ADDED");
+    assert_eq!(e["object"]["kind"], "PartialObjectMetadata");
+    assert!(e["object"].get("spec").is_none(), "{e}");
+    api.patch_pod(
+        "blue",
+        "p1",
+        &json!({"metadata": {"annotations": {"x": "1"}}}),
+    )
+    .unwrap();
+    let e = w.next_change().unwrap();
+    assert_eq!(e["type"], "MODIFIED");
+    assert_eq!(e["object"]["metadata"]["annotations"]["x"], "1");
+    assert!(e["object"].get("spec").is_none(), "{e}");
+}
+
+#[test]
 fn bearer_token_is_required_when_configured() {
     let api = FakeApiServer::start(FakeApiOptions {
         token: Some("s3cr3t".into()),
@@ -1109,6 +1162,7 @@ fn binary_serves_seeds_and_writes_its_files() {
         ca_pem: None,
         token: Some("t".into()),
         sni: None,
+        accept: "application/json".to_owned(),
     };
     assert_eq!(
         c.get(&format!("{NAD_PATH}/a")).json()["spec"]["config"],

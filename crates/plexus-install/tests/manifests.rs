@@ -110,10 +110,12 @@ fn all_objects() -> Vec<(String, String, Value)> {
     out
 }
 
+/// The one object of `kind` of the Plexus agent (the SR-IOV device plugin's own manifests, in
+/// sriovdp/, are checked by [`the_device_plugin_runs_without_api_access_and_mounts_what_it_needs`]).
 fn one<T: DeserializeOwned>(kind: &str) -> T {
     let found: Vec<_> = all_objects()
         .into_iter()
-        .filter(|(_, k, _)| k == kind)
+        .filter(|(f, k, _)| k == kind && !f.starts_with("sriovdp/"))
         .collect();
     assert_eq!(found.len(), 1, "expected exactly one {kind}");
     serde_json::from_value(found[0].2.clone()).unwrap()
@@ -174,6 +176,7 @@ fn kustomizations_list_every_manifest_and_the_crd_only_in_its_own() {
     let listed: BTreeSet<String> = resources("base")
         .union(&resources("crds"))
         .cloned()
+        .chain(resources("sriovdp"))
         .collect();
     let files: BTreeSet<String> = manifest_files()
         .iter()
@@ -1122,4 +1125,66 @@ fn every_binary_a_daemonset_runs_or_installs_is_in_the_image() {
             }
         }
     }
+#[test]
+fn the_device_plugin_runs_without_api_access_and_mounts_what_it_needs() {
+    let objs = build("sriovdp");
+    let ds = daemonset(&objs);
+    assert_eq!(ds.metadata.namespace.as_deref(), Some("plexus-system"));
+    let pod = ds.spec.clone().unwrap().template.spec.unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false), "no token");
+    assert_eq!(pod.service_account_name, None);
+    assert_eq!(
+        pod.node_selector.clone().unwrap_or_default(),
+        BTreeMap::from([
+            ("kubernetes.io/os".to_owned(), "linux".to_owned()),
+            ("kubernetes.io/arch".to_owned(), "amd64".to_owned()),
+        ])
+    );
+    let c = &containers(&ds)[0];
+    let image = c.image.clone().unwrap();
+    assert!(
+        image.starts_with("ghcr.io/") && image.contains(':'),
+        "{image}"
+    );
+    assert_eq!(
+        c.command.as_ref().unwrap()[0],
+        "/usr/local/bin/plexus-sriovdp"
+    );
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+    // Every host path it uses, and read-only where it only reads.
+    let mounts: BTreeMap<String, (String, bool)> = c
+        .volume_mounts
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, (m.mount_path, m.read_only.unwrap_or(false))))
+        .collect();
+    let host: BTreeMap<String, String> = pod
+        .volumes
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter_map(|v| Some((v.name, v.host_path?.path)))
+        .collect();
+    for (vol, path, ro) in [
+        ("sys", "/sys", true),
+        ("device-plugins", "/var/lib/kubelet/device-plugins", false),
+        ("pod-resources", "/var/lib/kubelet/pod-resources", true),
+        ("devinfo", "/var/run/k8s.cni.cncf.io/devinfo/dp", false),
+    ] {
+        assert_eq!(host[vol], path, "{vol}");
+        assert_eq!(mounts[vol], (path.to_owned(), ro), "{vol}");
+    }
+    // The config the container reads is the ConfigMap's.
+    assert_eq!(mounts["config"].0, "/etc/pcidp");
+    assert!(
+        c.command
+            .as_ref()
+            .unwrap()
+            .contains(&"--config=/etc/pcidp/config.json".to_owned())
+    );
+    assert!(config_map(&objs, "plexus-sriovdp-config").contains_key("config.json"));
 }

@@ -5,7 +5,8 @@
 //! the pod and its NADs. A pod the pod watch has not delivered yet (created a moment before its
 //! ADD), or one cached under another UID (deleted and re-created under the same name), costs one
 //! GET. A NAD the NAD watch has not delivered is waited for a little ([`CachedKube::nad_wait`]),
-//! since it was most likely created a moment ago, then fetched with one GET (which also gives the
+//! since it was most likely created a moment ago (unless its namespace is not watched), then
+//! fetched with one GET (which also gives the
 //! real answer, 404, for a NAD that does not exist). Events are posted off the request's path.
 
 use crate::LiveKube;
@@ -153,8 +154,12 @@ impl KubeApi for CachedKube<'_> {
             .iter()
             .map(|(ns, name)| self.cached_nad(ns, name).map(Ok))
             .collect();
+        // Only NADs the watches would deliver are worth waiting for.
+        let awaited = |(slot, (ns, _)): (&Option<_>, &(String, String))| {
+            slot.is_none() && self.caches.watches_nads_in(ns)
+        };
         let wait_until = Instant::now() + self.nad_wait;
-        while out.iter().any(Option::is_none) && Instant::now() < wait_until {
+        while out.iter().zip(refs).any(awaited) && Instant::now() < wait_until {
             std::thread::sleep(NAD_POLL);
             for (slot, (ns, name)) in out.iter_mut().zip(refs) {
                 if slot.is_none() {

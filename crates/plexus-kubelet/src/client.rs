@@ -345,7 +345,9 @@ fn devices_of(pods: &[PodResources]) -> DeviceMap {
 }
 
 /// A channel over the unix socket at `path` (gRPC needs an http URI; the host is never used).
-async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
+/// A gRPC channel over the unix socket at `path` (the kubelet's sockets; also used by the device
+/// plugin for the kubelet's `Registration` service).
+pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path = path.to_owned();
     Endpoint::from_static("http://kubelet.invalid")
         .connect_with_connector(tower::service_fn(move |_: Uri| {

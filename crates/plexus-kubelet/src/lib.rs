@@ -10,7 +10,7 @@ pub mod checkpoint;
 pub mod client;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
-pub use client::{KubeletDevices, KubeletError, PodId, Source};
+pub use client::{KubeletDevices, KubeletError, PodId, Source, connect};
 
 /// Generated from `proto/podresources.proto` (package `v1`).
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]

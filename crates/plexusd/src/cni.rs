@@ -222,3 +222,39 @@ pub fn run(
         e.to_cni_error(&version)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_request_bodies_are_decoding_failures_naming_the_cause() {
+        for (body, needle) in [
+            (&b"not json"[..], "expected"),
+            (br#"{"config": {}}"#, "\"env\" must be an object"),
+            (
+                br#"{"env": {"CNI_COMMAND": 1}, "config": {}}"#,
+                "env.CNI_COMMAND",
+            ),
+        ] {
+            let e = decode(body).unwrap_err();
+            assert_eq!(e.code, codes::DECODING_FAILURE);
+            assert!(e.msg.contains(needle), "{}", e.msg);
+        }
+        let req =
+            decode(br#"{"env": {"CNI_COMMAND": "VERSION"}, "config": {"cniVersion": "0.4.0"}}"#)
+                .unwrap();
+        assert_eq!(cni_env(&req).unwrap().command, Command::Version);
+        assert_eq!(version_reply(&req.config)["cniVersion"], "0.4.0");
+    }
+
+    #[test]
+    fn the_call_budget_comes_from_the_request() {
+        let v = serde_json::json!({"clusterNetwork": "a", "callTimeoutSeconds": 7});
+        assert_eq!(call_timeout(&v), Duration::from_secs(7));
+        assert_eq!(
+            call_timeout(&Value::Null),
+            plexus_engine::budget::DEFAULT_CALL_TIMEOUT
+        );
+    }
+}

@@ -52,6 +52,11 @@ struct Args {
     /// This node's name (only its pods are cached).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// Watch the NADs of these namespaces only (repeatable or comma-separated; default: every
+    /// namespace). For RBAC that grants list/watch of NADs in some namespaces; a NAD elsewhere
+    /// costs one GET.
+    #[arg(long = "nad-namespace", value_delimiter = ',')]
+    nad_namespaces: Vec<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -143,8 +148,13 @@ async fn serve(
             let (client, server) = plexus_kube::build_client(&creds, api_timeout)
                 .await
                 .context("Kubernetes client")?;
-            let caches = plexus_kube::watch::Caches::start(client.clone(), &node);
-            tracing::info!(%server, %node, "watching this node's pods and every NAD");
+            let caches =
+                plexus_kube::watch::Caches::start(client.clone(), &node, &args.nad_namespaces);
+            if args.nad_namespaces.is_empty() {
+                tracing::info!(%server, %node, "watching this node's pods and every NAD");
+            } else {
+                tracing::info!(%server, %node, nad_namespaces = ?args.nad_namespaces, "watching this node's pods and the NADs of some namespaces");
+            }
             Some(cni::Kube {
                 caches,
                 client,
@@ -171,6 +181,8 @@ async fn serve(
         }),
         admission: admit::Admission::new(args.max_inflight, args.queue),
         ready: AtomicBool::new(false),
+        stopping: tokio::sync::watch::Sender::new(false),
+        connections: Default::default(),
     });
     let health = tokio::net::TcpListener::bind(args.health_addr)
         .await
@@ -221,11 +233,37 @@ async fn serve(
     api.ready.store(false, Ordering::SeqCst);
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!(inflight = api.admission.inflight(), "SIGTERM: draining");
-    if !api.admission.drain(Instant::now() + DRAIN_LIMIT).await {
+    api.stopping.send_replace(true);
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    // Engine runs first (a run whose connection broke still finishes its work), then the
+    // connections, which close once their answer is written.
+    if !(api.admission.drain(deadline).await && api.connections_closed(deadline).await) {
         tracing::warn!("requests still running after {DRAIN_LIMIT:?}; exiting anyway");
     }
-    // Let the connections of the last requests write their answers.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflist_yields_its_first_plugin_with_the_list_name_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("00-plexus.conflist");
+        std::fs::write(
+            &p,
+            r#"{"cniVersion": "1.0.0", "name": "plexus-network", "plugins": [{"type": "plexus-shim", "clusterNetwork": "c"}]}"#,
+        )
+        .unwrap();
+        let c = plugin_config(&p).unwrap();
+        assert_eq!(c["name"], "plexus-network");
+        assert_eq!(c["cniVersion"], "1.0.0");
+        assert_eq!(c["clusterNetwork"], "c");
+        std::fs::write(&p, r#"{"type": "plexus", "clusterNetwork": "c"}"#).unwrap();
+        assert_eq!(plugin_config(&p).unwrap()["type"], "plexus");
+        std::fs::write(&p, r#"{"plugins": []}"#).unwrap();
+        assert!(plugin_config(&p).unwrap_err().to_string().contains("empty"));
+    }
 }

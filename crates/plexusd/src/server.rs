@@ -39,6 +39,39 @@ pub struct Api {
     pub shared: Arc<Shared>,
     pub admission: Admission,
     pub ready: AtomicBool,
+    /// Flipped on SIGTERM: open connections finish their request in flight, then close.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Connections being served (graceful shutdown waits for them).
+    pub connections: std::sync::atomic::AtomicUsize,
+}
+
+impl Api {
+    /// Waits until every connection is closed, or until `deadline`; true when all are.
+    pub async fn connections_closed(&self, deadline: Instant) -> bool {
+        while self.connections.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+}
+
+/// Counts a connection for as long as it is served.
+struct Served<'a>(&'a Api);
+
+impl<'a> Served<'a> {
+    fn new(api: &'a Api) -> Self {
+        api.connections.fetch_add(1, Ordering::SeqCst);
+        Served(api)
+    }
+}
+
+impl Drop for Served<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Creates the socket's directory (0700) and binds the socket (0600), replacing a stale one.
@@ -62,6 +95,7 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 
 /// Serves one accepted connection if its peer is root.
 pub async fn connection(api: Arc<Api>, stream: tokio::net::UnixStream) {
+    let _served = Served::new(&api);
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == 0 => {}
         Ok(cred) => {
@@ -73,14 +107,27 @@ pub async fn connection(api: Arc<Api>, stream: tokio::net::UnixStream) {
             return;
         }
     }
+    let mut stopping = api.stopping.subscribe();
+    let for_service = api.clone();
     let service = hyper::service::service_fn(move |req| {
-        let api = api.clone();
+        let api = for_service.clone();
         async move { Ok::<_, Infallible>(route(&api, req).await) }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        () = async {
+            // The guard `wait_for` returns is not Send: drop it here.
+            let _ = stopping.wait_for(|s| *s).await.map(drop);
+        } => {
+            // Finish the request in flight (if any), then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!("daemon API connection ended: {e}");
     }
 }

@@ -334,10 +334,14 @@ impl Drop for Containerd {
     }
 }
 
-/// Fills the CNI bin dir: `plexus` (this workspace's build) and every Debian plugin (containerd
-/// itself needs `loopback`), as symlinks.
+/// Fills the CNI bin dir: `plexus` and `plexus-shim` (this workspace's build) and every Debian
+/// plugin (containerd itself needs `loopback`), as symlinks.
 fn link_cni_plugins(bin_dir: &Path) -> anyhow::Result<()> {
     std::os::unix::fs::symlink(crate::cni::plexus_bin(), bin_dir.join("plexus"))?;
+    std::os::unix::fs::symlink(
+        crate::cni::bin_path("plexus-shim"),
+        bin_dir.join("plexus-shim"),
+    )?;
     for e in std::fs::read_dir(crate::cni::CNI_BIN_DIR).with_context(|| {
         format!(
             "read {} (containernetworking-plugins)",

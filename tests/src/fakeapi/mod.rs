@@ -2,7 +2,7 @@
 //!
 //! It serves exactly what Plexus talks to — pods (with `pods/status`), NetworkAttachmentDefinitions
 //! and events — with the real server's paths, `Status` bodies, resourceVersion semantics, patch
-//! formats, UID preconditions and watch protocol, and it logs every request so tests can assert
+//! formats, UID preconditions, watch protocol and metadata-only (`PartialObjectMetadata`) views, and it logs every request so tests can assert
 //! the API budget of DESIGN.md §3. It owns a multi-thread tokio runtime on background threads so
 //! that synchronous tests (which exec binaries) can use it; dropping it closes the port.
 //!
@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod faults;
+pub mod metadata;
 pub mod patch;
 pub mod resource;
 pub mod selector;

@@ -3,6 +3,7 @@
 
 use super::RequestRecord;
 use super::faults::{Decision, Fault, decide};
+use super::metadata::{self, View};
 use super::patch::PatchType;
 use super::resource::{Resource, Route};
 use super::selector::Selectors;
@@ -300,6 +301,10 @@ fn respond(
             .map(|(_, v)| v.as_str())
     };
     let flag = |k: &str| param(k).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     match (route, method) {
         (Route::Health, "GET") => Ok(Reply::Text(200, "ok")),
         (Route::Version, "GET") => Ok(Reply::Json(200, version())),
@@ -318,6 +323,7 @@ fn respond(
                     .and_then(|t| t.parse::<u64>().ok())
                     .map(Duration::from_secs);
                 let opts = WatchOpts {
+                    meta_only: metadata::view(accept, false)? == View::Metadata,
                     res,
                     ns,
                     sel,
@@ -341,9 +347,14 @@ fn respond(
                 limit: param("limit").and_then(|l| l.parse().ok()),
                 continue_token: param("continue").map(str::to_owned),
             };
+            let view = metadata::view(accept, true)?;
+            let list = lock(&shared.store).list(res, ns.as_deref(), &sel, &page)?;
             Ok(Reply::Json(
                 200,
-                lock(&shared.store).list(res, ns.as_deref(), &sel, &page)?,
+                match view {
+                    View::Full => list,
+                    View::Metadata => metadata::list(&list),
+                },
             ))
         }
         (Route::Collection { res, ns: Some(ns) }, "POST") => {
@@ -351,7 +362,15 @@ fn respond(
             Ok(Reply::Json(201, lock(&shared.store).create(res, &ns, obj)?))
         }
         (Route::Object { res, ns, name, .. }, "GET") => {
-            Ok(Reply::Json(200, lock(&shared.store).get(res, &ns, &name)?))
+            let view = metadata::view(accept, false)?;
+            let obj = lock(&shared.store).get(res, &ns, &name)?;
+            Ok(Reply::Json(
+                200,
+                match view {
+                    View::Full => obj,
+                    View::Metadata => metadata::object(&obj),
+                },
+            ))
         }
         (Route::Object { res, ns, name, sub }, "PATCH") => {
             let ct = headers
@@ -476,6 +495,8 @@ fn resource_list(group: &str, version: &str) -> Value {
 /// Parameters of one watch stream.
 #[derive(Debug)]
 struct WatchOpts {
+    /// Send `PartialObjectMetadata` objects (the request's `Accept` asked for them).
+    meta_only: bool,
     res: Resource,
     ns: Option<String>,
     sel: Selectors,
@@ -513,14 +534,21 @@ async fn watch_stream(o: WatchOpts, start: WatchStart, tx: mpsc::Sender<Bytes>) 
         let _ = tx.send(event_line("ERROR", &e.to_status())).await;
         return;
     }
+    let view = |obj: Value| {
+        if o.meta_only {
+            metadata::object(&obj)
+        } else {
+            obj
+        }
+    };
     for (ty, obj) in initial {
-        if tx.send(event_line(ty, &obj)).await.is_err() {
+        if tx.send(event_line(ty, &view(obj))).await.is_err() {
             return;
         }
     }
     if o.initial_events_end
         && tx
-            .send(event_line("BOOKMARK", &bookmark(o.res, rv, true)))
+            .send(event_line("BOOKMARK", &view(bookmark(o.res, rv, true))))
             .await
             .is_err()
     {
@@ -532,12 +560,12 @@ async fn watch_stream(o: WatchOpts, start: WatchStart, tx: mpsc::Sender<Bytes>) 
         let line = tokio::select! {
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => return,
             _ = tx.closed() => return,
-            _ = ticks.tick(), if o.bookmarks => event_line("BOOKMARK", &bookmark(o.res, rv, false)),
+            _ = ticks.tick(), if o.bookmarks => event_line("BOOKMARK", &view(bookmark(o.res, rv, false))),
             change = rx.recv() => match change {
                 Ok(c) => {
                     rv = rv.max(c.rv);
                     match c.event_for(o.res, o.ns.as_deref(), &o.sel) {
-                        Some((ty, obj)) => event_line(ty, &obj),
+                        Some((ty, obj)) => event_line(ty, &view(obj)),
                         None => continue,
                     }
                 }

@@ -1,0 +1,141 @@
+//! The plugin's side of the kubelet: `Registration.Register` on `kubelet.sock`, the socket's
+//! identity (to notice a kubelet restart), and the PodResources `List` that tells which devices
+//! are still allocated.
+
+use crate::proto::RegisterRequest;
+use crate::proto::registration_client::RegistrationClient;
+use plexus_kubelet::proto::ListPodResourcesRequest;
+use plexus_kubelet::proto::pod_resources_lister_client::PodResourcesListerClient;
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Why a kubelet call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    /// The socket could not be connected to (no kubelet, or it is restarting).
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        /// The socket.
+        path: String,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The kubelet answered with an error.
+    #[error("{call} on {path}: {status}")]
+    Rpc {
+        /// `Register` or `List`.
+        call: &'static str,
+        /// The socket.
+        path: String,
+        /// The kubelet's answer.
+        status: tonic::Status,
+    },
+    /// No answer in time.
+    #[error("{call} on {path}: no answer within {timeout:?}")]
+    Timeout {
+        /// `Register` or `List`.
+        call: &'static str,
+        /// The socket.
+        path: String,
+        /// The bound.
+        timeout: Duration,
+    },
+}
+
+/// The identity of a socket file (device, inode): a restarted kubelet binds a new one.
+pub fn socket_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Registers `resource` served on `endpoint` (a socket file name in the kubelet's directory)
+/// with the kubelet at `kubelet_socket`.
+pub async fn register(
+    kubelet_socket: &Path,
+    endpoint: &str,
+    resource: &str,
+    timeout: Duration,
+) -> Result<(), KubeletError> {
+    let path = kubelet_socket.display().to_string();
+    let call = async {
+        let channel = plexus_kubelet::connect(kubelet_socket)
+            .await
+            .map_err(|source| KubeletError::Connect {
+                path: path.clone(),
+                source,
+            })?;
+        RegistrationClient::new(channel)
+            .register(RegisterRequest {
+                version: crate::API_VERSION.into(),
+                endpoint: endpoint.into(),
+                resource_name: resource.into(),
+                options: Some(crate::plugin::Pool::options()),
+            })
+            .await
+            .map_err(|status| KubeletError::Rpc {
+                call: "Register",
+                path: path.clone(),
+                status,
+            })
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(KubeletError::Timeout {
+            call: "Register",
+            path,
+            timeout,
+        }),
+    }
+}
+
+/// Every `(resource, device)` of `resources` the kubelet's PodResources `List` shows allocated to
+/// a pod.
+pub async fn allocated_devices(
+    pod_resources_socket: &Path,
+    resources: &[String],
+    timeout: Duration,
+) -> Result<HashSet<(String, String)>, KubeletError> {
+    let path = pod_resources_socket.display().to_string();
+    let call = async {
+        let channel = plexus_kubelet::connect(pod_resources_socket)
+            .await
+            .map_err(|source| KubeletError::Connect {
+                path: path.clone(),
+                source,
+            })?;
+        PodResourcesListerClient::new(channel)
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .list(ListPodResourcesRequest {})
+            .await
+            .map_err(|status| KubeletError::Rpc {
+                call: "List",
+                path: path.clone(),
+                status,
+            })
+    };
+    let list = match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r?.into_inner(),
+        Err(_) => {
+            return Err(KubeletError::Timeout {
+                call: "List",
+                path,
+                timeout,
+            });
+        }
+    };
+    let mut out = HashSet::new();
+    for pod in list.pod_resources {
+        for c in pod.containers {
+            for d in c.devices {
+                if resources.contains(&d.resource_name) {
+                    for id in d.device_ids {
+                        out.insert((d.resource_name.clone(), id));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

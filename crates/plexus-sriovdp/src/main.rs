@@ -1,0 +1,95 @@
+//! `plexus-sriovdp`: the SR-IOV network device plugin daemon (one per SR-IOV node).
+
+use clap::Parser;
+use plexus_sriovdp::daemon::{Daemon, Options};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// SR-IOV network device plugin: advertises the node's VFs to the kubelet under the resource
+/// config of the reference device plugin.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// The resource config (`resourceList`), the reference's format.
+    #[arg(long, alias = "config-file", default_value = "/etc/pcidp/config.json")]
+    config: PathBuf,
+    /// Prefix of the resources whose entry has no `resourcePrefix`.
+    #[arg(long, default_value = plexus_sriovdp::config::DEFAULT_PREFIX)]
+    resource_prefix: String,
+    /// The sysfs root (a fake tree in tests).
+    #[arg(long, env = "PLEXUS_SYSFS_ROOT", default_value = "/sys")]
+    sysfs_root: PathBuf,
+    /// The kubelet's device-plugin directory (`kubelet.sock` and the plugins' sockets).
+    #[arg(long, default_value = plexus_sriovdp::DEVICE_PLUGIN_DIR)]
+    device_plugin_dir: PathBuf,
+    /// Root of the NPWG device-info files (this plugin writes `dp/`).
+    #[arg(long, default_value = "/var/run/k8s.cni.cncf.io/devinfo")]
+    device_info_dir: PathBuf,
+    /// The kubelet's PodResources socket (which devices pods still hold).
+    #[arg(long, default_value = "/var/lib/kubelet/pod-resources/kubelet.sock")]
+    pod_resources_socket: PathBuf,
+    /// Seconds between re-discoveries of the VFs (also on SIGHUP).
+    #[arg(long, default_value_t = 30)]
+    rediscover_seconds: u64,
+    /// Milliseconds between checks of the kubelet socket (re-registration after a restart).
+    #[arg(long, default_value_t = 1000)]
+    watch_millis: u64,
+    /// Seconds a device-info file of a device no pod holds is kept after it was written.
+    #[arg(long, default_value_t = 60)]
+    device_info_grace_seconds: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let opts = Options {
+        config_file: cli.config,
+        resource_prefix: cli.resource_prefix,
+        sysfs_root: cli.sysfs_root,
+        plugin_dir: cli.device_plugin_dir,
+        device_info_dir: cli.device_info_dir,
+        pod_resources_socket: cli.pod_resources_socket,
+        rediscover_every: Duration::from_secs(cli.rediscover_seconds.max(1)),
+        watch_every: Duration::from_millis(cli.watch_millis.max(10)),
+        device_info_grace: Duration::from_secs(cli.device_info_grace_seconds),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let daemon = Daemon::new(opts)?;
+        for p in daemon.pools() {
+            tracing::info!(resource = %p.resource, "pool: {} VFs", p.devices().len());
+        }
+        daemon
+            .run(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            })
+            .await
+    })
+}
