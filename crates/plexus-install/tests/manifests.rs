@@ -1125,6 +1125,8 @@ fn every_binary_a_daemonset_runs_or_installs_is_in_the_image() {
             }
         }
     }
+}
+
 #[test]
 fn the_device_plugin_runs_without_api_access_and_mounts_what_it_needs() {
     let objs = build("sriovdp");
