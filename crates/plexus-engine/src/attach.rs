@@ -9,8 +9,8 @@
 //! rollback path of ADD.
 
 use crate::cache::{Cache, CacheEntry, CacheError, ContainerLock};
+use crate::context::Engine;
 use crate::delegate::{Chain, ChainError, Invocation};
-use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::exec::UnderLock;
 use crate::plan::Plan;

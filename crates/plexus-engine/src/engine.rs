@@ -1,21 +1,21 @@
 //! The CNI verbs (ADD, DEL, CHECK, STATUS, GC) as thin entry points over the phases: plan
 //! ([`crate::plan`]), attach ([`crate::attach`]) and teardown ([`crate::teardown`]). The contracts
-//! are those of DESIGN.md §3.
+//! are those of DESIGN.md §3. The call's context, [`Engine`], lives in [`crate::context`], below
+//! the phases, so that they depend on it and not on the verbs.
 
-use crate::api::{EventType, KubeApi, PodEvent};
+use crate::api::{EventType, PodEvent};
 use crate::attach::{Attach, version_of};
 use crate::cache::{Cache, CacheEntry, CacheError};
-use crate::config::PlexusConfig;
+pub use crate::context::Engine;
 use crate::delegate::Chain;
 use crate::error::{EngineError, GcFailure};
-use crate::exec::DelegateExec;
 use crate::exec::UnderLock;
 use crate::plan::{Plan, Purpose, plan};
 use crate::request;
 use crate::resolve::{Attachment, PodRef, local_config};
-use crate::routes::{self, NetnsRoutes, RouteMove};
+use crate::routes::{self, RouteMove};
 use crate::teardown::{Strictness, teardown};
-use plexus_cni::{CniEnv, CniError, CniResult, CniVersion, NetworkConfig};
+use plexus_cni::{CniError, CniResult, CniVersion, NetworkConfig};
 use plexus_netattach::statuses_from_result;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -26,28 +26,6 @@ pub use crate::plan::{DEFAULT_NETWORK_ANNOTATION, MIRROR_ANNOTATION, POD_ANNOTAT
 
 /// How long GC waits for one container's lock before reporting it busy and moving on.
 const GC_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// One CNI call.
-pub struct Engine<'a> {
-    pub config: &'a PlexusConfig,
-    pub env: &'a CniEnv,
-    pub exec: &'a dyn DelegateExec,
-    /// `None` when no API server is configured.
-    pub kube: Option<&'a dyn KubeApi>,
-    /// Route changes in the pod's netns (`default-route`).
-    pub routes: &'a dyn NetnsRoutes,
-    /// Devices allocated to the pod (kubelet PodResources, DRA), for NADs with a
-    /// `resourceName`; `None` when no source is wired (such NADs then fail with code 105).
-    pub devices: Option<&'a dyn crate::device::DeviceLookup>,
-}
-
-impl std::fmt::Debug for Engine<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("env", &self.env)
-            .finish_non_exhaustive()
-    }
-}
 
 impl Engine<'_> {
     fn cache(&self) -> Cache {
@@ -202,13 +180,6 @@ impl Engine<'_> {
             ifname: first.ifname.clone(),
             reason,
         })
-    }
-
-    pub(crate) fn cache_err(&self, op: &str, source: CacheError) -> EngineError {
-        EngineError::Cache {
-            context: format!("container {}: cache {op}", self.env.container_id),
-            source,
-        }
     }
 
     /// DEL from the cache alone: no API request. Repeated DEL and a missing entry succeed. A

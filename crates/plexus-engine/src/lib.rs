@@ -12,6 +12,7 @@ pub mod cache;
 pub mod chaining;
 pub mod config;
 pub mod config_keys;
+pub mod context;
 pub mod delegate;
 pub mod device;
 pub mod engine;

@@ -8,7 +8,7 @@
 
 use crate::api::{ApiError, KubeApi};
 use crate::cache::{CACHE_KIND, CacheEntry, CachedAttachment};
-use crate::engine::Engine;
+use crate::context::Engine;
 use crate::error::EngineError;
 use crate::resolve::{Attachment, PodRef, resolve};
 use crate::routes;
