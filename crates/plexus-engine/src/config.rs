@@ -204,6 +204,14 @@ pub const DEFAULT_MAX_NETWORKS_PER_POD: u64 = 32;
 pub const MAX_NETWORKS_RANGE: RangeInclusive<u64> = 1..=1024;
 
 impl PlexusConfig {
+    /// Where delegates are looked up: `binDir` first, then the runtime's `CNI_PATH` (without
+    /// `binDir` a second time).
+    pub fn delegate_search_path(&self, cni_path: &[PathBuf]) -> Vec<PathBuf> {
+        std::iter::once(self.bin_dir.clone())
+            .chain(cni_path.iter().filter(|p| **p != self.bin_dir).cloned())
+            .collect()
+    }
+
     /// Parses the runtime's stdin object.
     pub fn from_map(m: &Map<String, Value>) -> Result<Self, ConfigError> {
         let key_notes = crate::config_keys::check(m)?;
@@ -558,6 +566,20 @@ mod tests {
         let c = parse(json!({"delegates": [{"type": "bridge"}, {"type": "ptp"}]})).unwrap();
         assert!(matches!(c.cluster_network, ClusterNetwork::Inline(_)));
         assert_eq!(c.default_networks.len(), 1);
+    }
+
+    #[test]
+    fn delegates_are_looked_up_in_bin_dir_first_and_it_is_not_searched_twice() {
+        let c = parse(json!({"clusterNetwork": "a", "binDir": "/opt/plexus/bin"})).unwrap();
+        let path = [
+            PathBuf::from("/opt/cni/bin"),
+            PathBuf::from("/opt/plexus/bin"),
+            PathBuf::from("/usr/lib/cni"),
+        ];
+        assert_eq!(
+            c.delegate_search_path(&path),
+            ["/opt/plexus/bin", "/opt/cni/bin", "/usr/lib/cni"].map(PathBuf::from)
+        );
     }
 
     #[test]

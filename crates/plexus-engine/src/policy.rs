@@ -163,6 +163,17 @@ fn executed_types(config: &NetworkConfig) -> Vec<String> {
     out
 }
 
+/// [`check_private_dir`] of the config's `cniDir` as the CNI error every entry point answers
+/// (code [`plexus_cni::codes::CACHE_ERROR`]).
+pub fn check_cache_dir(config: &crate::PlexusConfig) -> Result<(), plexus_cni::CniError> {
+    check_private_dir(&config.cni_dir).map_err(|reason| {
+        plexus_cni::CniError::new(
+            plexus_cni::codes::CACHE_ERROR,
+            format!("unsafe cache directory (cniDir): {reason}"),
+        )
+    })
+}
+
 /// Checks that a pre-existing directory Plexus keeps private state in (`cniDir`: cache entries
 /// and locks, which hold delegate configs) is a real directory owned by the effective user (root
 /// on a node) and writable by nobody else. Another writer could plant entries that DEL would act

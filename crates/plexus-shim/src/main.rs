@@ -18,7 +18,7 @@ use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, build, codes};
 use plexus_engine::exec::{Watchdog, watchdog};
 use plexus_engine::{Budget, Engine, IpRoutes, PlexusConfig, ProcessExec};
 use serde_json::{Map, Value, json};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,16 +48,7 @@ fn main() -> ExitCode {
             false,
         ),
     };
-    let mut stdout = std::io::stdout().lock();
-    // Nothing useful can be done if stdout is gone: the runtime has stopped listening.
-    let _ = stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush());
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    plexus_engine::respond(&out, ok)
 }
 
 fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
@@ -184,15 +175,8 @@ fn local(
 ) -> Result<String, CniError> {
     let config = PlexusConfig::from_map(conf)
         .map_err(|e| CniError::new(codes::INVALID_CONFIG, e.to_string()).with_version(version))?;
-    plexus_engine::policy::check_private_dir(&config.cni_dir).map_err(|reason| {
-        CniError::new(
-            codes::CACHE_ERROR,
-            format!("unsafe cache directory (cniDir): {reason}"),
-        )
-        .with_version(version)
-    })?;
-    let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
-    search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
+    plexus_engine::policy::check_cache_dir(&config).map_err(|e| e.with_version(version))?;
+    let search = config.delegate_search_path(&env.path);
     let budget = Budget::starting_at(started, Duration::from_secs(config.call_timeout_secs));
     let mut exec = ProcessExec::new(search).with_budget(budget);
     if let Ok(w) = Watchdog::for_current_exe() {

@@ -6,8 +6,7 @@ use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, build, codes};
 use plexus_engine::exec::{Watchdog, watchdog};
 use plexus_engine::{Budget, Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
 use serde_json::{Map, Value};
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,16 +48,7 @@ fn main() -> ExitCode {
             false,
         ),
     };
-    let mut stdout = std::io::stdout().lock();
-    // Nothing useful can be done if stdout is gone: the runtime has stopped listening.
-    let _ = stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush());
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    plexus_engine::respond(&out, ok)
 }
 
 /// Returns the text for stdout and whether the command succeeded.
@@ -129,17 +119,10 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
         tracing::warn!("{note}");
     }
     if env.command != Command::Status {
-        plexus_engine::policy::check_private_dir(&config.cni_dir).map_err(|reason| {
-            CniError::new(
-                codes::CACHE_ERROR,
-                format!("unsafe cache directory (cniDir): {reason}"),
-            )
-            .with_version(&version)
-        })?;
+        plexus_engine::policy::check_cache_dir(&config).map_err(|e| e.with_version(&version))?;
     }
 
-    let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
-    search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
+    let search = config.delegate_search_path(&env.path);
     let budget = Budget::starting_at(started, Duration::from_secs(config.call_timeout_secs));
     let mut exec = ProcessExec::new(search).with_budget(budget);
     match Watchdog::for_current_exe() {

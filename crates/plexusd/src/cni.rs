@@ -10,7 +10,6 @@ use plexus_kube::cached::{ApiCounters, CachedKube, EventPoster};
 use plexus_kube::watch::Caches;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -146,16 +145,9 @@ pub fn run(
         tracing::warn!("{note}");
     }
     if env.command != Command::Status {
-        plexus_engine::policy::check_private_dir(&config.cni_dir).map_err(|reason| {
-            CniError::new(
-                codes::CACHE_ERROR,
-                format!("unsafe cache directory (cniDir): {reason}"),
-            )
-            .with_version(&version)
-        })?;
+        plexus_engine::policy::check_cache_dir(&config).map_err(|e| e.with_version(&version))?;
     }
-    let mut search: Vec<PathBuf> = vec![config.bin_dir.clone()];
-    search.extend(env.path.iter().filter(|p| **p != config.bin_dir).cloned());
+    let search = config.delegate_search_path(&env.path);
     let mut exec = ProcessExec::new(search).with_budget(budget);
     if let Some(w) = &shared.watchdog {
         exec = exec.with_watchdog(w.clone());
