@@ -26,6 +26,8 @@ pub struct DaemonOptions {
     pub log: String,
     /// `--nad-namespace` (empty: every namespace).
     pub nad_namespaces: Vec<String>,
+    /// `--chroot-dir`.
+    pub chroot_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -36,6 +38,7 @@ impl Default for DaemonOptions {
             node: "node-1".to_owned(),
             log: "debug".to_owned(),
             nad_namespaces: Vec::new(),
+            chroot_dir: None,
         }
     }
 }
@@ -85,6 +88,9 @@ impl Daemon {
             .append(true)
             .open(&self.log)?;
         let mut cmd = Command::new(bin_path("plexusd"));
+        if let Some(dir) = &self.opts.chroot_dir {
+            cmd.arg("--chroot-dir").arg(dir);
+        }
         for ns in &self.opts.nad_namespaces {
             cmd.arg("--nad-namespace").arg(ns);
         }

@@ -156,6 +156,33 @@ fn nads_outside_the_watched_namespaces_cost_one_get_each() {
     bed.assert_clean(&sb.ns);
 }
 
+/// deploy/thick's `--chroot-dir`: every delegate (and IPAM plugin nested in it) starts through
+/// plexusd's chroot trampoline. Chrooted into `/` here, so the same real delegates attach and tear
+/// down; `static_chroot.rs` shows the trampoline really confines them to the root.
+#[test]
+fn delegates_run_through_the_chroot_trampoline() {
+    let bed = Bed::with_mode(
+        Mode::Thick,
+        FakeApiOptions::default(),
+        DaemonOptions {
+            chroot_dir: Some("/".into()),
+            ..DaemonOptions::default()
+        },
+    );
+    bed.nad(
+        "blue",
+        "mv-c",
+        &bed.node.macvlan_config("mv-c", "10.78.27.0/24"),
+    );
+    let sb = bed.sandbox("blue", "chrooted", Some("mv-c"));
+    let config = bed.config(json!({}));
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(link_names(&sb.ns), vec!["eth0", "lo", "net1"]);
+    assert!(ipv4_of(&sb.ns, "net1")[0].starts_with("10.78.27."));
+    bed.teardown(&sb, &config);
+    bed.assert_clean(&sb.ns);
+}
+
 #[test]
 fn daemon_down_add_fails_fast_with_code_11_and_status_answers_50() {
     let mut bed = Bed::in_mode(Mode::Thick);

@@ -11,7 +11,7 @@
 use crate::resolve::Attachment;
 use serde_json::{Value, json};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// An address family.
@@ -208,14 +208,38 @@ pub fn gateways_of(moves: &[RouteMove], index: usize) -> Vec<String> {
 }
 
 /// [`NetnsRoutes`] over `nsenter --net=<netns> ip ...` (see the module docs for why).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct IpRoutes;
+#[derive(Debug, Clone, Default)]
+pub struct IpRoutes {
+    /// `(root, trampoline)`: run `nsenter` chrooted into `root`, as delegates are
+    /// ([`crate::exec::ProcessExec::with_chroot`]); plexusd's image has no `nsenter` or `ip`.
+    chroot: Option<(PathBuf, PathBuf)>,
+}
 
 impl IpRoutes {
-    fn ip(netns: &Path, args: &[&str]) -> Result<String, String> {
+    /// `nsenter` and `ip` of the host's root mounted at `root`, run through `trampoline` (our own
+    /// binary, see [`crate::exec::chroot_exec_from_env`]).
+    pub fn chrooted(root: PathBuf, trampoline: PathBuf) -> Self {
+        Self {
+            chroot: Some((root, trampoline)),
+        }
+    }
+
+    fn command(&self) -> Command {
+        match &self.chroot {
+            None => Command::new("nsenter"),
+            Some((root, trampoline)) => {
+                let mut cmd = Command::new(trampoline);
+                cmd.env(crate::exec::CHROOT_EXEC_ENV, root).arg("nsenter");
+                cmd
+            }
+        }
+    }
+
+    fn ip(&self, netns: &Path, args: &[&str]) -> Result<String, String> {
         let mut net = std::ffi::OsString::from("--net=");
         net.push(netns);
-        let out = Command::new("nsenter")
+        let out = self
+            .command()
             .arg(net)
             .arg("ip")
             .args(args)
@@ -236,7 +260,7 @@ impl IpRoutes {
 
 impl NetnsRoutes for IpRoutes {
     fn default_routes(&self, netns: &Path, family: Family) -> Result<Vec<DefaultRoute>, String> {
-        let text = Self::ip(netns, &["-j", family.flag(), "route", "show", "default"])?;
+        let text = self.ip(netns, &["-j", family.flag(), "route", "show", "default"])?;
         let v: Value = serde_json::from_str(text.trim())
             .or_else(|_| {
                 if text.trim().is_empty() {
@@ -268,13 +292,13 @@ impl NetnsRoutes for IpRoutes {
             args.extend(["via", gw]);
         }
         args.extend(["dev", route.ifname.as_str()]);
-        Self::ip(netns, &args).map(drop)
+        self.ip(netns, &args).map(drop)
     }
 
     fn replace_default(&self, netns: &Path, ifname: &str, gateway: IpAddr) -> Result<(), String> {
         let gw = gateway.to_string();
         let family = Family::of(&gateway);
-        Self::ip(
+        self.ip(
             netns,
             &[
                 family.flag(),
@@ -296,6 +320,33 @@ mod tests {
     use super::*;
     use plexus_cni::NetworkConfig;
     use std::sync::Mutex;
+
+    #[test]
+    fn chrooted_routes_run_nsenter_through_the_trampoline_in_the_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("args");
+        let trampoline = dir.path().join("trampoline");
+        // Stands in for plexusd: records what it was asked to run, answers like `ip -j`.
+        std::fs::write(
+            &trampoline,
+            format!(
+                "#!/bin/sh\necho \"$PLEXUS_CHROOT_EXEC $*\" > {}\necho '[]'\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&trampoline, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let routes = IpRoutes::chrooted("/hostroot".into(), trampoline);
+        let got = routes
+            .default_routes(Path::new("/run/netns/pod"), Family::V4)
+            .unwrap();
+        assert!(got.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap().trim(),
+            "/hostroot nsenter --net=/run/netns/pod ip -j -4 route show default"
+        );
+    }
 
     fn att(network: &str, ifname: &str, default_route: Option<Vec<&str>>) -> Attachment {
         let selection = default_route.map(|gws| plexus_netattach::NetworkSelectionElement {

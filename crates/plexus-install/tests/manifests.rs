@@ -958,6 +958,18 @@ fn plexusd_reads_the_installers_config_listens_where_the_shim_looks_and_is_probe
     let config = flag(d, "config").expect("--config");
     assert_eq!(config, format!("{conf_dir}/00-plexus.conflist"));
     assert_eq!(host_path_of(&pod, d, &config), Some(PathBuf::from(&config)));
+    // Delegates run chrooted into the host's root (their tools are not in the image), and pods'
+    // netns mounts made after the daemon started must show inside it.
+    let root = flag(d, "chroot-dir").expect("--chroot-dir");
+    assert_eq!(host_path_of(&pod, d, &root), Some(PathBuf::from("/")));
+    let mount = d
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == root)
+        .expect("the chroot dir is a mount");
+    assert_eq!(mount.mount_propagation.as_deref(), Some("HostToContainer"));
+    assert_ne!(mount.read_only, Some(true), "delegates write host files");
     // The socket is where the shim config points by default, on the host.
     let socket = flag(d, "socket").expect("--socket");
     assert_eq!(socket, plexus_install::cniconf::DEFAULT_DAEMON_SOCKET);

@@ -167,3 +167,44 @@ fn installed_binaries_answer_version_in_an_empty_chroot() {
         );
     }
 }
+
+/// `plexusd --chroot-dir`: the static plexusd, as its own chroot trampoline, runs a delegate
+/// that exists only inside the new root (as deploy/thick's delegates exist only in the host's
+/// root mounted at /hostroot) with the environment and stdin of the call.
+#[test]
+fn plexusds_chroot_trampoline_runs_a_delegate_inside_the_root() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hostroot");
+    let bin_dir = root.join("plexus-chroot-test/bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::copy(static_bin("sriov"), bin_dir.join("sriov")).unwrap();
+    assert!(
+        !Path::new("/plexus-chroot-test/bin/sriov").exists(),
+        "the path must exist only inside the root"
+    );
+    let run = |program: &str| {
+        Command::new(static_bin("plexusd"))
+            .arg(program)
+            .env_clear()
+            .env("PLEXUS_CHROOT_EXEC", &root)
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run("/plexus-chroot-test/bin/sriov");
+    assert!(
+        out.status.success(),
+        "the delegate did not run inside the root: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["supportedVersions"].is_array(), "{v}");
+
+    // What is not in the root cannot be run: nothing falls back to the container's own files.
+    let out = run("/usr/sbin/chroot");
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}

@@ -187,7 +187,7 @@ fn local(
         env,
         exec: &exec,
         kube: None,
-        routes: &IpRoutes,
+        routes: &IpRoutes::default(),
         devices: None,
     };
     let outcome = match env.command {

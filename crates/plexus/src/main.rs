@@ -170,7 +170,7 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
         env: &env,
         exec: &exec,
         kube: detached.as_ref().map(|k| k as &dyn KubeApi),
-        routes: &IpRoutes,
+        routes: &IpRoutes::default(),
         devices: Some(&devices),
     };
     let outcome = match env.command {

@@ -42,6 +42,8 @@ pub struct Shared {
     pub handle: tokio::runtime::Handle,
     /// How long a NAD missing from the cache is waited for before a GET.
     pub nad_wait: Duration,
+    /// `--chroot-dir`: delegates run chrooted into it.
+    pub chroot_dir: Option<std::path::PathBuf>,
 }
 
 /// A decoded request: the runtime's environment and the config it gave the shim.
@@ -152,6 +154,19 @@ pub fn run(
     if let Some(w) = &shared.watchdog {
         exec = exec.with_watchdog(w.clone());
     }
+    let mut routes = IpRoutes::default();
+    if let Some(root) = &shared.chroot_dir {
+        // The trampoline is this binary; without it delegates cannot be chrooted, and running
+        // them unchrooted would silently give them the container's view instead of the host's.
+        let me = std::env::current_exe().map_err(|e| {
+            CniError::new(
+                codes::INTERNAL,
+                format!("plexusd: cannot find its own binary to chroot delegates: {e}"),
+            )
+        })?;
+        exec = exec.with_chroot(root.clone(), me.clone());
+        routes = IpRoutes::chrooted(root.clone(), me);
+    }
     let exec = TimedExec {
         inner: exec,
         metrics: &shared.metrics,
@@ -198,7 +213,7 @@ pub fn run(
         env,
         exec: &exec,
         kube: cached.as_ref().map(|k| k as &dyn KubeApi),
-        routes: &IpRoutes,
+        routes: &routes,
         devices: Some(&devices),
     };
     let outcome = match env.command {

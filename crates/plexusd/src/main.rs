@@ -57,9 +57,19 @@ struct Args {
     /// costs one GET.
     #[arg(long = "nad-namespace", value_delimiter = ',')]
     nad_namespaces: Vec<String>,
+    /// Run delegates chrooted into this directory: the host's root mounted into the daemon's
+    /// container (deploy/thick mounts it at /hostroot), so that delegates use the host's tools
+    /// (iptables for portmap, tc for bandwidth) and files. Multus's `chrootDir`.
+    #[arg(long)]
+    chroot_dir: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
+    // A copy of us started to chroot and exec a delegate (ProcessExec::with_chroot).
+    if let Some(e) = plexus_engine::exec::chroot_exec_from_env() {
+        eprintln!("plexusd chroot trampoline: {e}");
+        return std::process::ExitCode::from(127);
+    }
     if std::env::var_os(watchdog::WATCHDOG_ENV).is_some() {
         watchdog::serve_stdin();
         return std::process::ExitCode::SUCCESS;
@@ -178,6 +188,7 @@ async fn serve(
             watchdog,
             handle,
             nad_wait: NAD_WAIT,
+            chroot_dir: args.chroot_dir.clone(),
         }),
         admission: admit::Admission::new(args.max_inflight, args.queue),
         ready: AtomicBool::new(false),
