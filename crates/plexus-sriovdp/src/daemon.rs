@@ -46,7 +46,7 @@ pub struct Daemon {
     pools: Vec<Arc<Pool>>,
     served: Vec<Option<Served>>,
     /// The kubelet socket all pools were last registered with.
-    registered_with: Option<(u64, u64)>,
+    registered_with: Option<crate::kubelet::SocketIdentity>,
     devinfo: DeviceInfoStore,
 }
 

@@ -45,10 +45,17 @@ pub enum KubeletError {
     },
 }
 
-/// The identity of a socket file (device, inode): a restarted kubelet binds a new one.
-pub fn socket_identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+/// The identity of a socket file: a restarted kubelet binds a new one. Device and inode alone are
+/// not enough: the filesystem may hand the new socket the inode the old one just freed (seen on
+/// this project's CI), so the change time, which a new file cannot share, is part of it.
+pub fn socket_identity(path: &Path) -> Option<SocketIdentity> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
+
+/// See [`socket_identity`]: device, inode, change time (seconds, nanoseconds).
+pub type SocketIdentity = (u64, u64, i64, i64);
 
 /// Registers `resource` served on `endpoint` (a socket file name in the kubelet's directory)
 /// with the kubelet at `kubelet_socket`.
@@ -138,4 +145,25 @@ pub async fn allocated_devices(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_bound_again_at_the_same_path_is_a_new_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubelet.sock");
+        let first = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let before = socket_identity(&path).unwrap();
+        drop(first);
+        std::fs::remove_file(&path).unwrap();
+        // A kubelet restart takes far longer than the file clock's tick (a jiffy at worst).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The filesystem typically hands the new socket the inode just freed.
+        let _second = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let after = socket_identity(&path).unwrap();
+        assert_ne!(before, after, "a restarted kubelet would go unnoticed");
+    }
 }
