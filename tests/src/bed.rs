@@ -4,7 +4,7 @@
 
 use crate::cni::{
     Call, Node, Outcome, bin_path, exec_plugin, k8s_args, link_names, recorded, recorder_cni_path,
-    spawn_plugin, spawn_plugin_env,
+    spawn_plugin_env,
 };
 use crate::daemon::{Daemon, DaemonOptions};
 use crate::fakeapi::{FakeApiOptions, FakeApiServer};
@@ -223,15 +223,7 @@ impl Bed {
         uid: &str,
         config: &Value,
     ) -> Outcome {
-        let call = Call {
-            command,
-            container_id: cid,
-            netns,
-            ifname: "eth0",
-            args: k8s_args(ns, pod, uid, cid),
-            config,
-        };
-        exec_plugin(&self.plugin_bin(), &call, &self.cni_path).expect("exec plexus")
+        self.call_env(command, cid, netns, ns, pod, uid, config, &[])
     }
 
     /// [`Bed::call`] with extra environment variables for plexus, which its delegates inherit
@@ -248,16 +240,7 @@ impl Bed {
         config: &Value,
         env: &[(String, String)],
     ) -> Outcome {
-        let call = Call {
-            command,
-            container_id: cid,
-            netns,
-            ifname: "eth0",
-            args: k8s_args(ns, pod, uid, cid),
-            config,
-        };
-        let child = spawn_plugin_env(&bin_path("plexus"), &call, &self.cni_path, env)
-            .expect("spawn plexus");
+        let child = self.start(command, cid, netns, ns, pod, uid, config, env);
         Outcome::from(child.wait_with_output().expect("wait plexus"))
     }
 
@@ -273,6 +256,24 @@ impl Bed {
         uid: &str,
         config: &Value,
     ) -> Running {
+        Running {
+            child: Some(self.start(command, cid, netns, ns, pod, uid, config, &[])),
+        }
+    }
+
+    /// Starts the runtime's plugin (plexus, or the shim in thick mode) for one pod call.
+    #[allow(clippy::too_many_arguments)] // mirrors the CNI environment one-to-one
+    fn start(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: Option<&Path>,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        config: &Value,
+        env: &[(String, String)],
+    ) -> std::process::Child {
         let call = Call {
             command,
             container_id: cid,
@@ -281,11 +282,7 @@ impl Bed {
             args: k8s_args(ns, pod, uid, cid),
             config,
         };
-        Running {
-            child: Some(
-                spawn_plugin(&self.plugin_bin(), &call, &self.cni_path).expect("spawn plexus"),
-            ),
-        }
+        spawn_plugin_env(&self.plugin_bin(), &call, &self.cni_path, env).expect("spawn plexus")
     }
 
     /// The two DELs containerd (1.6/1.7) sends for one sandbox after an ADD: StopPodSandbox's, with
