@@ -386,7 +386,12 @@ fn only_root_may_use_the_daemon_socket() {
     // Open the file permissions so that only the peer-credential check stands in the way.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let mut shim = std::process::Command::new(plexus_e2e::cni::bin_path("plexus-shim"));
+    // The build tree may sit where nobody cannot reach (a 0700 clone directory): run a copy.
+    let copy_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(copy_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shim_bin = copy_dir.path().join("plexus-shim");
+    std::fs::copy(plexus_e2e::cni::bin_path("plexus-shim"), &shim_bin).unwrap();
+    let mut shim = std::process::Command::new(&shim_bin);
     shim.env_clear()
         .env("CNI_COMMAND", "STATUS")
         .env("CNI_PATH", &bed.cni_path)
