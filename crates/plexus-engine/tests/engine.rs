@@ -562,10 +562,12 @@ fn a_torn_current_entry_is_torn_down_from_the_previous_generation() {
         kube.log().is_empty(),
         "no API request: the cache still knew"
     );
+    // The previous generation is the durable one, written before any delegate ran: it lists
+    // every attachment (so both are torn down) but holds no result, which DEL does without.
     let del_cluster = bed.exec.calls().pop().unwrap();
     assert!(
-        del_cluster.stdin.get("prevResult").is_some(),
-        "the previous generation holds the cluster network's result"
+        del_cluster.stdin.get("prevResult").is_none(),
+        "the fallback is the durable generation written before the delegates ran"
     );
     assert!(bed.all_cache_files().is_empty());
 }
