@@ -759,12 +759,28 @@ fn first_log_line_names_the_build_version() {
         let first = stderr(&out).lines().next().unwrap_or_default().to_owned();
         assert!(
             first.contains(&format!(
-                "plexus-install {} {sub}",
-                env!("CARGO_PKG_VERSION")
+                "plexus-install {} (commit {}) {sub}",
+                env!("CARGO_PKG_VERSION"),
+                plexus_cni::build::COMMIT
             )),
             "{first}"
         );
     }
+}
+
+#[test]
+fn an_os_error_is_said_once() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    let out = h.run("install", &["--binary", "/nonexistent/plexus"]);
+    assert!(!out.status.success());
+    let log = stderr(&out);
+    let os = std::io::Error::from_raw_os_error(2).to_string();
+    assert!(log.contains("/nonexistent/plexus"), "{log}");
+    assert_eq!(log.matches(&os).count(), 1, "{log}");
 }
 
 #[test]

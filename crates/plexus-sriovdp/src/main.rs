@@ -50,10 +50,16 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // The build first, so a log line can be tied to the image that wrote it during a rollout.
+    tracing::info!(
+        "plexus-sriovdp {} starting",
+        plexus_cni::build::long_version()
+    );
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", plexus_cni::report::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

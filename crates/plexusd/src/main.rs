@@ -76,10 +76,17 @@ fn main() -> std::process::ExitCode {
     }
     let args = Args::parse();
     init_logging();
+    // The build first, so a log line can be tied to the image that wrote it during a rollout.
+    tracing::info!(
+        version = plexus_cni::build::VERSION,
+        commit = plexus_cni::build::COMMIT,
+        "plexusd {} starting",
+        plexus_cni::build::long_version()
+    );
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", plexus_cni::report::chain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
