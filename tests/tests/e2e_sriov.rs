@@ -5,7 +5,7 @@
 
 use plexus_e2e::bed::{Bed, cid};
 use plexus_e2e::cni::link_names;
-use plexus_e2e::fakekubelet::{FakeKubelet, GetMode, checkpoint_json};
+use plexus_e2e::fakekubelet::{Busy, FakeKubelet, GetMode, checkpoint_json};
 use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
 
@@ -160,12 +160,16 @@ fn get_unimplemented_or_disabled_falls_back_to_list() {
     }
 }
 
-#[test]
-fn a_busy_kubelet_is_retried_within_the_deadline() {
+/// Both answers of a busy kubelet are retried: the rate limiter's RESOURCE_EXHAUSTED and the
+/// UNAVAILABLE of a kubelet that is not serving yet.
+#[rstest::rstest]
+fn a_busy_kubelet_is_retried_within_the_deadline(
+    #[values(Busy::ResourceExhausted, Busy::Unavailable)] answer: Busy,
+) {
     let bed = Bed::new();
     let kubelet = FakeKubelet::start(&bed.kubelet_socket()).unwrap();
     kubelet.allocate("blue", "busy", "app", VF, &["0000:03:02.2"]);
-    kubelet.busy_for(3);
+    kubelet.busy_with(3, answer);
     let uid = sriov_pod(&bed, "busy", "vf-a");
     let ns = NetNs::new("pxs").unwrap();
     let c = cid("busy");
@@ -181,7 +185,7 @@ fn a_busy_kubelet_is_retried_within_the_deadline() {
         .assert_ok();
 
     // Busy past the deadline: try again later (11), nothing left behind.
-    kubelet.busy_for(u32::MAX);
+    kubelet.busy_with(u32::MAX, answer);
     std::fs::remove_file(bed.record.as_path()).unwrap();
     let config = bed.device_config(json!({"kubeletTimeoutSeconds": 1}));
     let started = std::time::Instant::now();
@@ -195,6 +199,10 @@ fn a_busy_kubelet_is_retried_within_the_deadline() {
     assert!(
         msg.contains("blue/busy") && msg.contains(VF) && msg.contains("busy"),
         "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("{answer:?}")),
+        "names the last answer: {msg}"
     );
     assert!(bed.records().is_empty(), "no delegate ran");
     bed.assert_clean(&ns);
