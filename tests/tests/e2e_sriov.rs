@@ -5,6 +5,7 @@
 
 use plexus_e2e::bed::{Bed, cid};
 use plexus_e2e::cni::link_names;
+use plexus_e2e::fakeapi::Fault;
 use plexus_e2e::fakekubelet::{Busy, FakeKubelet, GetMode, checkpoint_json};
 use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
@@ -317,12 +318,15 @@ fn more_nads_than_devices_fails_before_any_delegate() {
     assert_eq!(bed.api.count("PATCH", "/pods/short"), 0);
 }
 
-#[test]
-fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
-    const DRA: &str = "dra.example.com/sriov";
-    const DRIVER: &str = "sriov.dra.example.com";
-    let bed = Bed::new();
-    // No kubelet socket and no checkpoint: the devices come from DRA alone.
+const DRA: &str = "dra.example.com/sriov";
+const DRIVER: &str = "sriov.dra.example.com";
+
+/// A DRA pod `blue/dra` on node-1 (no kubelet socket and no checkpoint in the bed: the devices
+/// come from DRA alone): NADs `dra-a`, `dra-b` on resource [`DRA`], its claim `web-nics`
+/// allocated `vf-2` and `vf-1` of node-1's slice, and a slice of the same driver, pool and
+/// device names on node-2 that sorts first, so that only the LIST's field selector keeps it out.
+/// Returns the pod's UID.
+fn dra_pod(bed: &Bed) -> String {
     bed.resource_nad("blue", "dra-a", DRA, &bed.vf_conf("dra-a"));
     bed.resource_nad("blue", "dra-b", DRA, &bed.vf_conf("dra-b"));
     let attrs = |id: &str| {
@@ -330,6 +334,19 @@ fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
                "k8s.cni.cncf.io/deviceID": {"string": id},
                "dra.net/numaNode": {"int": 0}})
     };
+    // Listed first (names sort): read without the selector, it would give 0000:99:00.x.
+    bed.api
+        .create_object(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+            "metadata": {"name": "a-node-2-sriov"},
+            "spec": {"driver": DRIVER, "nodeName": "node-2",
+                "pool": {"name": "node-1", "generation": 1, "resourceSliceCount": 1},
+                "devices": [
+                    {"name": "vf-1", "attributes": attrs("0000:99:00.1")},
+                    {"name": "vf-2", "attributes": attrs("0000:99:00.2")}
+                ]}
+        }))
+        .unwrap();
     bed.api
         .create_object(json!({
             "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
@@ -341,16 +358,6 @@ fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
                     {"name": "vf-1", "attributes": attrs("0000:81:00.1")},
                     {"name": "vf-2", "attributes": attrs("0000:81:00.3")}
                 ]}
-        }))
-        .unwrap();
-    // A slice of the same driver on another node is not read.
-    bed.api
-        .create_object(json!({
-            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-            "metadata": {"name": "node-2-sriov"},
-            "spec": {"driver": DRIVER, "nodeName": "node-2",
-                "pool": {"name": "node-1"},
-                "devices": [{"name": "vf-1", "attributes": attrs("0000:99:00.1")}]}
         }))
         .unwrap();
     bed.api
@@ -370,7 +377,57 @@ fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
         "spec": {"nodeName": "node-1", "resourceClaims": [{"name": "nics", "resourceClaimName": "web-nics"}]},
         "status": {"resourceClaimStatuses": [{"name": "nics", "resourceClaimName": "web-nics"}]}
     }));
-    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    pod["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+/// The kubelet unusable (no socket, no checkpoint) and the API server failing the claim reads:
+/// nobody can tell yet whether the pod's devices are DRA claims, so the runtime is told to try
+/// again later (11), naming both causes, not "devices unavailable" (105) for good. Once the API
+/// server answers again, the same ADD succeeds.
+#[test]
+fn a_dra_pod_whose_claims_cannot_be_read_now_is_try_again_later() {
+    let bed = Bed::new();
+    let uid = dra_pod(&bed);
+    let ns = NetNs::new("pxs").unwrap();
+    let c = cid("dra");
+    let config = bed.device_config(json!({}));
+    bed.api
+        .inject(Fault::on("GET", "/resourceclaims").status(503).always());
+    let msg = bed
+        .call("ADD", &c, Some(ns.path()), "blue", "dra", &uid, &config)
+        .assert_error(11);
+    for part in ["blue/dra", DRA, "DRA claims", "kubelet", "kubelet.sock"] {
+        assert!(msg.contains(part), "{part:?} missing from {msg}");
+    }
+    assert!(bed.api.count("GET", "/resourceclaims/web-nics") >= 1);
+    assert!(bed.records().is_empty(), "no delegate ran");
+    bed.assert_clean(&ns);
+    assert!(
+        bed.cni_files_of(&c).is_empty(),
+        "{:?}",
+        bed.cni_files_of(&c)
+    );
+    assert_eq!(bed.api.count("PATCH", "/pods/dra/status"), 0);
+
+    bed.api.clear_faults();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "dra", &uid, &config)
+        .assert_ok();
+    assert_eq!(
+        devices_seen(&bed),
+        vec![
+            seen("ADD", "net1", "0000:81:00.1"),
+            seen("ADD", "net2", "0000:81:00.3"),
+        ]
+    );
+    bed.call("DEL", &c, Some(ns.path()), "blue", "dra", &uid, &config)
+        .assert_ok();
+    bed.assert_clean(&ns);
+}
+
+#[test]
+fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
+    let bed = Bed::new();
+    let uid = dra_pod(&bed);
     let ns = NetNs::new("pxs").unwrap();
     let c = cid("dra");
     let config = bed.device_config(json!({}));
@@ -388,6 +445,18 @@ fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
     assert_eq!(bed.api.count("GET", "/resourceclaims/web-nics"), 1);
     assert_eq!(bed.api.count("GET", "/resourceslices"), 1);
     assert_eq!(bed.api.count("GET", "/pods/dra"), 2);
+    // Only this node's slices of the claim's driver are read.
+    let list = bed
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/resourceslices"))
+        .unwrap();
+    assert_eq!(
+        list.param("fieldSelector").as_deref(),
+        Some(format!("spec.nodeName=node-1,spec.driver={DRIVER}").as_str()),
+        "{list:?}"
+    );
     bed.call("DEL", &c, Some(ns.path()), "blue", "dra", &uid, &config)
         .assert_ok();
     bed.assert_clean(&ns);
