@@ -16,12 +16,17 @@ const OTHER: &str = "intel.com/sriov_other";
 /// A pod `blue/<name>` asking for `networks`; its NADs `vf-a`, `vf-b` (resource [`VF`]) and
 /// `other` (resource [`OTHER`]) exist.
 fn sriov_pod(bed: &Bed, name: &str, networks: &str) -> String {
+    sriov_nads(bed);
+    bed.pod("blue", name, Some(networks))
+}
+
+/// The NADs of [`sriov_pod`].
+fn sriov_nads(bed: &Bed) {
     for (nad, resource) in [("vf-a", VF), ("vf-b", VF), ("other", OTHER)] {
         if bed.api.get_nad("blue", nad).is_none() {
             bed.resource_nad("blue", nad, resource, &bed.vf_conf(nad));
         }
     }
-    bed.pod("blue", name, Some(networks))
 }
 
 /// `(command, ifname, deviceID, pciBusID, runtimeConfig.deviceID)` of every recorded call.
@@ -58,7 +63,28 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
     // The kubelet lists devices in its own order; plexus sorts them.
     kubelet.allocate("blue", "web", "app", VF, &["0000:03:02.1", "0000:03:02.0"]);
     kubelet.allocate("blue", "web", "sidecar", OTHER, &["0000:05:00.4"]);
-    let uid = sriov_pod(&bed, "web", "vf-a, vf-b, other");
+    // The pod also holds a DRA claim (a GPU, say): its NICs all come from device plugins, so the
+    // claim must not cost a single DRA request.
+    sriov_nads(&bed);
+    bed.api
+        .create_object(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "web-gpu", "namespace": "blue"},
+            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}},
+            "status": {"allocation": {"devices": {"results": [
+                {"request": "gpu", "driver": "gpu.example.com", "pool": "node-1", "device": "gpu-0"}
+            ]}}}
+        }))
+        .unwrap();
+    let pod = bed.api.create_pod(json!({
+        "metadata": {"name": "web", "namespace": "blue",
+            "annotations": {"k8s.v1.cni.cncf.io/networks": "vf-a, vf-b, other"}},
+        "spec": {"nodeName": "node-1", "resourceClaims": [{"name": "gpu", "resourceClaimName": "web-gpu"}]},
+        "status": {"resourceClaimStatuses": [{"name": "gpu", "resourceClaimName": "web-gpu"}]}
+    }));
+    bed.synced("pods", &pod);
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    bed.api.clear_requests();
     // The device plugin's device-info file for one of the VFs.
     let dp = bed.device_info_dir().join("dp");
     std::fs::create_dir_all(&dp).unwrap();
@@ -86,6 +112,14 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
         ["Get blue/web"],
         "one Get per ADD, no List"
     );
+    let no_dra = |when: &str| {
+        for path in ["/resourceclaims", "/resourceslices"] {
+            assert_eq!(bed.api.count("GET", path), 0, "{when}: {path}");
+        }
+        // The DRA lookup starts with its own GET of the pod: there is only the plan's.
+        assert_eq!(bed.api.count("GET", "/pods/web"), bed.reads(1), "{when}");
+    };
+    no_dra("ADD");
     assert_eq!(
         bed.records()[0]["stdin"]["vlan"],
         100,
@@ -117,6 +151,7 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
     // The kubelet is gone (and has released the VFs): DEL hands each delegate the same device.
     kubelet.remove_socket();
     std::fs::remove_file(bed.record.as_path()).unwrap();
+    bed.api.clear_requests();
     bed.call("DEL", &c, Some(ns.path()), "blue", "web", &uid, &config)
         .assert_ok();
     assert_eq!(
@@ -127,6 +162,9 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
             seen("DEL", "net1", "0000:03:02.0"),
         ]
     );
+    for path in ["/resourceclaims", "/resourceslices"] {
+        assert_eq!(bed.api.count("GET", path), 0, "DEL: {path}");
+    }
     assert!(!cni_file.exists(), "the device-info copy is removed on DEL");
     bed.assert_clean(&ns);
 }
