@@ -6,7 +6,8 @@
 //!   answering one pod (UNKNOWN "... not found" for a pod the kubelet does not know), and the
 //!   kubelet's answers when `Get` is missing (UNIMPLEMENTED on a kubelet older than 1.27, UNKNOWN
 //!   "PodResources API Get method disabled" with the feature gate off) or when it rate-limits
-//!   (RESOURCE_EXHAUSTED). Switches: [`GetMode`], [`FakeKubelet::busy_for`] and
+//!   (RESOURCE_EXHAUSTED) or is not serving yet (UNAVAILABLE). Switches: [`GetMode`],
+//!   [`FakeKubelet::busy_for`] / [`FakeKubelet::busy_with`] ([`Busy`]) and
 //!   [`FakeKubelet::stop`] (socket left with nobody listening) / [`FakeKubelet::remove_socket`].
 //! - the device-plugin side ([`FakeKubelet::serve_device_plugins`]): the v1beta1 `Registration`
 //!   server on `<dir>/kubelet.sock`; for each registered plugin a client that follows its
@@ -50,12 +51,32 @@ pub enum GetMode {
     Disabled,
 }
 
+/// How a busy kubelet answers: the two codes the client retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Busy {
+    /// RESOURCE_EXHAUSTED "rejected by rate limit": the PodResources rate limiter.
+    #[default]
+    ResourceExhausted,
+    /// UNAVAILABLE: a kubelet (or its gRPC server) that is starting or shutting down.
+    Unavailable,
+}
+
+impl Busy {
+    fn status(self) -> Status {
+        match self {
+            Busy::ResourceExhausted => Status::resource_exhausted("rejected by rate limit"),
+            Busy::Unavailable => Status::unavailable("the server is not serving yet"),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     pods: Vec<PodResources>,
     get: GetMode,
-    /// Calls left to answer RESOURCE_EXHAUSTED.
+    /// Calls left to answer `busy_answer`.
     busy: u32,
+    busy_answer: Busy,
     /// `"Get ns/name"`, `"List"` per call (busy answers included).
     calls: Vec<String>,
     /// Every `Register` call received, in order.
@@ -107,8 +128,7 @@ impl Service {
         s.calls.push(call);
         if s.busy > 0 {
             s.busy -= 1;
-            // What the kubelet's rate limiter answers.
-            return Err(Status::resource_exhausted("rejected by rate limit"));
+            return Err(s.busy_answer.status());
         }
         Ok(s)
     }
@@ -285,9 +305,16 @@ impl FakeKubelet {
         self.state.lock().expect("state").get = mode;
     }
 
-    /// The next `k` calls answer RESOURCE_EXHAUSTED.
+    /// The next `k` calls answer RESOURCE_EXHAUSTED (the rate limiter).
     pub fn busy_for(&self, k: u32) {
-        self.state.lock().expect("state").busy = k;
+        self.busy_with(k, Busy::ResourceExhausted);
+    }
+
+    /// The next `k` calls answer `answer`.
+    pub fn busy_with(&self, k: u32, answer: Busy) {
+        let mut s = self.state.lock().expect("state");
+        s.busy = k;
+        s.busy_answer = answer;
     }
 
     /// Every call so far (`"Get ns/name"`, `"List"`).

@@ -232,6 +232,28 @@ fn sysctl(ns: &NetNs, key: &str) -> String {
     ns.exec(&["sysctl", "-n", key]).unwrap().trim().to_owned()
 }
 
+fn promisc(ns: &NetNs, ifname: &str) -> bool {
+    let links = ns.links();
+    let link = links
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["ifname"] == ifname))
+        .unwrap_or_else(|| panic!("no {ifname}: {links}"));
+    link["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == "PROMISC"))
+}
+
+/// Where tuning (≥ 0.9, Debian's 1.1.1 included) records, on an ADD that changes a link's
+/// mac/mtu/promisc, what its DEL restores; DEL removes the file. Its presence after ADD and absence
+/// after DEL show that the delegate's DEL ran with the ADD's container ID and interface name.
+fn tuning_backup(
+    data_dir: &std::path::Path,
+    container_id: &str,
+    ifname: &str,
+) -> std::path::PathBuf {
+    data_dir.join(format!("{container_id}_{ifname}.json"))
+}
+
 /// Multus's e2e `subdirectory-chaining`: a `tuning` conf in the subdirectory named after the
 /// cluster network (next to its conflist) runs after the conflist's own plugins.
 #[test]
@@ -240,15 +262,15 @@ fn a_conflist_cluster_network_runs_the_plugins_of_its_subdirectory() {
     let subdir = bed.cluster_file.parent().unwrap().join("cluster");
     std::fs::create_dir_all(&subdir).unwrap();
     let tuning = |name: &str, sysctl: Value| json!({"cniVersion": "1.0.0", "name": name, "type": "tuning", "sysctl": sysctl});
-    std::fs::write(
-        subdir.join("sysctltwiddle.conf"),
-        tuning(
-            "sysctltwiddle",
-            json!({"net.ipv4.conf.IFNAME.arp_filter": "1"}),
-        )
-        .to_string(),
-    )
-    .unwrap();
+    // promisc makes tuning record a backup that its DEL consumes: the trace of the chain's DEL.
+    let data_dir = bed.node.root.path().join("tuning-subdir");
+    let mut twiddle = tuning(
+        "sysctltwiddle",
+        json!({"net.ipv4.conf.IFNAME.arp_filter": "1"}),
+    );
+    twiddle["promisc"] = json!(true);
+    twiddle["dataDir"] = json!(data_dir);
+    std::fs::write(subdir.join("sysctltwiddle.conf"), twiddle.to_string()).unwrap();
     // Lexical order: 10-a before 20-b (the last write wins), and `.json` files are not plugins.
     std::fs::write(
         subdir.join("10-a.conf"),
@@ -270,8 +292,20 @@ fn a_conflist_cluster_network_runs_the_plugins_of_its_subdirectory() {
     bed.add(&sb, &config).assert_ok();
     assert_eq!(sysctl(&sb.ns, "net.ipv4.conf.eth0.arp_filter"), "1");
     assert_eq!(sysctl(&sb.ns, "net.ipv4.conf.eth0.arp_ignore"), "2");
+    assert!(promisc(&sb.ns, "eth0"));
     assert!(ipv4_of(&sb.ns, "eth0")[0].starts_with("10.77."));
+    let backup = tuning_backup(&data_dir, &sb.cid, "eth0");
+    assert!(
+        backup.is_file(),
+        "tuning's ADD left no {}",
+        backup.display()
+    );
     bed.del(&sb, &config).assert_ok();
+    assert!(
+        !backup.exists(),
+        "tuning's DEL did not run: {}",
+        backup.display()
+    );
     bed.assert_clean(&sb.ns);
 
     // `loadOnlyInlinedPlugins` keeps the subdirectory out.
@@ -296,10 +330,13 @@ fn the_auxiliary_chain_runs_for_every_pod_on_the_cluster_interface() {
     std::fs::create_dir_all(&chain_dir).unwrap();
     let sysctls =
         json!({"net.ipv4.conf.eth0.arp_filter": "1", "net.ipv4.conf.IFNAME.arp_ignore": "2"});
+    // promisc makes tuning record a backup that its DEL consumes: the trace of the chain's DEL.
+    let data_dir = bed.node.root.path().join("tuning-aux");
     std::fs::write(
         chain_dir.join("sysctltwiddle.conf"),
-        json!({"cniVersion": "1.0.0", "name": "sysctltwiddle", "type": "tuning", "sysctl": sysctls})
-            .to_string(),
+        json!({"cniVersion": "1.0.0", "name": "sysctltwiddle", "type": "tuning", "sysctl": sysctls,
+               "promisc": true, "dataDir": data_dir})
+        .to_string(),
     )
     .unwrap();
     bed.macvlan_nad("blue", "macvlan-x", "10.78.32.0/24");
@@ -311,9 +348,17 @@ fn the_auxiliary_chain_runs_for_every_pod_on_the_cluster_interface() {
         out.assert_ok();
         assert_eq!(sysctl(ns, "net.ipv4.conf.eth0.arp_filter"), "1", "{pod}");
         assert_eq!(sysctl(ns, "net.ipv4.conf.eth0.arp_ignore"), "2", "{pod}");
+        assert!(promisc(ns, "eth0"), "{pod}");
         if networks.is_some() {
             assert_eq!(sysctl(ns, "net.ipv4.conf.net1.arp_ignore"), "0");
+            assert!(!promisc(ns, "net1"), "{pod}");
         }
+        let backup = tuning_backup(&data_dir, &sb.cid, "eth0");
+        assert!(
+            backup.is_file(),
+            "tuning's ADD left no {}",
+            backup.display()
+        );
         // The runtime gets the cluster network's result; the chain has no status entry.
         assert!(
             out.json()["ips"][0]["address"]
@@ -329,6 +374,11 @@ fn the_auxiliary_chain_runs_for_every_pod_on_the_cluster_interface() {
         assert_eq!(names(&bed.status_of("blue", pod)), expected);
         // (No CHECK here: tuning 1.1.1's CHECK does not substitute IFNAME in sysctl keys.)
         bed.del(&sb, &config).assert_ok();
+        assert!(
+            !backup.exists(),
+            "tuning's DEL did not run: {}",
+            backup.display()
+        );
         bed.assert_clean(ns);
     }
 

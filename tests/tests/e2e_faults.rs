@@ -63,8 +63,12 @@ fn add_survives(fault: Fault) -> (Bed, Sandbox) {
 fn two_500s_on_the_pod_get_are_retried() {
     let (bed, _) = add_survives(Fault::on("GET", "/pods/p").status(500).times(2));
     assert_eq!(bed.api.statuses("GET", "/pods/p"), [500, 500, 200]);
-    // Every request, retries included, says who sent it.
-    let want = format!("plexus/{}", env!("CARGO_PKG_VERSION"));
+    // Every request, retries included, says who sent it: the build's version and commit.
+    let want = format!(
+        "plexus/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        plexus_cni::build::COMMIT
+    );
     let requests = bed.api.requests();
     assert!(!requests.is_empty());
     for r in requests {

@@ -378,6 +378,77 @@ fn deleting_the_installers_pod_keeps_adds_working_with_the_node_bound_token() {
 }
 
 #[test]
+fn the_node_bound_token_is_refreshed_before_it_expires_and_adds_keep_working_after() {
+    let mut bed = InstallBed::new(FakeApiOptions::default());
+    bed.installer_pod("plexus-r3fr3");
+    // `--service-account-max-token-expiration`: the API server grants far less than the 24 h the
+    // keeper asks for (after the installer pod's own token was issued, which must outlive this
+    // test). The keeper goes by the lifetime granted, refreshing at 80 % of it.
+    let cap = Duration::from_secs(10);
+    bed.api.set_max_token_expiration(Some(cap));
+    let installer = bed.run(&bin_path("plexus"), &["--node-name", NODE]);
+    let first = bed.host_token();
+    let first_issued = bed
+        .api
+        .issued_token(&first)
+        .expect("a token the API server issued");
+    assert!(
+        first_issued.expires <= std::time::SystemTime::now() + cap,
+        "{first_issued:?}"
+    );
+    let pod = bed.add_ok("before");
+
+    // The keeper replaces the token before it expires, without any file event to wake it.
+    assert!(
+        eventually(cap * 2, || bed.host_token() != first),
+        "the token was not refreshed: {}",
+        std::fs::read_to_string(&installer.log).unwrap_or_default()
+    );
+    let second = bed.host_token();
+    let second_issued = bed.api.issued_token(&second).expect("an issued token");
+    assert!(matches!(&second_issued.bound, Bound::Node { name, .. } if name == NODE));
+    let issued_at = second_issued.claims["iat"].as_u64().expect("iat");
+    let first_exp = first_issued.claims["exp"].as_u64().expect("exp");
+    assert!(
+        issued_at < first_exp,
+        "refreshed at {issued_at}, after the first token expired at {first_exp}"
+    );
+
+    // Once the first token has expired (the fake API server then answers 401 to it), ADDs go on
+    // with the token the keeper keeps current.
+    while std::time::SystemTime::now() < first_issued.expires + Duration::from_millis(200) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = bed.add_ok("after");
+    assert_ne!(bed.host_token(), first);
+    bed.del_ok(&pod);
+    bed.del_ok(&after);
+    bed.assert_clean();
+
+    // Each TokenRequest names the installer's build.
+    let want = format!(
+        "plexus-install/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        plexus_cni::build::COMMIT
+    );
+    let token_requests: Vec<_> = bed
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/serviceaccounts/plexus/token"))
+        .collect();
+    assert!(token_requests.len() >= 2, "{token_requests:?}");
+    for r in &token_requests {
+        assert_eq!(r.user_agent.as_deref(), Some(want.as_str()), "{r:?}");
+    }
+    let log = installer.stop();
+    assert!(
+        !log.contains(&first) && !log.contains(&second),
+        "a token was logged"
+    );
+}
+
+#[test]
 fn where_nodes_cannot_be_bound_the_pod_token_is_used_and_dies_with_the_pod() {
     let mut bed = InstallBed::new(FakeApiOptions::default());
     bed.api.set_node_token_binding(false);
@@ -402,8 +473,12 @@ fn where_nodes_cannot_be_bound_the_pod_token_is_used_and_dies_with_the_pod() {
         out.code, 0,
         "ADD succeeded with a deleted pod's token: {out:?}"
     );
+    // docs/errors.md: the API server refused a request (401) is code 101.
+    let err = out.json();
+    assert_eq!(err["code"], 101, "{out:?}");
+    let msg = err["msg"].as_str().unwrap_or_default();
     assert!(
-        out.stdout.contains("401") || out.stdout.contains("Unauthorized"),
+        msg.contains("401") || msg.contains("Unauthorized"),
         "{out:?}"
     );
     assert_eq!(

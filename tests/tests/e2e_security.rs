@@ -360,6 +360,13 @@ fn out_of_range_numbers_are_refused_naming_key_and_value() {
         ("apiTimeoutSeconds", json!(0), "0"),
         ("maxNetworksPerPod", json!(0), "0"),
         ("maxNetworksPerPod", json!(-1), "-1"),
+        // Was only checked > 0: the kubelet lookup's deadline overflowed (a panic, no answer).
+        (
+            "kubeletTimeoutSeconds",
+            json!(18_446_744_073_709_551_615u64),
+            "18446744073709551615",
+        ),
+        ("kubeletTimeoutSeconds", json!(601), "601"),
     ] {
         let config = bed.config(json!({ key: value }));
         sb = sb.with_cid(cid("num"));

@@ -5,7 +5,8 @@
 
 use plexus_e2e::bed::{Bed, cid};
 use plexus_e2e::cni::link_names;
-use plexus_e2e::fakekubelet::{FakeKubelet, GetMode, checkpoint_json};
+use plexus_e2e::fakeapi::Fault;
+use plexus_e2e::fakekubelet::{Busy, FakeKubelet, GetMode, checkpoint_json};
 use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
 
@@ -15,12 +16,17 @@ const OTHER: &str = "intel.com/sriov_other";
 /// A pod `blue/<name>` asking for `networks`; its NADs `vf-a`, `vf-b` (resource [`VF`]) and
 /// `other` (resource [`OTHER`]) exist.
 fn sriov_pod(bed: &Bed, name: &str, networks: &str) -> String {
+    sriov_nads(bed);
+    bed.pod("blue", name, Some(networks))
+}
+
+/// The NADs of [`sriov_pod`].
+fn sriov_nads(bed: &Bed) {
     for (nad, resource) in [("vf-a", VF), ("vf-b", VF), ("other", OTHER)] {
         if bed.api.get_nad("blue", nad).is_none() {
             bed.resource_nad("blue", nad, resource, &bed.vf_conf(nad));
         }
     }
-    bed.pod("blue", name, Some(networks))
 }
 
 /// `(command, ifname, deviceID, pciBusID, runtimeConfig.deviceID)` of every recorded call.
@@ -57,7 +63,28 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
     // The kubelet lists devices in its own order; plexus sorts them.
     kubelet.allocate("blue", "web", "app", VF, &["0000:03:02.1", "0000:03:02.0"]);
     kubelet.allocate("blue", "web", "sidecar", OTHER, &["0000:05:00.4"]);
-    let uid = sriov_pod(&bed, "web", "vf-a, vf-b, other");
+    // The pod also holds a DRA claim (a GPU, say): its NICs all come from device plugins, so the
+    // claim must not cost a single DRA request.
+    sriov_nads(&bed);
+    bed.api
+        .create_object(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "web-gpu", "namespace": "blue"},
+            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}},
+            "status": {"allocation": {"devices": {"results": [
+                {"request": "gpu", "driver": "gpu.example.com", "pool": "node-1", "device": "gpu-0"}
+            ]}}}
+        }))
+        .unwrap();
+    let pod = bed.api.create_pod(json!({
+        "metadata": {"name": "web", "namespace": "blue",
+            "annotations": {"k8s.v1.cni.cncf.io/networks": "vf-a, vf-b, other"}},
+        "spec": {"nodeName": "node-1", "resourceClaims": [{"name": "gpu", "resourceClaimName": "web-gpu"}]},
+        "status": {"resourceClaimStatuses": [{"name": "gpu", "resourceClaimName": "web-gpu"}]}
+    }));
+    bed.synced("pods", &pod);
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    bed.api.clear_requests();
     // The device plugin's device-info file for one of the VFs.
     let dp = bed.device_info_dir().join("dp");
     std::fs::create_dir_all(&dp).unwrap();
@@ -85,6 +112,14 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
         ["Get blue/web"],
         "one Get per ADD, no List"
     );
+    let no_dra = |when: &str| {
+        for path in ["/resourceclaims", "/resourceslices"] {
+            assert_eq!(bed.api.count("GET", path), 0, "{when}: {path}");
+        }
+        // The DRA lookup starts with its own GET of the pod: there is only the plan's.
+        assert_eq!(bed.api.count("GET", "/pods/web"), bed.reads(1), "{when}");
+    };
+    no_dra("ADD");
     assert_eq!(
         bed.records()[0]["stdin"]["vlan"],
         100,
@@ -116,6 +151,7 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
     // The kubelet is gone (and has released the VFs): DEL hands each delegate the same device.
     kubelet.remove_socket();
     std::fs::remove_file(bed.record.as_path()).unwrap();
+    bed.api.clear_requests();
     bed.call("DEL", &c, Some(ns.path()), "blue", "web", &uid, &config)
         .assert_ok();
     assert_eq!(
@@ -126,6 +162,9 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
             seen("DEL", "net1", "0000:03:02.0"),
         ]
     );
+    for path in ["/resourceclaims", "/resourceslices"] {
+        assert_eq!(bed.api.count("GET", path), 0, "DEL: {path}");
+    }
     assert!(!cni_file.exists(), "the device-info copy is removed on DEL");
     bed.assert_clean(&ns);
 }
@@ -160,12 +199,16 @@ fn get_unimplemented_or_disabled_falls_back_to_list() {
     }
 }
 
-#[test]
-fn a_busy_kubelet_is_retried_within_the_deadline() {
+/// Both answers of a busy kubelet are retried: the rate limiter's RESOURCE_EXHAUSTED and the
+/// UNAVAILABLE of a kubelet that is not serving yet.
+#[rstest::rstest]
+fn a_busy_kubelet_is_retried_within_the_deadline(
+    #[values(Busy::ResourceExhausted, Busy::Unavailable)] answer: Busy,
+) {
     let bed = Bed::new();
     let kubelet = FakeKubelet::start(&bed.kubelet_socket()).unwrap();
     kubelet.allocate("blue", "busy", "app", VF, &["0000:03:02.2"]);
-    kubelet.busy_for(3);
+    kubelet.busy_with(3, answer);
     let uid = sriov_pod(&bed, "busy", "vf-a");
     let ns = NetNs::new("pxs").unwrap();
     let c = cid("busy");
@@ -181,7 +224,7 @@ fn a_busy_kubelet_is_retried_within_the_deadline() {
         .assert_ok();
 
     // Busy past the deadline: try again later (11), nothing left behind.
-    kubelet.busy_for(u32::MAX);
+    kubelet.busy_with(u32::MAX, answer);
     std::fs::remove_file(bed.record.as_path()).unwrap();
     let config = bed.device_config(json!({"kubeletTimeoutSeconds": 1}));
     let started = std::time::Instant::now();
@@ -195,6 +238,10 @@ fn a_busy_kubelet_is_retried_within_the_deadline() {
     assert!(
         msg.contains("blue/busy") && msg.contains(VF) && msg.contains("busy"),
         "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("{answer:?}")),
+        "names the last answer: {msg}"
     );
     assert!(bed.records().is_empty(), "no delegate ran");
     bed.assert_clean(&ns);
@@ -309,12 +356,15 @@ fn more_nads_than_devices_fails_before_any_delegate() {
     assert_eq!(bed.api.count("PATCH", "/pods/short"), 0);
 }
 
-#[test]
-fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
-    const DRA: &str = "dra.example.com/sriov";
-    const DRIVER: &str = "sriov.dra.example.com";
-    let bed = Bed::new();
-    // No kubelet socket and no checkpoint: the devices come from DRA alone.
+const DRA: &str = "dra.example.com/sriov";
+const DRIVER: &str = "sriov.dra.example.com";
+
+/// A DRA pod `blue/dra` on node-1 (no kubelet socket and no checkpoint in the bed: the devices
+/// come from DRA alone): NADs `dra-a`, `dra-b` on resource [`DRA`], its claim `web-nics`
+/// allocated `vf-2` and `vf-1` of node-1's slice, and a slice of the same driver, pool and
+/// device names on node-2 that sorts first, so that only the LIST's field selector keeps it out.
+/// Returns the pod's UID.
+fn dra_pod(bed: &Bed) -> String {
     bed.resource_nad("blue", "dra-a", DRA, &bed.vf_conf("dra-a"));
     bed.resource_nad("blue", "dra-b", DRA, &bed.vf_conf("dra-b"));
     let attrs = |id: &str| {
@@ -322,6 +372,19 @@ fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
                "k8s.cni.cncf.io/deviceID": {"string": id},
                "dra.net/numaNode": {"int": 0}})
     };
+    // Listed first (names sort): read without the selector, it would give 0000:99:00.x.
+    bed.api
+        .create_object(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+            "metadata": {"name": "a-node-2-sriov"},
+            "spec": {"driver": DRIVER, "nodeName": "node-2",
+                "pool": {"name": "node-1", "generation": 1, "resourceSliceCount": 1},
+                "devices": [
+                    {"name": "vf-1", "attributes": attrs("0000:99:00.1")},
+                    {"name": "vf-2", "attributes": attrs("0000:99:00.2")}
+                ]}
+        }))
+        .unwrap();
     bed.api
         .create_object(json!({
             "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
@@ -333,16 +396,6 @@ fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
                     {"name": "vf-1", "attributes": attrs("0000:81:00.1")},
                     {"name": "vf-2", "attributes": attrs("0000:81:00.3")}
                 ]}
-        }))
-        .unwrap();
-    // A slice of the same driver on another node is not read.
-    bed.api
-        .create_object(json!({
-            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-            "metadata": {"name": "node-2-sriov"},
-            "spec": {"driver": DRIVER, "nodeName": "node-2",
-                "pool": {"name": "node-1"},
-                "devices": [{"name": "vf-1", "attributes": attrs("0000:99:00.1")}]}
         }))
         .unwrap();
     bed.api
@@ -362,7 +415,57 @@ fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
         "spec": {"nodeName": "node-1", "resourceClaims": [{"name": "nics", "resourceClaimName": "web-nics"}]},
         "status": {"resourceClaimStatuses": [{"name": "nics", "resourceClaimName": "web-nics"}]}
     }));
-    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    pod["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+/// The kubelet unusable (no socket, no checkpoint) and the API server failing the claim reads:
+/// nobody can tell yet whether the pod's devices are DRA claims, so the runtime is told to try
+/// again later (11), naming both causes, not "devices unavailable" (105) for good. Once the API
+/// server answers again, the same ADD succeeds.
+#[test]
+fn a_dra_pod_whose_claims_cannot_be_read_now_is_try_again_later() {
+    let bed = Bed::new();
+    let uid = dra_pod(&bed);
+    let ns = NetNs::new("pxs").unwrap();
+    let c = cid("dra");
+    let config = bed.device_config(json!({}));
+    bed.api
+        .inject(Fault::on("GET", "/resourceclaims").status(503).always());
+    let msg = bed
+        .call("ADD", &c, Some(ns.path()), "blue", "dra", &uid, &config)
+        .assert_error(11);
+    for part in ["blue/dra", DRA, "DRA claims", "kubelet", "kubelet.sock"] {
+        assert!(msg.contains(part), "{part:?} missing from {msg}");
+    }
+    assert!(bed.api.count("GET", "/resourceclaims/web-nics") >= 1);
+    assert!(bed.records().is_empty(), "no delegate ran");
+    bed.assert_clean(&ns);
+    assert!(
+        bed.cni_files_of(&c).is_empty(),
+        "{:?}",
+        bed.cni_files_of(&c)
+    );
+    assert_eq!(bed.api.count("PATCH", "/pods/dra/status"), 0);
+
+    bed.api.clear_faults();
+    bed.call("ADD", &c, Some(ns.path()), "blue", "dra", &uid, &config)
+        .assert_ok();
+    assert_eq!(
+        devices_seen(&bed),
+        vec![
+            seen("ADD", "net1", "0000:81:00.1"),
+            seen("ADD", "net2", "0000:81:00.3"),
+        ]
+    );
+    bed.call("DEL", &c, Some(ns.path()), "blue", "dra", &uid, &config)
+        .assert_ok();
+    bed.assert_clean(&ns);
+}
+
+#[test]
+fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
+    let bed = Bed::new();
+    let uid = dra_pod(&bed);
     let ns = NetNs::new("pxs").unwrap();
     let c = cid("dra");
     let config = bed.device_config(json!({}));
@@ -380,6 +483,18 @@ fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
     assert_eq!(bed.api.count("GET", "/resourceclaims/web-nics"), 1);
     assert_eq!(bed.api.count("GET", "/resourceslices"), 1);
     assert_eq!(bed.api.count("GET", "/pods/dra"), 2);
+    // Only this node's slices of the claim's driver are read.
+    let list = bed
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/resourceslices"))
+        .unwrap();
+    assert_eq!(
+        list.param("fieldSelector").as_deref(),
+        Some(format!("spec.nodeName=node-1,spec.driver={DRIVER}").as_str()),
+        "{list:?}"
+    );
     bed.call("DEL", &c, Some(ns.path()), "blue", "dra", &uid, &config)
         .assert_ok();
     bed.assert_clean(&ns);

@@ -422,7 +422,7 @@ fn the_netlink_pf_backend_reads_and_writes_a_real_links_vf_table() {
     // A VF setting on a link without VFs reaches the kernel, which refuses it (no driver op).
     let err = NetlinkPf.set(&a, 0, VfSetting::Trust(true)).unwrap_err();
     assert!(
-        matches!(&err, PfError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::EOPNOTSUPP)),
+        matches!(&err, PfError::Io { cause, .. } if cause.raw_os_error() == Some(nix::libc::EOPNOTSUPP)),
         "{err:?}"
     );
 }

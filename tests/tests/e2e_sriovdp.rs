@@ -80,6 +80,14 @@ fn registers_each_pool_with_the_kubelet_and_advertises_its_vfs() {
     );
     let options = regs[0].options.unwrap();
     assert!(options.get_preferred_allocation_available && !options.pre_start_required);
+    // The log starts with the build, so a line can be tied to the image that wrote it.
+    let log = node.log();
+    let first = log.lines().next().unwrap_or_default();
+    let build = plexus_cni::build::long_version();
+    assert!(
+        first.contains(&format!("plexus-sriovdp {build} starting")),
+        "{log}"
+    );
 }
 
 #[test]

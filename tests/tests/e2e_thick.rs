@@ -49,6 +49,14 @@ fn add_costs_one_patch_and_del_nothing_whatever_the_networks() {
         metrics.contains("plexusd_cache_reads_total{result=\"miss\"} 0"),
         "{metrics}"
     );
+    // The daemon's log starts with the build, so a line can be tied to the image that wrote it.
+    let log = bed.daemon().log_text();
+    let first = log.lines().next().unwrap_or_default();
+    let build = plexus_cni::build::long_version();
+    assert!(
+        first.contains(&format!("plexusd {build} starting")),
+        "{log}"
+    );
 }
 
 #[test]

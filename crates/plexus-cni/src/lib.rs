@@ -10,6 +10,7 @@ pub mod build;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod report;
 pub mod result;
 pub mod version;
 

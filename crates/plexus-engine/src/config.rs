@@ -197,6 +197,11 @@ pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 /// `apiTimeoutSeconds`: at least a second, at most ten minutes (a CNI call held longer than that
 /// is one the runtime has given up on; a huge value would overflow the deadline arithmetic).
 pub const API_TIMEOUT_RANGE: RangeInclusive<u64> = 1..=600;
+/// `kubeletTimeoutSeconds` default: room for the client's retries of a busy kubelet.
+pub const DEFAULT_KUBELET_TIMEOUT_SECS: u64 = 10;
+/// `kubeletTimeoutSeconds` range: like `apiTimeoutSeconds`, nothing waits longer than ten
+/// minutes, and a huge value would overflow the lookup's deadline.
+pub const KUBELET_TIMEOUT_RANGE: RangeInclusive<u64> = 1..=600;
 /// `maxNetworksPerPod` default: far more interfaces than any real pod has, far fewer NAD GETs
 /// than would load an API server.
 pub const DEFAULT_MAX_NETWORKS_PER_POD: u64 = 32;
@@ -307,12 +312,12 @@ impl PlexusConfig {
                 .unwrap_or_else(|| DEFAULT_POD_RESOURCES_SOCKET.into()),
             device_checkpoint_file: path(m, "deviceCheckpointFile")?
                 .unwrap_or_else(|| DEFAULT_DEVICE_CHECKPOINT_FILE.into()),
-            kubelet_timeout_secs: match m.get("kubeletTimeoutSeconds") {
-                None => 10,
-                Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                    ConfigError::new("kubeletTimeoutSeconds", v, "must be a positive integer")
-                })?,
-            },
+            kubelet_timeout_secs: bounded_int(
+                m,
+                "kubeletTimeoutSeconds",
+                DEFAULT_KUBELET_TIMEOUT_SECS,
+                KUBELET_TIMEOUT_RANGE,
+            )?,
             device_info_dir: path(m, "deviceInfoDir")?
                 .unwrap_or_else(|| DEFAULT_DEVICE_INFO_DIR.into()),
             key_notes,
@@ -815,16 +820,40 @@ mod tests {
             ("maxNetworksPerPod", json!(0), "0"),
             ("maxNetworksPerPod", json!(-3), "-3"),
             ("maxNetworksPerPod", json!(1025), "1025"),
+            ("kubeletTimeoutSeconds", json!(0), "0"),
+            ("kubeletTimeoutSeconds", json!(601), "601"),
+            (
+                "kubeletTimeoutSeconds",
+                json!(18_446_744_073_709_551_615u64),
+                "18446744073709551615",
+            ),
+            ("kubeletTimeoutSeconds", json!(9.2e18), "9.2e+18"),
+            ("kubeletTimeoutSeconds", json!(-1), "-1"),
+            (
+                "callTimeoutSeconds",
+                json!(1_000_000_000_000u64),
+                "1000000000000",
+            ),
         ] {
             let e = parse(json!({"clusterNetwork": "a", key: v})).unwrap_err();
             assert_eq!(e.key, key);
             assert_eq!(e.value, shown);
-            assert!(e.reason.contains("integer from"), "{e}");
+            assert!(
+                e.reason.contains("integer from") || e.reason.contains("number of seconds from"),
+                "{e}"
+            );
         }
-        let c =
-            parse(json!({"clusterNetwork": "a", "apiTimeoutSeconds": 600, "maxNetworksPerPod": 1}))
-                .unwrap();
-        assert_eq!((c.api_timeout_secs, c.max_networks_per_pod), (600, 1));
+        let c = parse(json!({"clusterNetwork": "a", "apiTimeoutSeconds": 600,
+            "maxNetworksPerPod": 1, "kubeletTimeoutSeconds": 600}))
+        .unwrap();
+        assert_eq!(
+            (
+                c.api_timeout_secs,
+                c.max_networks_per_pod,
+                c.kubelet_timeout_secs
+            ),
+            (600, 1, 600)
+        );
     }
 
     #[test]
@@ -856,13 +885,20 @@ mod tests {
         fn numeric_keys_never_escape_their_range(
             n in proptest::prelude::any::<i64>(),
             f in proptest::prelude::any::<f64>(),
-            key in proptest::sample::select(vec!["apiTimeoutSeconds", "maxNetworksPerPod"]),
+            key in proptest::sample::select(vec![
+                "apiTimeoutSeconds",
+                "maxNetworksPerPod",
+                "kubeletTimeoutSeconds",
+                "callTimeoutSeconds",
+            ]),
         ) {
             for v in [json!(n), json!(f), json!(n.to_string())] {
                 match parse(json!({"clusterNetwork": "a", key: v})) {
                     Ok(c) => {
                         proptest::prop_assert!(API_TIMEOUT_RANGE.contains(&c.api_timeout_secs));
                         proptest::prop_assert!(MAX_NETWORKS_RANGE.contains(&(c.max_networks_per_pod as u64)));
+                        proptest::prop_assert!(KUBELET_TIMEOUT_RANGE.contains(&c.kubelet_timeout_secs));
+                        proptest::prop_assert!(CALL_TIMEOUT_RANGE.contains(&c.call_timeout_secs));
                     }
                     Err(e) => proptest::prop_assert_eq!(e.key.as_str(), key),
                 }

@@ -65,7 +65,10 @@ pub trait DeviceLookup: Send + Sync {
 /// asked only for the wanted resources the primary's answer lacks, so pods whose resources come
 /// from device plugins pay nothing for DRA. When the primary failed and the fallback does not
 /// supply every wanted resource either, the primary's error is returned: it is the one that
-/// explains a device-plugin resource.
+/// explains a device-plugin resource. Except when the fallback could not answer *for now*
+/// ([`DeviceError::Busy`]: the API server unreachable): then nobody knows yet whether the pod's
+/// devices are DRA claims, and the call is to be retried (code 11), not failed for good on the
+/// kubelet's account; the error names both causes.
 #[derive(Clone, Copy)]
 pub struct Fallback<'a> {
     pub primary: &'a dyn DeviceLookup,
@@ -94,6 +97,13 @@ impl DeviceLookup for Fallback<'_> {
         };
         let more = match (fallback.devices(pod, &missing), &first) {
             (Ok(m), _) => m,
+            (Err(e @ DeviceError::Busy(_)), Err(kubelet))
+                if !matches!(kubelet, DeviceError::Busy(_)) =>
+            {
+                return Err(DeviceError::Busy(format!(
+                    "{e} (and the kubelet could not answer: {kubelet})"
+                )));
+            }
             (Err(e), Err(_)) => {
                 tracing::debug!(pod = %pod, "fallback device source failed too: {e}");
                 return first;
@@ -522,6 +532,26 @@ mod tests {
             .devices(&pod, &wanted(&["dp/vf", "dra/nic"]))
             .unwrap_err();
         assert_eq!(e, DeviceError::Unavailable("no kubelet".into()));
+        // DRA failing for good (a 403) leaves the kubelet's error too...
+        *dra.fail.lock().unwrap() = Some(DeviceError::Unavailable("forbidden".into()));
+        let e = both.devices(&pod, &wanted(&["dra/nic"])).unwrap_err();
+        assert_eq!(e, DeviceError::Unavailable("no kubelet".into()));
+        // ...but an API server that cannot be reached now is "try again later", naming both.
+        *dra.fail.lock().unwrap() = Some(DeviceError::Busy("API unreachable".into()));
+        for w in [&["dra/nic"][..], &["dp/vf", "dra/nic"]] {
+            let e = both.devices(&pod, &wanted(w)).unwrap_err();
+            let DeviceError::Busy(msg) = &e else {
+                panic!("{w:?}: {e:?}");
+            };
+            assert!(
+                msg.contains("API unreachable") && msg.contains("no kubelet"),
+                "{msg}"
+            );
+        }
+        // A busy kubelet stays the kubelet's busy error.
+        *kubelet.fail.lock().unwrap() = Some(DeviceError::Busy("kubelet busy".into()));
+        let e = both.devices(&pod, &wanted(&["dra/nic"])).unwrap_err();
+        assert_eq!(e, DeviceError::Busy("kubelet busy".into()));
     }
 
     #[test]

@@ -865,6 +865,32 @@ fn ips_and_mac_without_the_capability_reach_the_delegate_in_cni_args() {
 }
 
 #[test]
+fn ips_with_the_capability_declared_reach_the_delegate_in_runtime_config_only() {
+    let bed = Bed::new();
+    let nad = json!({"cniVersion": "1.0.0", "name": "declared", "plugins": [
+        {"type": "macvlan", "master": "eth1", "capabilities": {"ips": true},
+         "ipam": {"type": "static"}}
+    ]});
+    let ann = r#"[{"name": "declared", "ips": ["10.1.1.21/24", "fd00::21/64"]}]"#;
+    let kube = FakeKube::default()
+        .with_pod("blue", "p", Some(ann))
+        .with_nad("blue", "declared", nad);
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    let calls = bed.exec.calls();
+    assert_eq!(
+        calls[1].stdin["runtimeConfig"],
+        json!({"ips": ["10.1.1.21/24", "fd00::21/64"]})
+    );
+    // Declared: Multus's CNI_ARGS convention is only the fallback for undeclaring plugins.
+    assert!(
+        !calls[1].args.contains("IP=") && calls[1].args.contains("K8S_POD_NAME=p"),
+        "{}",
+        calls[1].args
+    );
+}
+
+#[test]
 fn missing_nad_fails_before_anything_runs() {
     let bed = Bed::new();
     let kube = FakeKube::default().with_pod("blue", "p", Some("ghost"));

@@ -95,14 +95,30 @@ pub fn api_server(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> R
             ),
         });
     }
-    Ok(url)
+    // The scheme is case-insensitive (RFC 3986 §3.1); every later check compares text, so the
+    // URL carries it in lower case from here on (`HTTPS://…` must still get the CA).
+    let (scheme, rest) = url.split_once(':').unwrap_or_default();
+    Ok(format!("{}:{rest}", scheme.to_ascii_lowercase()))
+}
+
+/// True when `url`'s scheme is `http`, in any case: `HTTP://10.0.0.1:8080` is plain HTTP too.
+fn is_plain_http(url: &str) -> bool {
+    match url.parse::<http::Uri>() {
+        // `http::Uri` lower-cases the standard schemes.
+        Ok(uri) => uri.scheme_str() == Some("http"),
+        Err(_) => url
+            .trim_start()
+            .split_once(':')
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("http")),
+    }
 }
 
 /// Refuses a plain-HTTP API server unless `insecure_http` (`--insecure-http`) says the operator
 /// means it: the kubeconfig always carries the service-account token, which would then cross the
 /// network in clear text on every CNI call (anyone on the path could replay it).
 pub fn check_transport(url: &str, insecure_http: bool) -> Result<()> {
-    if url.starts_with("http:") && !insecure_http {
+    let plain = is_plain_http(url);
+    if plain && !insecure_http {
         return Err(Error::InvalidSetting {
             flag: "--api-server",
             reason: format!(
@@ -111,7 +127,7 @@ pub fn check_transport(url: &str, insecure_http: bool) -> Result<()> {
             ),
         });
     }
-    if url.starts_with("http:") {
+    if plain {
         tracing::warn!(
             "--insecure-http: the kubeconfig points at plain-HTTP {url}; the token travels in clear text"
         );
@@ -247,6 +263,27 @@ mod tests {
         );
         assert!(check_transport("http://127.0.0.1:8080", true).is_ok());
         assert!(check_transport("https://10.96.0.1:443", false).is_ok());
+        // The scheme is case-insensitive: a prefix test let these through.
+        for url in [
+            "HTTP://10.0.0.1:8080",
+            "Http://10.0.0.1:8080",
+            "hTtP://[fd00::1]:80",
+        ] {
+            let e = check_transport(url, false).unwrap_err();
+            assert!(e.to_string().contains("clear text"), "{url}: {e}");
+            assert!(check_transport(url, true).is_ok());
+        }
+        assert!(check_transport("HTTPS://10.96.0.1:443", false).is_ok());
+        // What the installer writes has its scheme in lower case (an upper-case `HTTPS` used to
+        // lose the CA in the kubeconfig).
+        assert_eq!(
+            api_server(Some("HTTP://10.0.0.1:8080"), |_| None).unwrap(),
+            "http://10.0.0.1:8080"
+        );
+        assert_eq!(
+            api_server(Some("HTTPS://10.0.0.1:443"), |_| None).unwrap(),
+            "https://10.0.0.1:443"
+        );
     }
 
     #[test]

@@ -218,9 +218,9 @@ fn watch(s: &Settings, tx: Sender<Wake>) -> Result<notify::RecommendedWatcher> {
         }
         let _ = tx.send(Wake::Fs);
     })
-    .map_err(|source| Error::Watch {
+    .map_err(|cause| Error::Watch {
         path: PathBuf::from("(inotify)"),
-        source,
+        cause,
     })?;
     let conf_dir = s.on_host(&s.cni_conf_dir);
     let mut dirs: Vec<PathBuf> = vec![conf_dir, s.sa_dir.clone()];
@@ -244,9 +244,9 @@ fn watch_dir(w: &mut notify::RecommendedWatcher, dir: &Path) -> Result<()> {
         return Ok(());
     }
     w.watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|source| Error::Watch {
+        .map_err(|cause| Error::Watch {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
     info!("watching {}", dir.display());
     Ok(())

@@ -1,5 +1,9 @@
 //! The installer's errors. Every variant names the file or the setting involved, because the
 //! operator reading a crash-looping DaemonSet's log has nothing else to go on.
+//!
+//! Each message is complete on its own (the cause's text included), so a variant keeps its cause
+//! as a plain field rather than as [`std::error::Error::source`]: printing the error with its
+//! source chain would otherwise say the cause twice.
 
 use std::path::PathBuf;
 
@@ -7,12 +11,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file-system operation failed; `action` says what we were doing.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// An installed binary does not start or does not answer `CNI_COMMAND=VERSION` properly.
     #[error("installed binary {} does not work: {detail}", path.display())]
@@ -28,12 +31,8 @@ pub enum Error {
     #[error("invalid setting {flag}: {reason}")]
     InvalidSetting { flag: &'static str, reason: String },
     /// The file-system watcher could not be started.
-    #[error("cannot watch {}: {source}", path.display())]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
+    #[error("cannot watch {}: {cause}", path.display())]
+    Watch { path: PathBuf, cause: notify::Error },
     /// Waiting for the primary network config (or the readiness indicator) took longer than allowed.
     #[error("gave up waiting: {0}")]
     Timeout(String),
@@ -46,10 +45,10 @@ impl Error {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io {
+        move |cause| Error::Io {
             action,
             path,
-            source,
+            cause,
         }
     }
 }

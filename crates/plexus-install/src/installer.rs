@@ -101,7 +101,7 @@ pub fn install_binaries(s: &Settings) -> Result<()> {
         return Err(Error::Io {
             action: "find the CNI bin dir",
             path: bin_dir,
-            source: std::io::ErrorKind::NotFound.into(),
+            cause: std::io::ErrorKind::NotFound.into(),
         });
     }
     atomic::remove_leftovers(&bin_dir)?;

@@ -22,19 +22,20 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", plexus_cni::report::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
-/// The build version, first in every long-running command's log, so a log line can be tied to the
-/// image that wrote it during a rollout.
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(verb) = cli.command.logged_verb() {
-        tracing::info!("plexus-install {VERSION} {verb}");
+        // The build first in every long-running command's log, so a log line can be tied to the
+        // image that wrote it during a rollout.
+        tracing::info!(
+            "plexus-install {} {verb}",
+            plexus_cni::build::long_version()
+        );
     }
     match cli.command {
         Cmd::Install {

@@ -10,8 +10,9 @@
 //! [`TokenKeeper`] holds it, refreshes it when 80 % of its lifetime has passed (as the kubelet
 //! does for projected tokens), keeps using a still-valid token while the API server cannot be
 //! reached, and falls back to the pod's projected token, with a warning, where the API server
-//! refuses to bind tokens to Nodes (before Kubernetes 1.30, or with the feature gate off) or RBAC
-//! does not allow the request.
+//! refuses to bind tokens to Nodes (`ServiceAccountTokenNodeBinding`: alpha in Kubernetes 1.29,
+//! beta and on by default from 1.31, GA in 1.33; or with the feature gate off) or RBAC does not
+//! allow the request.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

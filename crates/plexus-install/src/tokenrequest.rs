@@ -7,10 +7,20 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use plexus_cni::report::chain;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio::runtime::Runtime;
+
+/// The installer's `User-Agent`: `plexus-install/<version> (<commit>)`.
+pub fn user_agent() -> String {
+    format!(
+        "plexus-install/{} ({})",
+        plexus_cni::build::VERSION,
+        plexus_cni::build::COMMIT
+    )
+}
 
 /// Bound on one TokenRequest (connect, send, answer): the installer must not hang on a sick API
 /// server; it falls back and retries.
@@ -65,6 +75,10 @@ impl KubeIssuer {
         let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| TokenError::Failed(format!("client config: {e}")))?;
+        // The build in the audit log, as the plugin's own requests carry it.
+        if let Ok(ua) = http::HeaderValue::from_str(&user_agent()) {
+            config.headers.push((http::header::USER_AGENT, ua));
+        }
         config.connect_timeout = Some(TIMEOUT);
         config.read_timeout = Some(TIMEOUT);
         config.write_timeout = Some(TIMEOUT);
@@ -141,19 +155,4 @@ impl TokenIssuer for KubeIssuer {
             })
         })
     }
-}
-
-/// An error and its sources, one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }

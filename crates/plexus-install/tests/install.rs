@@ -690,40 +690,46 @@ fn uninstall_leaves_the_host_as_it_was() {
 
 #[test]
 fn a_plain_http_api_server_needs_insecure_http() {
-    let h = Host::new();
-    h.put_primary(
-        "10-bridge.conf",
-        &json!({"cniVersion":"0.4.0","name":"cbr0","type":"bridge"}),
-    );
-    let install = |extra: &[&str]| {
-        Command::new(EXE)
-            .arg("install")
-            .arg("--host-root")
-            .arg(&h.root)
-            .arg("--binary")
-            .arg(h.src.join("plexus"))
-            .arg("--service-account-dir")
-            .arg(&h.sa)
-            .args(["--api-server", "http://10.96.0.1:8080"])
-            .args(extra)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .output()
-            .unwrap()
-    };
-    let out = install(&[]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("clear text") && stderr(&out).contains("--insecure-http"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!h.our_config().exists(), "nothing written");
-    assert!(!h.host_token().exists(), "no token copied");
+    // The scheme is case-insensitive: `HTTP://` used to pass a prefix test unnoticed.
+    for server in ["http://10.96.0.1:8080", "HTTP://10.96.0.1:8080"] {
+        let h = Host::new();
+        h.put_primary(
+            "10-bridge.conf",
+            &json!({"cniVersion":"0.4.0","name":"cbr0","type":"bridge"}),
+        );
+        let install = |extra: &[&str]| {
+            Command::new(EXE)
+                .arg("install")
+                .arg("--host-root")
+                .arg(&h.root)
+                .arg("--binary")
+                .arg(h.src.join("plexus"))
+                .arg("--service-account-dir")
+                .arg(&h.sa)
+                .args(["--api-server", server])
+                .args(extra)
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .output()
+                .unwrap()
+        };
+        let out = install(&[]);
+        assert!(!out.status.success(), "{server}");
+        assert!(
+            stderr(&out).contains("clear text") && stderr(&out).contains("--insecure-http"),
+            "{server}: {}",
+            stderr(&out)
+        );
+        assert!(!h.our_config().exists(), "{server}: nothing written");
+        assert!(!h.host_token().exists(), "{server}: no token copied");
 
-    let out = install(&["--insecure-http"]);
-    assert_ok(&out);
-    let kc = std::fs::read_to_string(h.netd().join("plexus.d/plexus.kubeconfig")).unwrap();
-    assert!(kc.contains("server: http://10.96.0.1:8080"), "{kc}");
+        let out = install(&["--insecure-http"]);
+        assert_ok(&out);
+        let kc = std::fs::read_to_string(h.netd().join("plexus.d/plexus.kubeconfig")).unwrap();
+        assert!(
+            kc.contains("server: http://10.96.0.1:8080"),
+            "{server}: {kc}"
+        );
+    }
 }
 
 #[test]
@@ -759,12 +765,28 @@ fn first_log_line_names_the_build_version() {
         let first = stderr(&out).lines().next().unwrap_or_default().to_owned();
         assert!(
             first.contains(&format!(
-                "plexus-install {} {sub}",
-                env!("CARGO_PKG_VERSION")
+                "plexus-install {} (commit {}) {sub}",
+                env!("CARGO_PKG_VERSION"),
+                plexus_cni::build::COMMIT
             )),
             "{first}"
         );
     }
+}
+
+#[test]
+fn an_os_error_is_said_once() {
+    let h = Host::new();
+    h.put_primary(
+        "10-ptp.conf",
+        &json!({"cniVersion":"1.0.0","name":"p","type":"ptp"}),
+    );
+    let out = h.run("install", &["--binary", "/nonexistent/plexus"]);
+    assert!(!out.status.success());
+    let log = stderr(&out);
+    let os = std::io::Error::from_raw_os_error(2).to_string();
+    assert!(log.contains("/nonexistent/plexus"), "{log}");
+    assert_eq!(log.matches(&os).count(), 1, "{log}");
 }
 
 #[test]

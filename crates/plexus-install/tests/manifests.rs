@@ -223,14 +223,13 @@ fn rbac_is_exactly_the_minimal_set() {
         t("", "pods", "get"),
         t("", "pods/status", "patch"),
         t("", "events", "create"),
-        // DRA (docs/sriov.md): a pod's claims and the slices describing their devices, read only
-        // for NADs whose resourceName no device plugin serves.
-        t("resource.k8s.io", "resourceclaims", "get"),
-        t("resource.k8s.io", "resourceslices", "list"),
     ]
     .into_iter()
     .collect();
     assert_eq!(got, want);
+    // What `kubectl apply -k deploy/` grants is that file's role, untouched (DRA is opt-in:
+    // `the_dra_component_adds_exactly_the_dra_reads`).
+    assert_eq!(role_verbs(&build(".")), want);
 
     let sa: ServiceAccount = one("v1/ServiceAccount");
     let binding: ClusterRoleBinding = one("rbac.authorization.k8s.io/v1/ClusterRoleBinding");
@@ -1053,29 +1052,78 @@ fn every_host_path_the_daemon_and_its_delegates_use_is_the_hosts() {
     }
 }
 
-#[test]
-fn thick_rbac_adds_only_the_watches() {
-    let role = |objs: &[Value]| -> BTreeSet<(String, String, String)> {
-        let r: ClusterRole = serde_json::from_value(
-            objs.iter()
-                .find(|o| o["kind"] == "ClusterRole")
-                .unwrap()
-                .clone(),
-        )
-        .unwrap();
-        let mut got = BTreeSet::new();
-        for r in r.rules.unwrap_or_default() {
-            assert!(r.resource_names.is_none() && r.non_resource_urls.is_none());
-            for g in r.api_groups.clone().unwrap_or_default() {
-                for res in r.resources.clone().unwrap_or_default() {
-                    for v in &r.verbs {
-                        got.insert((g.clone(), res.clone(), v.clone()));
-                    }
+/// (group, resource, verb) of every rule of the one ClusterRole among `objs`.
+fn role_verbs(objs: &[Value]) -> BTreeSet<(String, String, String)> {
+    let roles: Vec<&Value> = objs.iter().filter(|o| o["kind"] == "ClusterRole").collect();
+    assert_eq!(roles.len(), 1);
+    let r: ClusterRole = serde_json::from_value(roles[0].clone()).unwrap();
+    let mut got = BTreeSet::new();
+    for r in r.rules.unwrap_or_default() {
+        assert!(r.resource_names.is_none() && r.non_resource_urls.is_none());
+        for g in r.api_groups.clone().unwrap_or_default() {
+            for res in r.resources.clone().unwrap_or_default() {
+                for v in &r.verbs {
+                    got.insert((g.clone(), res.clone(), v.clone()));
                 }
             }
         }
-        got
+    }
+    got
+}
+
+/// Builds what an operator's own kustomization gives: `resources: [<deploy>/<base>]`,
+/// `components: [<deploy>/components/<component>]`, written in a temporary directory with
+/// relative paths (kustomize refuses absolute ones).
+fn build_with_component(base: &str, component: &str) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = deploy_dir().canonicalize().unwrap();
+    let up = "../".repeat(dir.path().canonicalize().unwrap().components().count() - 1);
+    let rel = |p: &str| {
+        format!(
+            "{up}{}",
+            deploy.join(p).display().to_string().trim_start_matches('/')
+        )
     };
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [{}]\ncomponents: [{}]\n",
+            rel(base),
+            rel(&format!("components/{component}"))
+        ),
+    )
+    .unwrap();
+    build_dir(dir.path())
+}
+
+#[test]
+fn the_dra_component_adds_exactly_the_dra_reads() {
+    let t = |g: &str, r: &str, v: &str| (g.to_owned(), r.to_owned(), v.to_owned());
+    let dra: BTreeSet<_> = [
+        // A pod's claims (by name), and the slices of this node and driver (a field selector that
+        // RBAC cannot restrict: slices are cluster-scoped).
+        t("resource.k8s.io", "resourceclaims", "get"),
+        t("resource.k8s.io", "resourceslices", "list"),
+    ]
+    .into_iter()
+    .collect();
+    for base in [".", "thick", "overlays/k3s"] {
+        let without = role_verbs(&build(base));
+        assert!(without.is_disjoint(&dra), "{base}: {without:?}");
+        let with = role_verbs(&build_with_component(base, "dra"));
+        assert_eq!(
+            with.difference(&without).cloned().collect::<BTreeSet<_>>(),
+            dra,
+            "{base}"
+        );
+        assert!(without.is_subset(&with), "{base}");
+    }
+}
+
+#[test]
+fn thick_rbac_adds_only_the_watches() {
+    let role = role_verbs;
     let thin = role(&build("."));
     let thick = role(&build("thick"));
     let t = |g: &str, r: &str, v: &str| (g.to_owned(), r.to_owned(), v.to_owned());

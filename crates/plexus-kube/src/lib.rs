@@ -12,7 +12,7 @@
 //! [`retry`] with jittered backoff inside the call's deadline ([`LiveKube::with_deadline`]): all
 //! three are idempotent, and a pod should not wait for the runtime's next attempt because one
 //! request failed. kube's own retry layer is off: it knows no deadline and retries only 429, 503
-//! and 504. Every request carries `User-Agent: plexus/<version>` ([`USER_AGENT`]).
+//! and 504. Every request carries `User-Agent: plexus/<version> (<commit>)` ([`USER_AGENT`]).
 
 mod retry;
 
@@ -33,6 +33,9 @@ use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigErro
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta, Status};
 use kube::{Client, Config, Resource};
 use plexus_engine::api::{ApiError, KubeApi, NadInfo, PodEvent, PodInfo};
+// kube's top-level messages ("ServiceError: client error (Connect)") hide the useful part
+// ("Connection refused") in their causes.
+use plexus_cni::report::chain;
 use plexus_netattach::NETWORK_STATUS_ANNOTATION;
 use serde_json::{Map, Value, json};
 use tokio::runtime::Runtime;
@@ -40,9 +43,10 @@ use tokio::runtime::Runtime;
 pub use retry::RetryPolicy;
 use retry::{Failure, Limits, Retry, with_retries};
 
-/// The `User-Agent` of every request, so that API server audit logs and rate limits can tell
-/// plexus apart from other clients of the node's identity.
-pub const USER_AGENT: &str = concat!("plexus/", env!("CARGO_PKG_VERSION"));
+/// The `User-Agent` of every request, `plexus/<version> (<commit>)`, so that API server audit
+/// logs and rate limits can tell plexus apart from other clients of the node's identity, and
+/// which build sent a request during a rollout.
+pub const USER_AGENT: &str = plexus_cni::build::USER_AGENT;
 
 /// Environment variables whose presence means "running in a pod" (the same test client-go's
 /// `rest.InClusterConfig` makes). Both must be non-empty.
@@ -98,22 +102,25 @@ impl Credentials {
 
 /// Why a [`LiveKube`] could not be built. Each variant names the file or step that failed, since
 /// this surfaces in kubelet events where the operator has nothing else to go on.
+///
+/// Each message is complete (the cause's text, with kube's own causes, included once), so the
+/// causes are plain fields rather than [`std::error::Error::source`]: printed with its source chain,
+/// the error would otherwise say the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     /// The private runtime could not be created (out of file descriptors, typically).
     #[error("cannot create the Kubernetes client runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    Runtime(std::io::Error),
     /// The kubeconfig file could not be read or parsed, or a file it references (CA, client
     /// certificate or key) could not be loaded.
-    #[error("kubeconfig {}: {source}", path.display())]
+    #[error("kubeconfig {}: {}", path.display(), chain(cause))]
     Kubeconfig {
         path: PathBuf,
-        #[source]
-        source: KubeconfigError,
+        cause: KubeconfigError,
     },
     /// The in-cluster service account files or env variables are missing or unusable.
-    #[error("in-cluster Kubernetes config: {0}")]
-    InCluster(#[source] InClusterError),
+    #[error("in-cluster Kubernetes config: {}", chain(.0))]
+    InCluster(InClusterError),
     /// The client could not be assembled from an otherwise valid config: an unreadable `tokenFile`,
     /// a CA bundle rustls rejects, an unsupported auth provider.
     #[error("cannot build the Kubernetes client from {source_desc}: {message}")]
@@ -312,9 +319,9 @@ pub async fn build_client(
 ) -> Result<(Client, String), KubeError> {
     let (mut config, source_desc) = match creds {
         Credentials::Kubeconfig(path) => {
-            let wrap = |source| KubeError::Kubeconfig {
+            let wrap = |cause| KubeError::Kubeconfig {
                 path: path.clone(),
-                source,
+                cause,
             };
             let kc = Kubeconfig::read_from(path).map_err(wrap)?;
             let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -333,7 +340,7 @@ pub async fn build_client(
     trim_token_file(&mut config);
     let client = Client::try_from(config).map_err(|e| KubeError::Client {
         source_desc,
-        message: error_chain(&e),
+        message: chain(&e),
     })?;
     Ok((client, server))
 }
@@ -670,16 +677,16 @@ fn map_error(err: kube::Error, kind: &'static str, namespace: &str, name: &str) 
         // a local configuration problem, not an unreachable server.
         kube::Error::Service(e) if e.is::<kube::client::AuthError>() => ApiError::Other {
             status: 0,
-            message: format!("cannot present credentials: {}", error_chain(&*e)),
+            message: format!("cannot present credentials: {}", chain(&*e)),
         },
         e @ (kube::Error::HyperError(_)
         | kube::Error::Service(_)
         | kube::Error::RustlsTls(_)
         | kube::Error::TlsRequired
-        | kube::Error::ReadEvents(_)) => ApiError::Unreachable(error_chain(&e)),
+        | kube::Error::ReadEvents(_)) => ApiError::Unreachable(chain(&e)),
         other => ApiError::Other {
             status: 0,
-            message: error_chain(&other),
+            message: chain(&other),
         },
     }
 }
@@ -704,23 +711,6 @@ fn map_status(status: &Status, kind: &'static str, namespace: &str, name: &str) 
             message,
         },
     }
-}
-
-/// An error with its causes, since kube's top-level messages ("ServiceError: client error
-/// (Connect)") hide the useful part ("Connection refused").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Several kube/hyper errors already embed their source's text in their own.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

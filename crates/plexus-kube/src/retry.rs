@@ -127,8 +127,11 @@ where
             Retry::Backoff => limits.policy.backoff(n),
             Retry::After(d) => d,
         };
+        // `Retry-After` is the server's number: checked, so that a huge one cannot overflow.
         if let Some(deadline) = limits.deadline
-            && Instant::now() + delay >= deadline
+            && Instant::now()
+                .checked_add(delay)
+                .is_none_or(|resume| resume >= deadline)
         {
             return Err(noted(
                 failure.error,
@@ -299,23 +302,26 @@ mod tests {
 
     #[test]
     fn a_retry_after_beyond_the_deadline_is_not_waited_for() {
-        let retries = AtomicU32::new(0);
-        let mut calls = 0;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let r: Result<(), _> = rt().block_on(with_retries(
-            limits(5, Some(deadline)),
-            "GET x",
-            &retries,
-            || {
-                calls += 1;
-                async { Err(unreachable(Retry::After(Duration::from_secs(3600)))) }
-            },
-        ));
-        assert_eq!(calls, 1);
-        assert!(
-            matches!(&r, Err(ApiError::Unreachable(m)) if m.contains("deadline")),
-            "{r:?}"
-        );
+        // The last one is `Retry-After: 18446744073709551615`: past any clock, not a panic.
+        for after in [Duration::from_secs(3600), Duration::from_secs(u64::MAX)] {
+            let retries = AtomicU32::new(0);
+            let mut calls = 0;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let r: Result<(), _> = rt().block_on(with_retries(
+                limits(5, Some(deadline)),
+                "GET x",
+                &retries,
+                || {
+                    calls += 1;
+                    async move { Err(unreachable(Retry::After(after))) }
+                },
+            ));
+            assert_eq!(calls, 1);
+            assert!(
+                matches!(&r, Err(ApiError::Unreachable(m)) if m.contains("deadline")),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

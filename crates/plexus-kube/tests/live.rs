@@ -325,7 +325,12 @@ fn every_request_names_plexus_and_its_version() {
     let _ = kube.patch_network_status("n", "p", "u", "[]");
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
-    let want = format!("plexus/{}", env!("CARGO_PKG_VERSION"));
+    // The build's version and commit, as `plexus --version` names them.
+    let want = format!(
+        "plexus/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        plexus_cni::build::COMMIT
+    );
     for r in &reqs {
         assert_eq!(r.header("user-agent"), Some(want.as_str()), "{}", r.path);
     }
@@ -600,6 +605,15 @@ fn construction_errors_name_the_file() {
         "{err:?}"
     );
     assert!(err.to_string().contains("nope.kubeconfig"), "{err}");
+    // Printed with its causes (as a binary's `{:#}` does), the OS error is said once.
+    let mut printed = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        printed = format!("{printed}: {c}");
+        cause = c.source();
+    }
+    let os = std::io::Error::from_raw_os_error(2).to_string();
+    assert_eq!(printed.matches(&os).count(), 1, "{printed}");
 
     let kc = write_kubeconfig(
         dir.path(),

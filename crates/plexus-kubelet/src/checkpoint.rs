@@ -9,19 +9,20 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Reading or parsing the checkpoint failed.
+/// Reading or parsing the checkpoint failed. Messages include their cause, so causes are fields,
+/// not [`std::error::Error::source`]: a printed source chain would say them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// The file does not exist.
     #[error("checkpoint {0} does not exist")]
     Missing(PathBuf),
     /// The file exists but cannot be read.
-    #[error("checkpoint {path}: {source}")]
+    #[error("checkpoint {path}: {cause}")]
     Io {
         /// The checkpoint path.
         path: PathBuf,
         /// The read error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a checkpoint of a known shape.
     #[error("checkpoint {path} is not a device-manager checkpoint of a known shape: {reason}")]
@@ -74,13 +75,13 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Reads and parses the checkpoint at `path`.
     pub fn read(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
+        let bytes = std::fs::read(path).map_err(|cause| {
+            if cause.kind() == std::io::ErrorKind::NotFound {
                 CheckpointError::Missing(path.to_owned())
             } else {
                 CheckpointError::Io {
                     path: path.to_owned(),
-                    source,
+                    cause,
                 }
             }
         })?;

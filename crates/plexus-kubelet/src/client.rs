@@ -22,6 +22,11 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
+/// The longest one lookup may take, whatever the caller asks: `kubeletTimeoutSeconds` is at most
+/// ten minutes, and an unchecked huge timeout would overflow the deadline arithmetic (a panic,
+/// hence no CNI answer at all).
+pub const MAX_LOOKUP: Duration = Duration::from_secs(600);
+
 /// The pod whose devices are looked up (the checkpoint is keyed by UID, the API by name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodId {
@@ -142,10 +147,7 @@ impl KubeletDevices {
             .enable_all()
             .build()
             .map_err(KubeletError::Runtime)?;
-        let mut deadline = Instant::now() + self.timeout;
-        if let Some(call) = self.call_deadline {
-            deadline = deadline.min(Instant::from_std(call));
-        }
+        let deadline = lookup_deadline(std::time::Instant::now(), self.timeout, self.call_deadline);
         let api = match rt.block_on(self.ask_api(pod, deadline)) {
             Ok(found) => return Ok(found),
             Err(Unreachable(Ok(reason))) => reason,
@@ -287,6 +289,17 @@ impl Failure {
     }
 }
 
+/// The end of one lookup started at `now`: `timeout` from now (clamped to [`MAX_LOOKUP`], so
+/// that no caller's value can overflow the clock), or the call's deadline when that is sooner.
+fn lookup_deadline(
+    now: std::time::Instant,
+    timeout: Duration,
+    call_deadline: Option<std::time::Instant>,
+) -> Instant {
+    let own = now + timeout.min(MAX_LOOKUP);
+    Instant::from_std(call_deadline.map_or(own, |call| own.min(call)))
+}
+
 /// `Get` on a kubelet that lacks it: UNIMPLEMENTED (older than 1.27) or UNKNOWN "... Get method
 /// disabled" (the `KubeletPodResourcesGet` feature gate off).
 fn get_unsupported(s: &tonic::Status) -> bool {
@@ -408,6 +421,106 @@ mod tests {
         let m = devices_of(&[pod]);
         assert_eq!(m["r/a"], ["1", "2"]);
         assert_eq!(m["r/b"], ["9"]);
+    }
+
+    fn run<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Both of the kubelet's "busy" codes are retried until an answer comes; any other code ends
+    /// the lookup at once.
+    #[test]
+    fn unavailable_and_resource_exhausted_are_retried_others_are_not() {
+        for busy in [Code::Unavailable, Code::ResourceExhausted] {
+            let mut calls = 0;
+            let got = run(retrying(
+                "Get",
+                Instant::now() + Duration::from_secs(60),
+                || {
+                    calls += 1;
+                    let n = calls;
+                    async move {
+                        if n < 3 {
+                            Err(tonic::Status::new(busy, "rate limited"))
+                        } else {
+                            Ok(n)
+                        }
+                    }
+                },
+            ));
+            assert!(matches!(got, Ok(3)), "{busy:?}");
+        }
+        let mut calls = 0;
+        let got = run(retrying(
+            "Get",
+            Instant::now() + Duration::from_secs(60),
+            || {
+                calls += 1;
+                async { Err::<(), _>(tonic::Status::permission_denied("no")) }
+            },
+        ));
+        assert!(matches!(got, Err(Failure::Status(s)) if s.code() == Code::PermissionDenied));
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_kubelet_busy_past_the_deadline_is_busy_naming_the_last_answer() {
+        for busy in [Code::Unavailable, Code::ResourceExhausted] {
+            let got = run(retrying(
+                "List",
+                Instant::now() + Duration::from_millis(300),
+                || async { Err::<(), _>(tonic::Status::new(busy, "try later")) },
+            ));
+            let Err(Failure::Busy { attempts, last, .. }) = got else {
+                panic!("{busy:?}: not busy");
+            };
+            assert!(attempts >= 2, "{busy:?}: {attempts}");
+            assert!(last.contains(&format!("{busy:?}")), "{last}");
+            let e = Failure::Busy {
+                attempts,
+                waited: Duration::ZERO,
+                last,
+            }
+            .into_error("List");
+            assert!(e.is_busy());
+        }
+    }
+
+    #[test]
+    fn a_huge_timeout_is_clamped_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = PodId {
+            namespace: "blue".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+        };
+        for timeout in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            let k = KubeletDevices::new(
+                dir.path().join("kubelet.sock"),
+                dir.path().join("checkpoint"),
+                timeout,
+            );
+            let e = k.pod_devices(&pod).unwrap_err();
+            assert!(e.to_string().contains("does not exist"), "{e}");
+        }
+        let now = std::time::Instant::now();
+        assert_eq!(
+            lookup_deadline(now, Duration::MAX, None),
+            Instant::from_std(now + MAX_LOOKUP)
+        );
+        let sooner = now + Duration::from_secs(3);
+        assert_eq!(
+            lookup_deadline(now, Duration::MAX, Some(sooner)),
+            Instant::from_std(sooner)
+        );
+        assert_eq!(
+            lookup_deadline(now, Duration::from_secs(1), Some(sooner)),
+            Instant::from_std(now + Duration::from_secs(1))
+        );
     }
 
     #[test]

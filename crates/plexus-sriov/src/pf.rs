@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 /// directory instead of netlink (a test hook, docs/sriov.md).
 pub const SIMULATED_PF_ENV: &str = "PLEXUS_SRIOV_SIMULATED_PF";
 
-/// A PF-side failure.
+/// A PF-side failure. Messages include their cause, so causes are fields, not
+/// [`std::error::Error::source`]: a printed source chain would say them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum PfError {
     /// The PF has no VF with this index.
@@ -27,7 +28,7 @@ pub enum PfError {
         vf: u32,
     },
     /// The kernel (or the simulated PF) refused or failed.
-    #[error("PF {pf} VF {vf}: {op}: {source}")]
+    #[error("PF {pf} VF {vf}: {op}: {cause}")]
     Io {
         /// PF netdev.
         pf: String,
@@ -36,8 +37,7 @@ pub enum PfError {
         /// What was attempted.
         op: String,
         /// Why it failed.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -55,11 +55,11 @@ pub struct NetlinkPf;
 
 impl PfOps for NetlinkPf {
     fn vf(&self, pf: &str, vf: u32) -> Result<VfState, PfError> {
-        let io = |source| PfError::Io {
+        let io = |cause| PfError::Io {
             pf: pf.to_owned(),
             vf,
             op: "read VF table".into(),
-            source,
+            cause,
         };
         let link = NlSocket::open()
             .and_then(|mut s| s.link(pf, true))
@@ -78,11 +78,11 @@ impl PfOps for NetlinkPf {
     fn set(&self, pf: &str, vf: u32, setting: VfSetting) -> Result<(), PfError> {
         NlSocket::open()
             .and_then(|mut s| s.set_vf(pf, vf, setting))
-            .map_err(|source| PfError::Io {
+            .map_err(|cause| PfError::Io {
                 pf: pf.to_owned(),
                 vf,
                 op: format!("set {setting}"),
-                source,
+                cause,
             })
     }
 }
@@ -189,11 +189,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 impl PfOps for SimulatedPf {
     fn vf(&self, pf: &str, vf: u32) -> Result<VfState, PfError> {
-        let io = |source| PfError::Io {
+        let io = |cause| PfError::Io {
             pf: pf.to_owned(),
             vf,
             op: "read VF table".into(),
-            source,
+            cause,
         };
         let _lock = self.locked(pf).map_err(io)?;
         self.log(pf, &format!("get {pf} vf {vf}")).map_err(io)?;
@@ -209,11 +209,11 @@ impl PfOps for SimulatedPf {
     }
 
     fn set(&self, pf: &str, vf: u32, setting: VfSetting) -> Result<(), PfError> {
-        let io = |source| PfError::Io {
+        let io = |cause| PfError::Io {
             pf: pf.to_owned(),
             vf,
             op: format!("set {setting}"),
-            source,
+            cause,
         };
         let lock = self.locked(pf).map_err(io)?;
         self.log(pf, &format!("set {pf} vf {vf} {setting}"))

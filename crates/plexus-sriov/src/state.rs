@@ -80,17 +80,17 @@ pub struct Record {
 /// Record format version.
 pub const RECORD_VERSION: u32 = 1;
 
-/// Why the state could not be used.
+/// Why the state could not be used. Messages include their cause, so causes are fields, not
+/// [`std::error::Error::source`]: a printed source chain would say them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Reading or writing failed.
-    #[error("sriov state {}: {source}", path.display())]
+    #[error("sriov state {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// A record that is not ours or is damaged.
     #[error("sriov state {} is corrupt: {reason}", path.display())]
@@ -132,9 +132,9 @@ impl Store {
     }
 
     fn io(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-        move |source| StateError::Io {
+        move |cause| StateError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 

@@ -16,26 +16,25 @@ use std::path::Path;
 /// The reference's default `--resource-prefix`.
 pub const DEFAULT_PREFIX: &str = "intel.com";
 
-/// Why the resource config cannot be used.
+/// Why the resource config cannot be used. Messages include their cause, so causes are fields,
+/// not [`std::error::Error::source`]: a printed source chain would say them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {cause}")]
     Io {
         /// The file.
         path: String,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not JSON.
-    #[error("{path}: not JSON: {source}")]
+    #[error("{path}: not JSON: {cause}")]
     Json {
         /// The file.
         path: String,
         /// The parser's error.
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// The document as a whole is wrong (no `resourceList`, not an object...).
     #[error("resource config: {0}")]
@@ -100,13 +99,13 @@ impl PoolConfig {
 impl ResourceConfig {
     /// Reads and validates the file at `path` (`default_prefix`: see [`Self::from_value`]).
     pub fn load(path: &Path, default_prefix: &str) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Io {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
-        let doc: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+        let doc: Value = serde_json::from_str(&text).map_err(|cause| ConfigError::Json {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         Self::from_value(&doc, default_prefix)
     }

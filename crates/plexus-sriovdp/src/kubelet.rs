@@ -11,17 +11,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-/// Why a kubelet call failed.
+/// Why a kubelet call failed. Messages include their cause, so causes are fields, not
+/// [`std::error::Error::source`]: a printed source chain would say them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeletError {
     /// The socket could not be connected to (no kubelet, or it is restarting).
-    #[error("cannot connect to {path}: {source}")]
+    #[error("cannot connect to {path}: {}", plexus_cni::report::chain(cause))]
     Connect {
         /// The socket.
         path: String,
         /// The transport error.
-        #[source]
-        source: tonic::transport::Error,
+        cause: tonic::transport::Error,
     },
     /// The kubelet answered with an error.
     #[error("{call} on {path}: {status}")]
@@ -69,9 +69,9 @@ pub async fn register(
     let call = async {
         let channel = plexus_kubelet::connect(kubelet_socket)
             .await
-            .map_err(|source| KubeletError::Connect {
+            .map_err(|cause| KubeletError::Connect {
                 path: path.clone(),
-                source,
+                cause,
             })?;
         RegistrationClient::new(channel)
             .register(RegisterRequest {
@@ -108,9 +108,9 @@ pub async fn allocated_devices(
     let call = async {
         let channel = plexus_kubelet::connect(pod_resources_socket)
             .await
-            .map_err(|source| KubeletError::Connect {
+            .map_err(|cause| KubeletError::Connect {
                 path: path.clone(),
-                source,
+                cause,
             })?;
         PodResourcesListerClient::new(channel)
             .max_decoding_message_size(16 * 1024 * 1024)
@@ -150,6 +150,27 @@ pub async fn allocated_devices(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_kubelet_socket_is_named_with_the_os_error_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubelet.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(register(&path, "x.sock", "r", Duration::from_secs(5)))
+            .unwrap_err();
+        // Printed alone or with its source chain (as main prints a fatal error), the transport
+        // error's useful part is there, once.
+        let os = std::io::Error::from_raw_os_error(2).to_string();
+        for text in [err.to_string(), plexus_cni::report::chain(&err)] {
+            assert!(matches!(err, KubeletError::Connect { .. }), "{err:?}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert_eq!(text.matches(&os).count(), 1, "{text}");
+        }
+    }
 
     #[test]
     fn a_socket_bound_again_at_the_same_path_is_a_new_identity() {

@@ -29,11 +29,13 @@ struct Cli {
     /// The kubelet's PodResources socket (which devices pods still hold).
     #[arg(long, default_value = "/var/lib/kubelet/pod-resources/kubelet.sock")]
     pod_resources_socket: PathBuf,
-    /// Seconds between re-discoveries of the VFs (also on SIGHUP).
-    #[arg(long, default_value_t = 30)]
+    /// Seconds between re-discoveries of the VFs (also on SIGHUP); 1 to 86400 (a larger period
+    /// would overflow the timer's clock arithmetic).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     rediscover_seconds: u64,
-    /// Milliseconds between checks of the kubelet socket (re-registration after a restart).
-    #[arg(long, default_value_t = 1000)]
+    /// Milliseconds between checks of the kubelet socket (re-registration after a restart);
+    /// 10 to 600000.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     watch_millis: u64,
     /// Seconds a device-info file of a device no pod holds is kept after it was written.
     #[arg(long, default_value_t = 60)]
@@ -50,10 +52,16 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // The build first, so a log line can be tied to the image that wrote it during a rollout.
+    tracing::info!(
+        "plexus-sriovdp {} starting",
+        plexus_cni::build::long_version()
+    );
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", plexus_cni::report::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -67,8 +75,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         plugin_dir: cli.device_plugin_dir,
         device_info_dir: cli.device_info_dir,
         pod_resources_socket: cli.pod_resources_socket,
-        rediscover_every: Duration::from_secs(cli.rediscover_seconds.max(1)),
-        watch_every: Duration::from_millis(cli.watch_millis.max(10)),
+        rediscover_every: Duration::from_secs(cli.rediscover_seconds),
+        watch_every: Duration::from_millis(cli.watch_millis),
         device_info_grace: Duration::from_secs(cli.device_info_grace_seconds),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -92,4 +100,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The periods feed tokio intervals, whose next tick is `tick + period`: a period past the
+    /// clock's range is refused here instead of panicking after the first tick.
+    #[test]
+    fn the_periods_are_range_checked_naming_the_flag() {
+        let parse = |flag: &str, n: &str| Cli::try_parse_from(["plexus-sriovdp", flag, n]);
+        let ok = parse("--rediscover-seconds", "86400").unwrap();
+        assert_eq!(ok.rediscover_seconds, 86_400);
+        assert_eq!(parse("--watch-millis", "10").unwrap().watch_millis, 10);
+        for (flag, bad) in [
+            ("--rediscover-seconds", "0"),
+            ("--rediscover-seconds", "86401"),
+            ("--rediscover-seconds", "18446744073709551615"),
+            ("--watch-millis", "9"),
+            ("--watch-millis", "18446744073709551615"),
+        ] {
+            let e = parse(flag, bad).unwrap_err().to_string();
+            assert!(e.contains(flag) && e.contains(bad), "{flag} {bad}: {e}");
+        }
+    }
 }

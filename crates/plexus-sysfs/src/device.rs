@@ -56,7 +56,7 @@ impl PciDevice {
         let path = self.dir.join(file);
         let s = read_opt(&path)?.ok_or_else(|| SysfsError::Io {
             path: path.clone(),
-            source: std::io::ErrorKind::NotFound.into(),
+            cause: std::io::ErrorKind::NotFound.into(),
         })?;
         let digits = s.strip_prefix("0x").unwrap_or(&s);
         u16::from_str_radix(digits, 16).map_err(|_| parse_err(&path, &s))

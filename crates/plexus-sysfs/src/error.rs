@@ -1,7 +1,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Why sysfs could not answer.
+/// Why sysfs could not answer. Messages include their cause, so causes are fields, not
+/// [`std::error::Error::source`]: a printed source chain would say them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum SysfsError {
     /// The string is not a PCI address (`dddd:bb:dd.f`, or `bb:dd.f` for domain 0).
@@ -35,13 +36,12 @@ pub enum SysfsError {
         pf: String,
     },
     /// Reading a file, link or directory failed.
-    #[error("reading {}: {source}", path.display())]
+    #[error("reading {}: {cause}", path.display())]
     Io {
         /// What was read.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// A file's content is not what the kernel writes there.
     #[error("{}: unexpected content {content:?}", path.display())]
@@ -54,9 +54,9 @@ pub enum SysfsError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SysfsError + '_ {
-    move |source| SysfsError::Io {
+    move |cause| SysfsError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

@@ -26,6 +26,9 @@ const NAD_WAIT: Duration = Duration::from_millis(250);
 /// (`callTimeoutSeconds` is at most what the kubelet waits) plus slack.
 const DRAIN_LIMIT: Duration = Duration::from_secs(130);
 
+/// The most `--max-inflight` allows.
+const MAX_INFLIGHT: u64 = 1024;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "plexusd",
@@ -43,8 +46,10 @@ struct Args {
     /// `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, default_value = "0.0.0.0:9455")]
     health_addr: std::net::SocketAddr,
-    /// CNI requests that run the engine at once.
-    #[arg(long, default_value_t = 16)]
+    /// CNI requests that run the engine at once (1 to 1024: each holds a blocking thread, and a
+    /// huge number would overflow the runtime's and the semaphore's limits).
+    #[arg(long, default_value_t = 16,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_INFLIGHT))]
     max_inflight: usize,
     /// CNI requests that may wait for a free slot; more are answered code 11 at once.
     #[arg(long, default_value_t = 64)]
@@ -76,10 +81,17 @@ fn main() -> std::process::ExitCode {
     }
     let args = Args::parse();
     init_logging();
+    // The build first, so a log line can be tied to the image that wrote it during a rollout.
+    tracing::info!(
+        version = plexus_cni::build::VERSION,
+        commit = plexus_cni::build::COMMIT,
+        "plexusd {} starting",
+        plexus_cni::build::long_version()
+    );
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", plexus_cni::report::chain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -128,7 +140,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("{}: invalid plexus configuration", args.config.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(args.max_inflight.max(1) + 8)
+        .max_blocking_threads(args.max_inflight + 8)
         .enable_all()
         .build()
         .context("tokio runtime")?;
@@ -258,6 +270,21 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_inflight_is_range_checked_naming_the_flag() {
+        let parse =
+            |n: &str| Args::try_parse_from(["plexusd", "--config", "c", "--max-inflight", n]);
+        assert_eq!(parse("1").unwrap().max_inflight, 1);
+        assert_eq!(parse("1024").unwrap().max_inflight, 1024);
+        for bad in ["0", "1025", "4611686018427387904", "18446744073709551615"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("--max-inflight") && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn a_conflist_yields_its_first_plugin_with_the_list_name_and_version() {

@@ -87,6 +87,14 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// The percent-decoded value of query parameter `key`, when sent.
+    pub fn param(&self, key: &str) -> Option<String> {
+        server::parse_query(&self.query)
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
     /// A list or watch of a whole collection (`GET .../pods`, `GET .../network-attachment-definitions`,
     /// any `watch=` query): what a watch cache does, never a CNI call, which reads or writes
     /// one named object.

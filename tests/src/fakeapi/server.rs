@@ -239,7 +239,7 @@ async fn delay(shared: &Shared) {
 }
 
 /// Percent-decoded query parameters.
-fn parse_query(q: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {

@@ -9,8 +9,9 @@
 //! the real server's TokenRequest storage: the service account must exist, `expirationSeconds`
 //! must be at least 10 minutes (default one hour) and is capped by the server's maximum, a Pod
 //! must run as that service account, a Node must exist, a given UID must match, and binding to a
-//! Node needs the `ServiceAccountTokenNodeBinding` feature (beta and on by default from 1.30, GA in
-//! 1.33; [`FakeApiServer::set_node_token_binding`] turns it off to model older servers).
+//! Node needs the `ServiceAccountTokenNodeBinding` feature (alpha in 1.29, beta and on by default
+//! from 1.31, GA in 1.33; [`FakeApiServer::set_node_token_binding`] turns it off to model older
+//! servers).
 //!
 //! [`FakeApiServer::set_node_token_binding`]: super::FakeApiServer::set_node_token_binding
 
