@@ -164,11 +164,12 @@ fn nads_outside_the_watched_namespaces_cost_one_get_each() {
     bed.assert_clean(&sb.ns);
 }
 
-/// deploy/thick's `--chroot-dir`: every delegate (and IPAM plugin nested in it) starts through
-/// plexusd's chroot trampoline. Chrooted into `/` here, so the same real delegates attach and tear
-/// down; `static_chroot.rs` shows the trampoline really confines them to the root.
+/// deploy/thick's `--chroot-dir`: every delegate (and the IPAM plugin nested in it) is started
+/// chrooted into the given root by the engine thread that spawns it. Chrooted into `/` here, so
+/// the same real delegates attach and tear down; the unit tests of `plexus_engine::exec::chroot`
+/// show that a child really is confined to the root while no other thread ever sees it.
 #[test]
-fn delegates_run_through_the_chroot_trampoline() {
+fn delegates_run_chrooted_into_the_given_root() {
     let bed = Bed::with_mode(
         Mode::Thick,
         FakeApiOptions::default(),

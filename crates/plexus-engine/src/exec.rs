@@ -2,6 +2,7 @@
 //! binaries the way a CNI runtime does, each against the call's [`Budget`] and in a process group
 //! of its own. Its recording fake is [`crate::testing::FakeExec`].
 
+pub mod chroot;
 mod run;
 pub mod watchdog;
 
@@ -72,35 +73,6 @@ pub trait DelegateExec: Send + Sync {
     fn exec(&self, req: &ExecRequest<'_>) -> Result<Vec<u8>, ExecError>;
 }
 
-/// The chroot trampoline: when [`CHROOT_EXEC_ENV`] is set, chroots into it and execs the program
-/// named by the first argument (a path inside the new root, or a name looked up in `PATH` there)
-/// with the remaining arguments and the rest of the environment unchanged. Returns only if it cannot (the error, for the caller to report and exit non-zero);
-/// `None` when this process is not a trampoline.
-pub fn chroot_exec_from_env() -> Option<std::io::Error> {
-    use std::os::unix::process::CommandExt;
-    let root = std::env::var_os(CHROOT_EXEC_ENV)?;
-    let Some(program) = std::env::args_os().nth(1) else {
-        return Some(std::io::Error::other("no program to exec"));
-    };
-    if let Err(e) = nix::unistd::chroot(Path::new(&root)).and_then(|()| nix::unistd::chdir("/")) {
-        return Some(std::io::Error::other(format!(
-            "chroot into {}: {e}",
-            Path::new(&root).display()
-        )));
-    }
-    let mut cmd = std::process::Command::new(&program);
-    cmd.args(std::env::args_os().skip(2))
-        .env_remove(CHROOT_EXEC_ENV);
-    // A bare name (`nsenter`) is looked up in PATH, which a `scratch` image may not set.
-    if std::env::var_os("PATH").is_none() {
-        cmd.env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
-    }
-    Some(cmd.exec())
-}
-
 /// Runs every delegate of `inner` under the container lock `lock` (see [`ExecRequest::lock`]).
 /// The engine wraps its executor in this wherever it holds a container's lock.
 #[derive(Clone, Copy)]
@@ -143,19 +115,9 @@ pub struct ProcessExec {
     pub search_path: Vec<PathBuf>,
     budget: Option<Budget>,
     watchdog: Option<Arc<Watchdog>>,
-    chroot: Option<Chroot>,
+    /// Delegates run chrooted into this root (see [`ProcessExec::with_chroot`]).
+    chroot: Option<PathBuf>,
 }
-
-/// Delegates run chrooted into `root` (see [`ProcessExec::with_chroot`]).
-#[derive(Debug, Clone)]
-struct Chroot {
-    root: PathBuf,
-    trampoline: PathBuf,
-}
-
-/// Environment variable that makes a copy of the calling binary a chroot trampoline: it holds
-/// the new root; see [`chroot_exec_from_env`].
-pub const CHROOT_EXEC_ENV: &str = "PLEXUS_CHROOT_EXEC";
 
 impl ProcessExec {
     /// No budget and no watchdog: delegates may run as long as they like (STATUS excepted).
@@ -171,12 +133,9 @@ impl ProcessExec {
     /// Runs every delegate chrooted into `root` (the host's root mounted into the daemon's
     /// container), so that delegates find the host's tools (`iptables` for portmap, `tc` for
     /// bandwidth) and see the host's files at their usual paths. The search path is read inside
-    /// `root`. `trampoline` is our own binary: the chroot must happen between fork and exec,
-    /// which `std` offers only through `unsafe` `pre_exec`, so the child is a copy of us that
-    /// chroots and then execs the delegate in its place ([`chroot_exec_from_env`]): same PID,
-    /// same process group, same pipes.
-    pub fn with_chroot(mut self, root: PathBuf, trampoline: PathBuf) -> Self {
-        self.chroot = Some(Chroot { root, trampoline });
+    /// `root`. See [`chroot::spawn_in`] for how, without `unsafe` and without an extra exec.
+    pub fn with_chroot(mut self, root: PathBuf) -> Self {
+        self.chroot = Some(root);
         self
     }
 
@@ -199,7 +158,7 @@ impl ProcessExec {
             return Err(ExecError::BadName(plugin.to_owned()));
         }
         let seen_from_here = |p: &Path| match &self.chroot {
-            Some(c) => c.root.join(p.strip_prefix("/").unwrap_or(p)),
+            Some(root) => root.join(p.strip_prefix("/").unwrap_or(p)),
             None => p.to_owned(),
         };
         self.search_path
@@ -247,14 +206,7 @@ impl DelegateExec for ProcessExec {
         if limit.is_some_and(|l| l.is_zero()) {
             return Err(timeout(Duration::ZERO));
         }
-        let mut cmd = match &self.chroot {
-            None => std::process::Command::new(&bin),
-            Some(c) => {
-                let mut cmd = std::process::Command::new(&c.trampoline);
-                cmd.env(CHROOT_EXEC_ENV, &c.root).arg(&bin);
-                cmd
-            }
-        };
+        let mut cmd = std::process::Command::new(&bin);
         // Inherited CNI_* variables belong to our own invocation, not to the delegate's.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CNI_") {
@@ -274,7 +226,14 @@ impl DelegateExec for ProcessExec {
                 cmd.env("CNI_NETNS", ns);
             }
         }
-        let out = match run::run(cmd, req.stdin, limit, self.watchdog.as_deref(), req.lock) {
+        let out = match run::run(
+            cmd,
+            req.stdin,
+            limit,
+            self.watchdog.as_deref(),
+            req.lock,
+            self.chroot.as_deref(),
+        ) {
             Ok(out) => out,
             Err(run::RunError::Spawn(e)) => return Err(spawn_err(e.to_string())),
             Err(run::RunError::Io(e)) => return Err(spawn_err(e.to_string())),
@@ -375,28 +334,22 @@ mod tests {
     }
 
     #[test]
-    fn with_a_chroot_plugins_are_found_inside_it_and_started_through_the_trampoline() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("hostroot");
-        let inner = root.join("opt/cni/bin");
+    fn with_a_chroot_plugins_are_found_and_run_inside_it() {
+        let root = chroot::testing::shell_root();
+        let inner = root.path().join("opt/cni/bin");
         std::fs::create_dir_all(&inner).unwrap();
-        script(&inner, "inside", "exit 1");
-        let host_only = dir.path().join("hostbin");
-        std::fs::create_dir_all(&host_only).unwrap();
-        script(&host_only, "outside", "exit 1");
-        // Stands in for plexusd: tells what it was asked to chroot into and exec.
         script(
-            dir.path(),
-            "trampoline",
-            r#"printf '{"root":"%s","program":"%s","cmd":"%s"}' "$PLEXUS_CHROOT_EXEC" "$1" "$CNI_COMMAND""#,
+            &inner,
+            "inside",
+            r#"read -r line; printf '%s %s %s' "$CNI_COMMAND" "$(pwd)" "$line""#,
         );
-        let e = ProcessExec::new(vec!["/opt/cni/bin".into(), host_only.clone()])
-            .with_chroot(root.clone(), dir.path().join("trampoline"));
-        let out = e.exec(&req("inside", Command::Add, b"{}")).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["root"], root.display().to_string());
-        assert_eq!(v["program"], "/opt/cni/bin/inside");
-        assert_eq!(v["cmd"], "ADD");
+        let host_only = tempfile::tempdir().unwrap();
+        script(host_only.path(), "outside", "exit 1");
+        let e = ProcessExec::new(vec!["/opt/cni/bin".into(), host_only.path().into()])
+            .with_chroot(root.path().into())
+            .with_budget(Budget::from_now(Duration::from_secs(60)));
+        let out = e.exec(&req("inside", Command::Add, b"{}\n")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), "ADD / {}");
         // A plugin that exists only outside the root is not found: the search path is the root's.
         assert!(matches!(
             e.exec(&req("outside", Command::Add, b"{}")),

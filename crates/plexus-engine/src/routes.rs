@@ -210,41 +210,35 @@ pub fn gateways_of(moves: &[RouteMove], index: usize) -> Vec<String> {
 /// [`NetnsRoutes`] over `nsenter --net=<netns> ip ...` (see the module docs for why).
 #[derive(Debug, Clone, Default)]
 pub struct IpRoutes {
-    /// `(root, trampoline)`: run `nsenter` chrooted into `root`, as delegates are
+    /// Run `nsenter` chrooted into this root, as delegates are
     /// ([`crate::exec::ProcessExec::with_chroot`]); plexusd's image has no `nsenter` or `ip`.
-    chroot: Option<(PathBuf, PathBuf)>,
+    chroot: Option<PathBuf>,
 }
 
 impl IpRoutes {
-    /// `nsenter` and `ip` of the host's root mounted at `root`, run through `trampoline` (our own
-    /// binary, see [`crate::exec::chroot_exec_from_env`]).
-    pub fn chrooted(root: PathBuf, trampoline: PathBuf) -> Self {
-        Self {
-            chroot: Some((root, trampoline)),
-        }
-    }
-
-    fn command(&self) -> Command {
-        match &self.chroot {
-            None => Command::new("nsenter"),
-            Some((root, trampoline)) => {
-                let mut cmd = Command::new(trampoline);
-                cmd.env(crate::exec::CHROOT_EXEC_ENV, root).arg("nsenter");
-                cmd
-            }
-        }
+    /// `nsenter` and `ip` of the host's root mounted at `root` (see
+    /// [`crate::exec::chroot::spawn_in`]).
+    pub fn chrooted(root: PathBuf) -> Self {
+        Self { chroot: Some(root) }
     }
 
     fn ip(&self, netns: &Path, args: &[&str]) -> Result<String, String> {
         let mut net = std::ffi::OsString::from("--net=");
         net.push(netns);
-        let out = self
-            .command()
-            .arg(net)
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(net)
             .arg("ip")
             .args(args)
-            .output()
-            .map_err(|e| format!("cannot run nsenter/ip: {e}"))?;
+            // Not `Stdio::null()`: std would open /dev/null inside the root while spawning.
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = match &self.chroot {
+            None => cmd.spawn(),
+            Some(root) => crate::exec::chroot::spawn_in(root, &mut cmd),
+        }
+        .and_then(std::process::Child::wait_with_output)
+        .map_err(|e| format!("cannot run nsenter/ip: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -322,29 +316,29 @@ mod tests {
     use std::sync::Mutex;
 
     #[test]
-    fn chrooted_routes_run_nsenter_through_the_trampoline_in_the_root() {
+    fn chrooted_routes_run_the_roots_nsenter() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("args");
-        let trampoline = dir.path().join("trampoline");
-        // Stands in for plexusd: records what it was asked to run, answers like `ip -j`.
+        let root = crate::exec::chroot::testing::shell_root();
+        let bin = root.path().join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        // Stands in for the host's nsenter: records what it was asked to run, answers like `ip -j`.
         std::fs::write(
-            &trampoline,
-            format!(
-                "#!/bin/sh\necho \"$PLEXUS_CHROOT_EXEC $*\" > {}\necho '[]'\n",
-                log.display()
-            ),
+            bin.join("nsenter"),
+            "#!/bin/sh\necho \"$*\" > /args\necho '[]'\n",
         )
         .unwrap();
-        std::fs::set_permissions(&trampoline, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let routes = IpRoutes::chrooted("/hostroot".into(), trampoline);
+        std::fs::set_permissions(bin.join("nsenter"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let routes = IpRoutes::chrooted(root.path().into());
         let got = routes
             .default_routes(Path::new("/run/netns/pod"), Family::V4)
             .unwrap();
         assert!(got.is_empty());
         assert_eq!(
-            std::fs::read_to_string(&log).unwrap().trim(),
-            "/hostroot nsenter --net=/run/netns/pod ip -j -4 route show default"
+            std::fs::read_to_string(root.path().join("args"))
+                .unwrap()
+                .trim(),
+            "--net=/run/netns/pod ip -j -4 route show default"
         );
     }
 

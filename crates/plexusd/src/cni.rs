@@ -156,16 +156,8 @@ pub fn run(
     }
     let mut routes = IpRoutes::default();
     if let Some(root) = &shared.chroot_dir {
-        // The trampoline is this binary; without it delegates cannot be chrooted, and running
-        // them unchrooted would silently give them the container's view instead of the host's.
-        let me = std::env::current_exe().map_err(|e| {
-            CniError::new(
-                codes::INTERNAL,
-                format!("plexusd: cannot find its own binary to chroot delegates: {e}"),
-            )
-        })?;
-        exec = exec.with_chroot(root.clone(), me.clone());
-        routes = IpRoutes::chrooted(root.clone(), me);
+        exec = exec.with_chroot(root.clone());
+        routes = IpRoutes::chrooted(root.clone());
     }
     let exec = TimedExec {
         inner: exec,

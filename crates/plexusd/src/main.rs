@@ -70,11 +70,6 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    // A copy of us started to chroot and exec a delegate (ProcessExec::with_chroot).
-    if let Some(e) = plexus_engine::exec::chroot_exec_from_env() {
-        eprintln!("plexusd chroot trampoline: {e}");
-        return std::process::ExitCode::from(127);
-    }
     if std::env::var_os(watchdog::WATCHDOG_ENV).is_some() {
         watchdog::serve_stdin();
         return std::process::ExitCode::SUCCESS;

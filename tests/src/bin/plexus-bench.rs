@@ -337,6 +337,9 @@ fn start_daemon(dir: &Path, config: &Value) -> Result<Daemon> {
         DaemonOptions {
             node: NODE_NAME.into(),
             log: "warn".into(),
+            // As deploy/thick runs it (`--chroot-dir=/hostroot`): every delegate is started
+            // chrooted into the host's root, which is `/` here.
+            chroot_dir: Some("/".into()),
             ..Default::default()
         },
     )

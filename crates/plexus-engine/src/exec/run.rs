@@ -54,13 +54,18 @@ pub(super) fn run(
     limit: Option<Duration>,
     watchdog: Option<&Watchdog>,
     lock: Option<BorrowedFd<'_>>,
+    root: Option<&std::path::Path>,
 ) -> Result<Finished, RunError> {
     let deadline = limit.map(|l| Instant::now() + l);
     cmd.process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(RunError::Spawn)?;
+    let child = match root {
+        None => cmd.spawn(),
+        Some(root) => super::chroot::spawn_in(root, &mut cmd),
+    }
+    .map_err(RunError::Spawn)?;
     let mut group = Group::new(child, watchdog, lock);
     let result = group.pump(stdin, deadline);
     let status = group.finish();
