@@ -7,7 +7,6 @@ use plexus_e2e::bed::{Bed, cid};
 use plexus_e2e::cni::link_names;
 use plexus_e2e::fakeapi::Fault;
 use plexus_e2e::fakekubelet::{Busy, FakeKubelet, GetMode, checkpoint_json};
-use plexus_e2e::netns::NetNs;
 use serde_json::{Value, json};
 
 const VF: &str = "intel.com/sriov_netdevice";
@@ -94,11 +93,9 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
         info.to_string(),
     )
     .unwrap();
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("sriov");
+    let sb = bed.sandbox_without_pod("blue", "web", &uid);
     let config = bed.device_config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "web", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(
         devices_seen(&bed),
         vec![
@@ -128,7 +125,7 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
     // device-info: copied for the delegate, reported in network-status.
     let cni_file = bed
         .device_info_dir()
-        .join(format!("cni/blue-vf-b-{c}_net2"));
+        .join(format!("cni/blue-vf-b-{}_net2", sb.cid));
     assert_eq!(
         bed.records()[1]["stdin"]["runtimeConfig"]["CNIDeviceInfoFile"],
         cni_file.display().to_string()
@@ -152,8 +149,7 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
     kubelet.remove_socket();
     std::fs::remove_file(bed.record.as_path()).unwrap();
     bed.api.clear_requests();
-    bed.call("DEL", &c, Some(ns.path()), "blue", "web", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
     assert_eq!(
         devices_seen(&bed),
         vec![
@@ -166,7 +162,7 @@ fn two_nads_on_one_resource_get_both_vfs_a_third_its_own_and_del_works_with_the_
         assert_eq!(bed.api.count("GET", path), 0, "DEL: {path}");
     }
     assert!(!cni_file.exists(), "the device-info copy is removed on DEL");
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
@@ -179,11 +175,9 @@ fn get_unimplemented_or_disabled_falls_back_to_list() {
         // Another pod on the node: List returns it too, and it must not leak in.
         kubelet.allocate("blue", "neighbour", "app", VF, &["0000:03:02.0"]);
         let uid = sriov_pod(&bed, tag, "vf-a");
-        let ns = NetNs::new("pxs").unwrap();
-        let c = cid(tag);
+        let sb = bed.sandbox_without_pod("blue", tag, &uid);
         let config = bed.device_config(json!({}));
-        bed.call("ADD", &c, Some(ns.path()), "blue", tag, &uid, &config)
-            .assert_ok();
+        bed.add(&sb, &config).assert_ok();
         assert_eq!(
             kubelet.calls(),
             [format!("Get blue/{tag}"), "List".to_owned()],
@@ -193,9 +187,8 @@ fn get_unimplemented_or_disabled_falls_back_to_list() {
             devices_seen(&bed),
             vec![seen("ADD", "net1", "0000:03:02.6")]
         );
-        bed.call("DEL", &c, Some(ns.path()), "blue", tag, &uid, &config)
-            .assert_ok();
-        bed.assert_clean(&ns);
+        bed.del(&sb, &config).assert_ok();
+        bed.assert_clean(&sb.ns);
     }
 }
 
@@ -210,27 +203,22 @@ fn a_busy_kubelet_is_retried_within_the_deadline(
     kubelet.allocate("blue", "busy", "app", VF, &["0000:03:02.2"]);
     kubelet.busy_with(3, answer);
     let uid = sriov_pod(&bed, "busy", "vf-a");
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("busy");
+    let sb = bed.sandbox_without_pod("blue", "busy", &uid);
     let config = bed.device_config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "busy", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(kubelet.calls().len(), 4, "{:?}", kubelet.calls());
     assert_eq!(
         devices_seen(&bed),
         vec![seen("ADD", "net1", "0000:03:02.2")]
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "busy", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
 
     // Busy past the deadline: try again later (11), nothing left behind.
     kubelet.busy_with(u32::MAX, answer);
     std::fs::remove_file(bed.record.as_path()).unwrap();
     let config = bed.device_config(json!({"kubeletTimeoutSeconds": 1}));
     let started = std::time::Instant::now();
-    let msg = bed
-        .call("ADD", &c, Some(ns.path()), "blue", "busy", &uid, &config)
-        .assert_error(11);
+    let msg = bed.add(&sb, &config).assert_error(11);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(30),
         "bounded by the deadline"
@@ -244,11 +232,11 @@ fn a_busy_kubelet_is_retried_within_the_deadline(
         "names the last answer: {msg}"
     );
     assert!(bed.records().is_empty(), "no delegate ran");
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
     assert!(
-        bed.cni_files_of(&c).is_empty(),
+        bed.cni_files_of(&sb.cid).is_empty(),
         "{:?}",
-        bed.cni_files_of(&c)
+        bed.cni_files_of(&sb.cid)
     );
 }
 
@@ -277,10 +265,10 @@ fn without_a_listening_kubelet_the_checkpoint_answers() {
             stopped = Some(k);
         }
         std::fs::remove_file(bed.record.as_path()).ok();
-        let ns = NetNs::new("pxs").unwrap();
-        let c = cid(tag);
-        bed.call("ADD", &c, Some(ns.path()), "blue", "cp", &uid, &config)
-            .assert_ok();
+        let sb = bed
+            .sandbox_without_pod("blue", "cp", &uid)
+            .with_cid(cid(tag));
+        bed.add(&sb, &config).assert_ok();
         assert_eq!(
             devices_seen(&bed),
             vec![
@@ -289,9 +277,8 @@ fn without_a_listening_kubelet_the_checkpoint_answers() {
             ],
             "{tag}"
         );
-        bed.call("DEL", &c, Some(ns.path()), "blue", "cp", &uid, &config)
-            .assert_ok();
-        bed.assert_clean(&ns);
+        bed.del(&sb, &config).assert_ok();
+        bed.assert_clean(&sb.ns);
     }
     drop(stopped);
 }
@@ -300,18 +287,9 @@ fn without_a_listening_kubelet_the_checkpoint_answers() {
 fn neither_socket_nor_checkpoint_is_a_clear_error_that_leaves_nothing() {
     let bed = Bed::new();
     let uid = sriov_pod(&bed, "none", "vf-a");
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("none");
+    let sb = bed.sandbox_without_pod("blue", "none", &uid);
     let msg = bed
-        .call(
-            "ADD",
-            &c,
-            Some(ns.path()),
-            "blue",
-            "none",
-            &uid,
-            &bed.device_config(json!({})),
-        )
+        .add(&sb, &bed.device_config(json!({})))
         .assert_error(105);
     for part in [
         "blue/none",
@@ -323,9 +301,9 @@ fn neither_socket_nor_checkpoint_is_a_clear_error_that_leaves_nothing() {
         assert!(msg.contains(part), "{part:?} missing from {msg}");
     }
     assert!(bed.records().is_empty());
-    assert_eq!(link_names(&ns), vec!["lo"]);
-    bed.assert_clean(&ns);
-    assert!(bed.cni_files_of(&c).is_empty());
+    assert_eq!(link_names(&sb.ns), vec!["lo"]);
+    bed.assert_clean(&sb.ns);
+    assert!(bed.cni_files_of(&sb.cid).is_empty());
 }
 
 #[test]
@@ -334,25 +312,16 @@ fn more_nads_than_devices_fails_before_any_delegate() {
     let kubelet = FakeKubelet::start(&bed.kubelet_socket()).unwrap();
     kubelet.allocate("blue", "short", "app", VF, &["0000:03:02.0"]);
     let uid = sriov_pod(&bed, "short", "vf-a, vf-b");
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("short");
+    let sb = bed.sandbox_without_pod("blue", "short", &uid);
     let msg = bed
-        .call(
-            "ADD",
-            &c,
-            Some(ns.path()),
-            "blue",
-            "short",
-            &uid,
-            &bed.device_config(json!({})),
-        )
+        .add(&sb, &bed.device_config(json!({})))
         .assert_error(105);
     for part in ["blue/short", VF, "2 networks", "allocated 1 device"] {
         assert!(msg.contains(part), "{part:?} missing from {msg}");
     }
     assert!(bed.records().is_empty(), "no delegate ran");
-    bed.assert_clean(&ns);
-    assert!(bed.cni_files_of(&c).is_empty());
+    bed.assert_clean(&sb.ns);
+    assert!(bed.cni_files_of(&sb.cid).is_empty());
     assert_eq!(bed.api.count("PATCH", "/pods/short"), 0);
 }
 
@@ -425,31 +394,26 @@ fn dra_pod(bed: &Bed) -> String {
 #[test]
 fn a_dra_pod_whose_claims_cannot_be_read_now_is_try_again_later() {
     let bed = Bed::new();
-    let uid = dra_pod(&bed);
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("dra");
+    let sb = bed.sandbox_without_pod("blue", "dra", &dra_pod(&bed));
     let config = bed.device_config(json!({}));
     bed.api
         .inject(Fault::on("GET", "/resourceclaims").status(503).always());
-    let msg = bed
-        .call("ADD", &c, Some(ns.path()), "blue", "dra", &uid, &config)
-        .assert_error(11);
+    let msg = bed.add(&sb, &config).assert_error(11);
     for part in ["blue/dra", DRA, "DRA claims", "kubelet", "kubelet.sock"] {
         assert!(msg.contains(part), "{part:?} missing from {msg}");
     }
     assert!(bed.api.count("GET", "/resourceclaims/web-nics") >= 1);
     assert!(bed.records().is_empty(), "no delegate ran");
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
     assert!(
-        bed.cni_files_of(&c).is_empty(),
+        bed.cni_files_of(&sb.cid).is_empty(),
         "{:?}",
-        bed.cni_files_of(&c)
+        bed.cni_files_of(&sb.cid)
     );
     assert_eq!(bed.api.count("PATCH", "/pods/dra/status"), 0);
 
     bed.api.clear_faults();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "dra", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(
         devices_seen(&bed),
         vec![
@@ -457,21 +421,17 @@ fn a_dra_pod_whose_claims_cannot_be_read_now_is_try_again_later() {
             seen("ADD", "net2", "0000:81:00.3"),
         ]
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "dra", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]
 fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
     let bed = Bed::new();
-    let uid = dra_pod(&bed);
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("dra");
+    let sb = bed.sandbox_without_pod("blue", "dra", &dra_pod(&bed));
     let config = bed.device_config(json!({}));
     bed.api.clear_requests();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "dra", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(
         devices_seen(&bed),
         vec![
@@ -495,7 +455,6 @@ fn a_dra_pod_gets_the_devices_of_its_claims_through_the_api() {
         Some(format!("spec.nodeName=node-1,spec.driver={DRIVER}").as_str()),
         "{list:?}"
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "dra", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }

@@ -4,7 +4,7 @@
 //! call, back-pressure, graceful shutdown, probes and metrics. (The scenarios both modes share
 //! run in both modes in e2e_thin.rs.)
 
-use plexus_e2e::bed::{Bed, Mode, cid, wait_for};
+use plexus_e2e::bed::{Bed, Mode, wait_for};
 use plexus_e2e::cni::{ipv4_of, link_names};
 use plexus_e2e::daemon::DaemonOptions;
 use plexus_e2e::fakeapi::FakeApiOptions;
@@ -70,18 +70,15 @@ fn pod_missing_from_the_cache_costs_exactly_one_get() {
         "spec": {"nodeName": "node-2"}
     }));
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
-    let ns = plexus_e2e::netns::NetNs::new("pxk").unwrap();
-    let c = cid("fresh");
+    let sb = bed.sandbox_without_pod("blue", "fresh", &uid);
     let config = bed.config(json!({}));
     bed.api.clear_requests();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "fresh", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(bed.api.count("GET", "/pods/fresh"), 1);
     assert_eq!(bed.api.count("PATCH", "/pods/fresh/status"), 1);
     assert_eq!(bed.cni_requests().len(), 2, "{:?}", bed.cni_requests());
-    bed.call("DEL", &c, Some(ns.path()), "blue", "fresh", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[test]

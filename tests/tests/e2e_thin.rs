@@ -5,30 +5,27 @@
 //! written, on the API requests made (thick mode serves the reads from its watch caches:
 //! [`Bed::reads`]), and on cleanup (only `lo` left, no host-local lease, no cache entry).
 
-use plexus_e2e::bed::{Bed, Mode, cid};
+use plexus_e2e::bed::{Bed, Mode, Sandbox};
 use plexus_e2e::cni::{Call, exec_plugin, ipv4_of, link_names, mac_of, ping};
 use plexus_e2e::daemon::DaemonOptions;
 use plexus_e2e::fakeapi::FakeApiOptions;
-use plexus_e2e::netns::NetNs;
 use rstest::rstest;
 use serde_json::{Value, json};
 
 #[rstest]
 fn no_annotation_gets_only_the_cluster_network(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     let bed = Bed::in_mode(mode);
-    let uid = bed.pod("blue", "plain", None);
-    let ns = NetNs::new("pxp").unwrap();
-    let c = cid("plain");
+    let sb = bed.sandbox("blue", "plain", None);
     let config = bed.config(json!({}));
     bed.api.clear_requests();
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "plain", &uid, &config);
+    let out = bed.add(&sb, &config);
     out.assert_ok();
     let result = out.json();
     assert_eq!(result["cniVersion"], "1.0.0");
     let ip = result["ips"][0]["address"].as_str().unwrap().to_owned();
     assert!(ip.starts_with("10.77."), "{result}");
-    assert_eq!(link_names(&ns), vec!["eth0", "lo"]);
-    assert_eq!(ipv4_of(&ns, "eth0"), vec![ip.clone()]);
+    assert_eq!(link_names(&sb.ns), vec!["eth0", "lo"]);
+    assert_eq!(ipv4_of(&sb.ns, "eth0"), vec![ip.clone()]);
 
     let status = bed.status_of("blue", "plain");
     assert_eq!(status.len(), 1, "{status:?}");
@@ -36,7 +33,7 @@ fn no_annotation_gets_only_the_cluster_network(#[values(Mode::Thin, Mode::Thick)
     assert_eq!(status[0]["interface"], "eth0");
     assert_eq!(status[0]["default"], true);
     assert_eq!(status[0]["ips"], json!([ip.split('/').next().unwrap()]));
-    assert_eq!(status[0]["mac"].as_str(), mac_of(&ns, "eth0").as_deref());
+    assert_eq!(status[0]["mac"].as_str(), mac_of(&sb.ns, "eth0").as_deref());
 
     // The API budget for a pod with no annotation: one pod GET, one PATCH, nothing else.
     assert_eq!(bed.api.count("GET", "/pods/plain"), bed.reads(1));
@@ -49,14 +46,13 @@ fn no_annotation_gets_only_the_cluster_network(#[values(Mode::Thin, Mode::Thick)
     );
 
     bed.api.clear_requests();
-    bed.call("DEL", &c, Some(ns.path()), "blue", "plain", &uid, &config)
-        .assert_ok();
+    bed.del(&sb, &config).assert_ok();
     assert!(
         bed.cni_requests().is_empty(),
         "DEL must not call the API: {:?}",
         bed.cni_requests()
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -67,15 +63,12 @@ fn one_macvlan_network(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.1.0/24"),
     );
-    let uid = bed.pod("blue", "mv", Some("macvlan-a"));
-    let ns = NetNs::new("pxm").unwrap();
-    let c = cid("mv");
+    let sb = bed.sandbox("blue", "mv", Some("macvlan-a"));
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "mv", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
 
-    assert_eq!(link_names(&ns), vec!["eth0", "lo", "net1"]);
-    let net1 = ipv4_of(&ns, "net1");
+    assert_eq!(link_names(&sb.ns), vec!["eth0", "lo", "net1"]);
+    let net1 = ipv4_of(&sb.ns, "net1");
     assert_eq!(net1.len(), 1);
     assert!(
         net1[0].starts_with("10.78.1.") && net1[0].ends_with("/24"),
@@ -91,11 +84,10 @@ fn one_macvlan_network(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
         status[1]["ips"],
         json!([net1[0].split('/').next().unwrap()])
     );
-    assert_eq!(status[1]["mac"].as_str(), mac_of(&ns, "net1").as_deref());
+    assert_eq!(status[1]["mac"].as_str(), mac_of(&sb.ns, "net1").as_deref());
 
-    bed.call("DEL", &c, Some(ns.path()), "blue", "mv", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -128,28 +120,25 @@ fn four_networks_mixing_bridge_macvlan_conflist_and_explicit_names(
         "macvlan-b",
         &n.macvlan_config("macvlan-b", "10.81.2.0/24"),
     );
-    let uid = bed.pod(
+    let sb = bed.sandbox(
         "blue",
         "four",
         Some("macvlan-a, bridge-a@data0, other/chain-a, macvlan-b"),
     );
-    let ns = NetNs::new("pxf").unwrap();
-    let c = cid("four");
     let config = bed.config(json!({}));
     bed.api.clear_requests();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "four", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
 
     assert_eq!(
-        link_names(&ns),
+        link_names(&sb.ns),
         vec!["data0", "eth0", "lo", "net1", "net3", "net4"]
     );
-    assert!(ipv4_of(&ns, "net1")[0].starts_with("10.78.2."));
-    assert!(ipv4_of(&ns, "data0")[0].starts_with("10.79.2."));
-    assert!(ipv4_of(&ns, "net3")[0].starts_with("10.80.2."));
-    assert!(ipv4_of(&ns, "net4")[0].starts_with("10.81.2."));
+    assert!(ipv4_of(&sb.ns, "net1")[0].starts_with("10.78.2."));
+    assert!(ipv4_of(&sb.ns, "data0")[0].starts_with("10.79.2."));
+    assert!(ipv4_of(&sb.ns, "net3")[0].starts_with("10.80.2."));
+    assert!(ipv4_of(&sb.ns, "net4")[0].starts_with("10.81.2."));
     // The chained tuning plugin ran on the conflist's interface.
-    let links = ns.links();
+    let links = sb.ns.links();
     let net3 = links
         .as_array()
         .unwrap()
@@ -193,9 +182,8 @@ fn four_networks_mixing_bridge_macvlan_conflist_and_explicit_names(
         bed.cni_requests()
     );
 
-    bed.call("DEL", &c, Some(ns.path()), "blue", "four", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -210,26 +198,20 @@ fn nad_without_spec_config_is_resolved_from_conf_dir(
     )
     .unwrap();
     bed.api.create_nad("blue", "from-disk", None);
-    let uid = bed.pod("blue", "disk", Some("from-disk"));
-    let ns = NetNs::new("pxd").unwrap();
-    let c = cid("disk");
+    let sb = bed.sandbox("blue", "disk", Some("from-disk"));
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "disk", &uid, &config)
-        .assert_ok();
-    assert!(ipv4_of(&ns, "net1")[0].starts_with("10.78.3."));
-    bed.call("DEL", &c, Some(ns.path()), "blue", "disk", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.add(&sb, &config).assert_ok();
+    assert!(ipv4_of(&sb.ns, "net1")[0].starts_with("10.78.3."));
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
 fn missing_nad_fails_clearly_and_leaves_nothing(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     let bed = Bed::in_mode(mode);
-    let uid = bed.pod("blue", "lost", Some("nope"));
-    let ns = NetNs::new("pxn").unwrap();
-    let c = cid("lost");
+    let sb = bed.sandbox("blue", "lost", Some("nope"));
     let config = bed.config(json!({}));
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "lost", &uid, &config);
+    let out = bed.add(&sb, &config);
     let msg = out.assert_error(103);
     assert!(msg.contains("blue/lost"), "names the pod: {msg}");
     assert!(
@@ -238,7 +220,7 @@ fn missing_nad_fails_clearly_and_leaves_nothing(#[values(Mode::Thin, Mode::Thick
     );
     assert_eq!(out.json()["cniVersion"], "1.0.0");
     assert_eq!(bed.api.count("PATCH", ""), 0);
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -254,11 +236,9 @@ fn delegate_failure_after_eth0_rolls_everything_back(
         &bed.node.macvlan_config("good", "10.78.5.0/24"),
     );
     bed.nad("blue", "broken", &broken);
-    let uid = bed.pod("blue", "fail", Some("good, broken"));
-    let ns = NetNs::new("pxr").unwrap();
-    let c = cid("fail");
+    let sb = bed.sandbox("blue", "fail", Some("good, broken"));
     let config = bed.config(json!({}));
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "fail", &uid, &config);
+    let out = bed.add(&sb, &config);
     let msg = out.assert_error(100);
     assert!(
         msg.contains("blue/fail") && msg.contains("blue/broken") && msg.contains("net2"),
@@ -266,7 +246,7 @@ fn delegate_failure_after_eth0_rolls_everything_back(
     );
     assert!(!msg.contains("rollback incomplete"), "{msg}");
     assert_eq!(bed.api.count("PATCH", ""), 0, "no status for a failed ADD");
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -277,47 +257,28 @@ fn failed_status_write_rolls_back(#[values(Mode::Thin, Mode::Thick)] mode: Mode)
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.6.0/24"),
     );
-    let uid = bed.pod("blue", "nostatus", Some("macvlan-a"));
-    let ns = NetNs::new("pxs").unwrap();
-    let c = cid("nostatus");
+    let sb = bed.sandbox("blue", "nostatus", Some("macvlan-a"));
     // Retried like any transient failure, so it takes a server that keeps failing.
     bed.api.inject(
         plexus_e2e::fakeapi::Fault::on("PATCH", "/pods/nostatus/status")
             .status(500)
             .always(),
     );
-    let out = bed.call(
-        "ADD",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "nostatus",
-        &uid,
-        &bed.config(json!({})),
-    );
+    let out = bed.add(&sb, &bed.config(json!({})));
     let msg = out.assert_error(11);
     assert!(msg.contains("network-status"), "{msg}");
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
 fn uid_mismatch_fails_without_touching_the_pod(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     let bed = Bed::in_mode(mode);
     bed.pod("blue", "reborn", None);
-    let ns = NetNs::new("pxu").unwrap();
-    let c = cid("reborn");
-    let out = bed.call(
-        "ADD",
-        &c,
-        Some(ns.path()),
-        "blue",
-        "reborn",
-        "not-the-uid",
-        &bed.config(json!({})),
-    );
+    let sb = bed.sandbox_without_pod("blue", "reborn", "not-the-uid");
+    let out = bed.add(&sb, &bed.config(json!({})));
     let msg = out.assert_error(104);
     assert!(msg.contains("not-the-uid"), "{msg}");
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -328,37 +289,24 @@ fn del_works_with_the_api_server_down_and_twice(#[values(Mode::Thin, Mode::Thick
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.7.0/24"),
     );
-    let uid = bed.pod("blue", "offline", Some("macvlan-a"));
-    let ns = NetNs::new("pxo").unwrap();
-    let c = cid("offline");
+    let sb = bed.sandbox("blue", "offline", Some("macvlan-a"));
     let config = bed.config(json!({}));
-    let call = |command| {
-        bed.call(
-            command,
-            &c,
-            Some(ns.path()),
-            "blue",
-            "offline",
-            &uid,
-            &config,
-        )
-    };
-    call("ADD").assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(bed.node.leases().len(), 2);
     bed.api.stop();
-    call("DEL").assert_ok();
-    assert_eq!(link_names(&ns), vec!["lo"]);
+    bed.del(&sb, &config).assert_ok();
+    assert_eq!(link_names(&sb.ns), vec!["lo"]);
     assert!(bed.node.leases().is_empty());
     assert!(bed.node.cache_entries().is_empty());
-    call("DEL").assert_ok();
+    bed.del(&sb, &config).assert_ok();
     // DEL after the netns is gone, too.
-    let path = ns.path().to_owned();
-    drop(ns);
+    let path = sb.ns.path().to_owned();
+    drop(sb.ns);
     exec_plugin(
         &bed.plugin_bin(),
         &Call {
             command: "DEL",
-            container_id: &c,
+            container_id: &sb.cid,
             netns: Some(&path),
             ifname: "eth0",
             args: String::new(),
@@ -392,37 +340,18 @@ fn cluster_network_as_conflist_file_directory_and_name(
         ("dir", dir),
         ("name", "cluster".to_owned()),
     ] {
-        let uid = bed.pod("blue", &format!("cn-{form}"), None);
-        let ns = NetNs::new("pxc").unwrap();
-        let c = cid(form);
+        let sb = bed.sandbox("blue", &format!("cn-{form}"), None);
         let config = bed.config(json!({"clusterNetwork": cluster}));
-        let out = bed.call(
-            "ADD",
-            &c,
-            Some(ns.path()),
-            "blue",
-            &format!("cn-{form}"),
-            &uid,
-            &config,
-        );
+        let out = bed.add(&sb, &config);
         out.assert_ok();
-        assert_eq!(link_names(&ns), vec!["eth0", "lo"], "{form}");
+        assert_eq!(link_names(&sb.ns), vec!["eth0", "lo"], "{form}");
         assert_eq!(
             bed.node.leases().len(),
             1,
             "{form}: one lease while the pod exists"
         );
-        bed.call(
-            "DEL",
-            &c,
-            Some(ns.path()),
-            "blue",
-            &format!("cn-{form}"),
-            &uid,
-            &config,
-        )
-        .assert_ok();
-        bed.assert_clean(&ns);
+        bed.del(&sb, &config).assert_ok();
+        bed.assert_clean(&sb.ns);
     }
 }
 
@@ -434,11 +363,9 @@ fn namespace_isolation_refuses_cross_namespace_nads(#[values(Mode::Thin, Mode::T
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.8.0/24"),
     );
-    let uid = bed.pod("blue", "iso", Some("red/macvlan-a"));
-    let ns = NetNs::new("pxi").unwrap();
-    let c = cid("iso");
+    let sb = bed.sandbox("blue", "iso", Some("red/macvlan-a"));
     let config = bed.config(json!({"namespaceIsolation": true}));
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "iso", &uid, &config);
+    let out = bed.add(&sb, &config);
     let msg = out.assert_error(7);
     assert!(
         msg.contains("namespace isolation")
@@ -451,15 +378,13 @@ fn namespace_isolation_refuses_cross_namespace_nads(#[values(Mode::Thin, Mode::T
         0,
         "refused before any NAD GET"
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 
     // A global namespace is allowed.
     let config = bed.config(json!({"namespaceIsolation": true, "globalNamespaces": "red"}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "iso", &uid, &config)
-        .assert_ok();
-    bed.call("DEL", &c, Some(ns.path()), "blue", "iso", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.add(&sb, &config).assert_ok();
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -471,24 +396,15 @@ fn twenty_pods_four_at_a_time(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
         &bed.node.macvlan_config("macvlan-a", "10.78.9.0/24"),
     );
     let config = bed.config(json!({}));
-    let pods: Vec<(String, String, NetNs)> = (0..20)
-        .map(|i| {
-            let name = format!("many-{i}");
-            let uid = bed.pod("blue", &name, Some("macvlan-a"));
-            (name, uid, NetNs::new("pxy").unwrap())
-        })
+    let pods: Vec<Sandbox> = (0..20)
+        .map(|i| bed.sandbox("blue", &format!("many-{i}"), Some("macvlan-a")))
         .collect();
-    let ids: Vec<String> = (0..20).map(|i| cid(&format!("m{i}"))).collect();
     let run = |command: &'static str| {
-        for batch in pods.iter().zip(&ids).collect::<Vec<_>>().chunks(4) {
+        for batch in pods.chunks(4) {
             std::thread::scope(|s| {
-                for ((name, uid, ns), c) in batch {
+                for sb in batch {
                     let (bed, config) = (&bed, &config);
-                    s.spawn(move || {
-                        bed.call(command, c, Some(ns.path()), "blue", name, uid, config)
-                            .assert_ok()
-                            .clone()
-                    });
+                    s.spawn(move || bed.verb_on(command, sb, config).assert_ok().clone());
                 }
             });
         }
@@ -496,7 +412,7 @@ fn twenty_pods_four_at_a_time(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     run("ADD");
     let mut ips: Vec<String> = pods
         .iter()
-        .flat_map(|(_, _, ns)| [ipv4_of(ns, "eth0"), ipv4_of(ns, "net1")].concat())
+        .flat_map(|sb| [ipv4_of(&sb.ns, "eth0"), ipv4_of(&sb.ns, "net1")].concat())
         .collect();
     assert_eq!(ips.len(), 40);
     ips.sort();
@@ -504,8 +420,8 @@ fn twenty_pods_four_at_a_time(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     assert_eq!(ips.len(), 40, "duplicate IPs handed out");
     assert_eq!(bed.node.leases().len(), 40);
     run("DEL");
-    for (_, _, ns) in &pods {
-        assert_eq!(link_names(ns), vec!["lo"]);
+    for sb in &pods {
+        assert_eq!(link_names(&sb.ns), vec!["lo"]);
     }
     assert!(bed.node.leases().is_empty());
     assert!(bed.node.cache_entries().is_empty());
@@ -522,25 +438,20 @@ fn two_pods_ping_each_other_over_a_secondary_network(
         &bed.node.macvlan_config("macvlan-a", "10.78.10.0/24"),
     );
     let config = bed.config(json!({}));
-    let a = NetNs::new("pxa").unwrap();
-    let b = NetNs::new("pxb").unwrap();
-    let (ua, ub) = (
-        bed.pod("blue", "pa", Some("macvlan-a")),
-        bed.pod("blue", "pb", Some("macvlan-a")),
-    );
-    let (ca, cb) = (cid("pa"), cid("pb"));
-    bed.call("ADD", &ca, Some(a.path()), "blue", "pa", &ua, &config)
-        .assert_ok();
-    bed.call("ADD", &cb, Some(b.path()), "blue", "pb", &ub, &config)
-        .assert_ok();
-    let ip_b = ipv4_of(&b, "net1")[0].split('/').next().unwrap().to_owned();
-    ping(&a, &ip_b).unwrap();
-    bed.call("DEL", &ca, Some(a.path()), "blue", "pa", &ua, &config)
-        .assert_ok();
-    bed.call("DEL", &cb, Some(b.path()), "blue", "pb", &ub, &config)
-        .assert_ok();
-    bed.assert_clean(&a);
-    bed.assert_clean(&b);
+    let a = bed.sandbox("blue", "pa", Some("macvlan-a"));
+    let b = bed.sandbox("blue", "pb", Some("macvlan-a"));
+    bed.add(&a, &config).assert_ok();
+    bed.add(&b, &config).assert_ok();
+    let ip_b = ipv4_of(&b.ns, "net1")[0]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    ping(&a.ns, &ip_b).unwrap();
+    bed.del(&a, &config).assert_ok();
+    bed.del(&b, &config).assert_ok();
+    bed.assert_clean(&a.ns);
+    bed.assert_clean(&b.ns);
 }
 
 #[rstest]
@@ -560,21 +471,17 @@ fn https_with_a_bearer_token_file_and_ca_bundle(#[values(Mode::Thin, Mode::Thick
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.11.0/24"),
     );
-    let uid = bed.pod("blue", "tls", Some("macvlan-a"));
-    let ns = NetNs::new("pxt").unwrap();
-    let c = cid("tls");
+    let sb = bed.sandbox("blue", "tls", Some("macvlan-a"));
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "tls", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert_eq!(bed.status_of("blue", "tls").len(), 2);
     assert!(
         bed.api.requests().iter().all(|r| r.status < 300),
         "{:?}",
         bed.api.requests()
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "tls", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 
     if mode == Mode::Thick {
         // The daemon's client re-reads the token file as kube's refresh period says, and this
@@ -584,10 +491,10 @@ fn https_with_a_bearer_token_file_and_ca_bundle(#[values(Mode::Thin, Mode::Thick
     // A rotated (wrong) token is refused, and the ADD leaves nothing behind.
     let token_file = bed.kubeconfig.parent().unwrap().join("token");
     std::fs::write(&token_file, "stale-token").unwrap();
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "tls", &uid, &config);
+    let out = bed.add(&sb, &config);
     let msg = out.assert_error(101);
     assert!(msg.contains("blue/tls") && msg.contains("get pod"), "{msg}");
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -598,14 +505,11 @@ fn runtime_supplied_annotations_skip_the_pod_get(#[values(Mode::Thin, Mode::Thic
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.12.0/24"),
     );
-    let uid = bed.pod("blue", "rt", None);
-    let ns = NetNs::new("pxq").unwrap();
-    let c = cid("rt");
+    let sb = bed.sandbox("blue", "rt", None);
     let config = bed.config(json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan-a"}}}));
     bed.api.clear_requests();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "rt", &uid, &config)
-        .assert_ok();
-    assert_eq!(link_names(&ns), vec!["eth0", "lo", "net1"]);
+    bed.add(&sb, &config).assert_ok();
+    assert_eq!(link_names(&sb.ns), vec!["eth0", "lo", "net1"]);
     assert_eq!(bed.api.count("GET", "/pods/"), 0);
     assert_eq!(
         bed.cni_requests().len(),
@@ -613,9 +517,8 @@ fn runtime_supplied_annotations_skip_the_pod_get(#[values(Mode::Thin, Mode::Thic
         "1 NAD GET (thin) + 1 PATCH: {:?}",
         bed.cni_requests()
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "rt", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -626,30 +529,24 @@ fn check_passes_after_add(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.13.0/24"),
     );
-    let uid = bed.pod("blue", "chk", Some("macvlan-a"));
-    let ns = NetNs::new("pxk").unwrap();
-    let c = cid("chk");
+    let sb = bed.sandbox("blue", "chk", Some("macvlan-a"));
     let config = bed.config(json!({}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "chk", &uid, &config)
-        .assert_ok();
-    bed.call("CHECK", &c, Some(ns.path()), "blue", "chk", &uid, &config)
-        .assert_ok();
-    ns.exec(&["ip", "link", "del", "net1"]).unwrap();
-    let out = bed.call("CHECK", &c, Some(ns.path()), "blue", "chk", &uid, &config);
+    bed.add(&sb, &config).assert_ok();
+    bed.check(&sb, &config).assert_ok();
+    sb.ns.exec(&["ip", "link", "del", "net1"]).unwrap();
+    let out = bed.check(&sb, &config);
     let msg = out.assert_error(100);
     assert!(
         msg.contains("blue/macvlan-a") && msg.contains("net1"),
         "{msg}"
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "chk", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
 fn bad_requests_get_cni_errors(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     let bed = Bed::in_mode(mode);
-    let ns = NetNs::new("pxe").unwrap();
     let config = bed.config(json!({}));
     // Missing CNI_NETNS on ADD: code 4 naming the variable.
     let out = exec_plugin(
@@ -668,23 +565,16 @@ fn bad_requests_get_cni_errors(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     assert!(out.assert_error(4).contains("CNI_NETNS"));
     // A bad key: code 7 naming it and its value.
     let bad = bed.config(json!({"namespaceIsolation": "maybe"}));
-    let out = bed.call("ADD", "c2", Some(ns.path()), "blue", "x", "u", &bad);
+    let unknown = bed.sandbox_without_pod("blue", "x", "u");
+    let out = bed.add(&unknown, &bad);
     let msg = out.assert_error(7);
     assert!(
         msg.contains("namespaceIsolation") && msg.contains("maybe"),
         "{msg}"
     );
     // An invalid annotation: code 7 quoting the bad value.
-    let uid = bed.pod("blue", "badann", Some("Not_A_Name"));
-    let out = bed.call(
-        "ADD",
-        "c3",
-        Some(ns.path()),
-        "blue",
-        "badann",
-        &uid,
-        &config,
-    );
+    let badann = bed.sandbox("blue", "badann", Some("Not_A_Name"));
+    let out = bed.add(&badann, &config);
     let msg = out.assert_error(7);
     assert!(
         msg.contains("blue/badann") && msg.contains("Not_A_Name"),
@@ -696,11 +586,13 @@ fn bad_requests_get_cni_errors(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.14.0/24"),
     );
-    let uid = bed.pod("blue", "dup", Some("macvlan-a@data0, macvlan-a@data0"));
-    let out = bed.call("ADD", "c4", Some(ns.path()), "blue", "dup", &uid, &config);
+    let dup = bed.sandbox("blue", "dup", Some("macvlan-a@data0, macvlan-a@data0"));
+    let out = bed.add(&dup, &config);
     let msg = out.assert_error(7);
     assert!(msg.contains("interface data0 requested twice"), "{msg}");
-    bed.assert_clean(&ns);
+    for sb in [&unknown, &badann, &dup] {
+        bed.assert_clean(&sb.ns);
+    }
     // VERSION.
     let out = bed.verb("VERSION", &json!({"cniVersion": "0.4.0"}));
     out.assert_ok();
@@ -718,12 +610,10 @@ fn logs_go_to_the_log_file_and_never_to_stdout() {
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.15.0/24"),
     );
-    let uid = bed.pod("blue", "logs", Some("macvlan-a"));
-    let ns = NetNs::new("pxl").unwrap();
-    let c = cid("logs");
+    let sb = bed.sandbox("blue", "logs", Some("macvlan-a"));
     let log = bed.node.root.path().join("plexus.log");
     let config = bed.config(json!({"logFile": log, "logToStderr": false, "logLevel": "debug"}));
-    let out = bed.call("ADD", &c, Some(ns.path()), "blue", "logs", &uid, &config);
+    let out = bed.add(&sb, &config);
     out.assert_ok();
     // stdout is exactly one JSON document: the result.
     let parsed: Value = serde_json::from_str(out.stdout.trim()).expect("stdout is one JSON value");
@@ -734,38 +624,31 @@ fn logs_go_to_the_log_file_and_never_to_stdout() {
         text.contains("ADD delegate") && text.contains("macvlan"),
         "{text}"
     );
-    bed.call("DEL", &c, Some(ns.path()), "blue", "logs", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
 fn readiness_indicator_gates_add_without_blocking(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     let bed = Bed::in_mode(mode);
-    let uid = bed.pod("blue", "ready", None);
-    let ns = NetNs::new("pxg").unwrap();
-    let c = cid("ready");
+    let sb = bed.sandbox("blue", "ready", None);
     let flag = bed.node.root.path().join("cluster-ready");
     let config = bed.config(json!({"readinessindicatorfile": flag}));
-    let msg = bed
-        .call("ADD", &c, Some(ns.path()), "blue", "ready", &uid, &config)
-        .assert_error(11);
+    let msg = bed.add(&sb, &config).assert_error(11);
     assert!(
         msg.contains("readiness indicator") && msg.contains("cluster-ready"),
         "{msg}"
     );
-    bed.assert_clean(&ns);
+    bed.assert_clean(&sb.ns);
     bed.verb("STATUS", &config).assert_error(50);
 
     std::fs::write(&flag, "").unwrap();
     bed.verb("STATUS", &config).assert_ok();
-    bed.call("ADD", &c, Some(ns.path()), "blue", "ready", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     // DEL never waits for readiness.
     std::fs::remove_file(&flag).unwrap();
-    bed.call("DEL", &c, Some(ns.path()), "blue", "ready", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
 
 #[rstest]
@@ -780,18 +663,15 @@ fn default_networks_from_conf_dir_come_before_the_annotation(
         "macvlan-a",
         &bed.node.macvlan_config("macvlan-a", "10.78.16.0/24"),
     );
-    let uid = bed.pod("blue", "defs", Some("macvlan-a"));
-    let ns = NetNs::new("pxh").unwrap();
-    let c = cid("defs");
+    let sb = bed.sandbox("blue", "defs", Some("macvlan-a"));
     let config = bed.config(json!({"defaultNetworks": ["always"]}));
-    bed.call("ADD", &c, Some(ns.path()), "blue", "defs", &uid, &config)
-        .assert_ok();
+    bed.add(&sb, &config).assert_ok();
     assert!(
-        ipv4_of(&ns, "net1")[0].starts_with("10.79.16."),
+        ipv4_of(&sb.ns, "net1")[0].starts_with("10.79.16."),
         "default network is net1"
     );
     assert!(
-        ipv4_of(&ns, "net2")[0].starts_with("10.78.16."),
+        ipv4_of(&sb.ns, "net2")[0].starts_with("10.78.16."),
         "annotation network is net2"
     );
     let names: Vec<String> = bed
@@ -801,7 +681,6 @@ fn default_networks_from_conf_dir_come_before_the_annotation(
         .collect();
     // Multus names a delegate loaded from a file by its plain network name.
     assert_eq!(names, vec!["cluster", "always", "blue/macvlan-a"]);
-    bed.call("DEL", &c, Some(ns.path()), "blue", "defs", &uid, &config)
-        .assert_ok();
-    bed.assert_clean(&ns);
+    bed.del(&sb, &config).assert_ok();
+    bed.assert_clean(&sb.ns);
 }
