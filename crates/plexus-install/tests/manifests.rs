@@ -358,13 +358,16 @@ fn daemonset_is_guaranteed_critical_tolerant_and_probed() {
 // (kustomize v5.5) when the overlays were written.
 
 /// Every kustomization an operator applies, except crds/.
-const BUILDS: [&str; 6] = [
+const BUILDS: [&str; 9] = [
     ".",
     "overlays/k3s",
     "overlays/openshift",
     "overlays/crio",
     "uninstall",
     "thick",
+    "overlays/k3s-thick",
+    "overlays/openshift-thick",
+    "overlays/crio-thick",
 ];
 
 fn kustomization(dir: &Path) -> Value {
@@ -632,8 +635,9 @@ fn both_containers_share_one_config_instead_of_repeated_flags() {
     );
 }
 
-/// The host paths each layout must use (docs/install.md, "Host paths", has the same table).
-const LAYOUTS: [(&str, &str, &str); 4] = [
+/// The host paths each layout must use (docs/install.md, "Host paths", has the same table), in
+/// thin and in thick mode.
+const LAYOUTS: [(&str, &str, &str); 8] = [
     (".", "/opt/cni/bin", "/etc/cni/net.d"),
     (
         "overlays/k3s",
@@ -646,6 +650,18 @@ const LAYOUTS: [(&str, &str, &str); 4] = [
         "/etc/kubernetes/cni/net.d",
     ),
     ("overlays/crio", "/usr/libexec/cni", "/etc/cni/net.d"),
+    ("thick", "/opt/cni/bin", "/etc/cni/net.d"),
+    (
+        "overlays/k3s-thick",
+        "/var/lib/rancher/k3s/data/cni",
+        "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+    ),
+    (
+        "overlays/openshift-thick",
+        "/var/lib/cni/bin",
+        "/etc/kubernetes/cni/net.d",
+    ),
+    ("overlays/crio-thick", "/usr/libexec/cni", "/etc/cni/net.d"),
 ];
 
 #[test]
@@ -678,21 +694,44 @@ fn overlays_put_each_distributions_host_paths_everywhere_they_are_needed() {
         assert_eq!(vols["cni-bin"], bin, "{dir}");
         assert_eq!(vols["cni-conf"], conf, "{dir}");
         // The installer reaches host path P at <host root>/P: every hostPath mount must be there.
+        // plexusd reads the host paths the installer's config names (the primary's config,
+        // binDir, the kubeconfig) itself: its mounts of the CNI directories are at P.
         let root = Path::new(&node["PLEXUS_HOST_ROOT"]);
         for c in containers(&ds) {
-            for m in c.volume_mounts.unwrap_or_default() {
-                if let Some(host) = vols.get(&m.name) {
-                    assert_eq!(
-                        Path::new(&m.mount_path),
-                        root.join(host.trim_start_matches('/')),
-                        "{dir}: {} mounts {} elsewhere",
-                        c.name,
-                        m.name
-                    );
-                }
+            for m in c.volume_mounts.clone().unwrap_or_default() {
+                let Some(host) = vols.get(&m.name) else {
+                    continue;
+                };
+                let expected = match c.name.as_str() {
+                    "plexusd" if ["cni-bin", "cni-conf"].contains(&m.name.as_str()) => {
+                        PathBuf::from(host)
+                    }
+                    "plexusd" => continue,
+                    _ => root.join(host.trim_start_matches('/')),
+                };
+                assert_eq!(
+                    Path::new(&m.mount_path),
+                    expected,
+                    "{dir}: {} mounts {} elsewhere",
+                    c.name,
+                    m.name
+                );
+            }
+            if c.name == "plexusd" {
+                assert!(
+                    c.command
+                        .unwrap_or_default()
+                        .contains(&format!("--config={conf}/00-plexus.conflist")),
+                    "{dir}: plexusd must read the config the installer writes into {conf}"
+                );
             }
         }
-        if dir != "." {
+        assert_eq!(
+            dir.contains("thick"),
+            node.get("PLEXUS_MODE").map(String::as_str) == Some("thick"),
+            "{dir}: the mode"
+        );
+        if dir != "." && dir != "thick" {
             assert!(
                 docs.contains(&format!("`{bin}`")) && docs.contains(&format!("`{conf}`")),
                 "docs/install.md has no host path row for {dir}"
