@@ -14,7 +14,7 @@
 
 mod http;
 
-use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, build, codes};
+use plexus_cni::{CniEnv, CniError, Command, codes};
 use plexus_engine::exec::{Watchdog, watchdog};
 use plexus_engine::{Budget, Engine, IpRoutes, PlexusConfig, ProcessExec};
 use serde_json::{Map, Value, json};
@@ -54,19 +54,10 @@ fn main() -> ExitCode {
 fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
     let env = CniEnv::from_lookup(|k| std::env::var(k).ok())?;
     if env.command == Command::Version {
-        return Ok(version_reply(stdin));
+        return Ok(plexus_engine::respond::version_reply_to(stdin));
     }
-    let conf: Map<String, Value> = serde_json::from_slice(stdin).map_err(|e| {
-        CniError::new(
-            codes::DECODING_FAILURE,
-            format!("cannot decode the plexus configuration on stdin: {e}"),
-        )
-    })?;
-    let version = conf
-        .get("cniVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("0.1.0")
-        .to_owned();
+    let conf = plexus_engine::respond::decode_config(stdin)?;
+    let version = plexus_engine::respond::config_version(conf.get("cniVersion"));
     let socket = match conf.get("daemonSocket") {
         None | Some(Value::Null) => PathBuf::from(DEFAULT_SOCKET),
         Some(Value::String(s)) if !s.is_empty() => PathBuf::from(s),
@@ -198,18 +189,4 @@ fn local(
         eprintln!("plexus-shim: local {}: {e}", env.command.as_str());
         e.to_cni_error(version)
     })
-}
-
-/// `{"cniVersion": <the request's>, "supportedVersions": [...]}`, answered without the daemon.
-fn version_reply(stdin: &[u8]) -> String {
-    let requested = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "1.1.0".to_owned());
-    json!({"cniVersion": requested, "supportedVersions": SUPPORTED_VERSIONS, "plexus": build::json()})
-        .to_string()
 }

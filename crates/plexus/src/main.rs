@@ -2,10 +2,10 @@
 //! config on stdin; it prints exactly one JSON document on stdout (a result or a CNI error) and
 //! logs only to stderr or the configured log file.
 
-use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, build, codes};
+use plexus_cni::{CniEnv, CniError, Command, build, codes};
 use plexus_engine::exec::{Watchdog, watchdog};
 use plexus_engine::{Budget, Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
-use serde_json::{Map, Value};
+
 use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,7 +62,7 @@ fn run(stdin: &[u8], started: Instant) -> (String, bool) {
 fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
     let env = CniEnv::from_lookup(|k| std::env::var(k).ok())?;
     if env.command == Command::Version {
-        return Ok(version_reply(stdin));
+        return Ok(plexus_engine::respond::version_reply_to(stdin));
     }
     // Exec'd by a plexus (as a NAD's delegate, or as a delegate's IPAM) under a name the policy
     // did not recognise: the config on stdin was written by a NAD author; trust nothing of it.
@@ -75,17 +75,8 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
             ),
         ));
     }
-    let conf: Map<String, Value> = serde_json::from_slice(stdin).map_err(|e| {
-        CniError::new(
-            codes::DECODING_FAILURE,
-            format!("cannot decode the plexus configuration on stdin: {e}"),
-        )
-    })?;
-    let version = conf
-        .get("cniVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("0.1.0")
-        .to_owned();
+    let conf = plexus_engine::respond::decode_config(stdin)?;
+    let version = plexus_engine::respond::config_version(conf.get("cniVersion"));
     let config = PlexusConfig::from_map(&conf)
         .map_err(|e| CniError::new(codes::INVALID_CONFIG, e.to_string()).with_version(&version))?;
     let problems = logging::init(&logging::LogSetup {
@@ -227,19 +218,4 @@ fn live_kube(
     plexus_kube::LiveKube::new(&creds, Duration::from_secs(config.api_timeout_secs))
         .map(|k| Some((k.with_deadline(deadline), creds)))
         .map_err(|e| fail(format!("cannot use Kubernetes credentials: {e}")))
-}
-
-/// `{"cniVersion": <the request's>, "supportedVersions": [...]}` (spec §5 "Version").
-fn version_reply(stdin: &[u8]) -> String {
-    let requested = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "1.1.0".to_owned());
-    // `plexus` is an extra field: runtimes read only the two the spec defines.
-    serde_json::json!({"cniVersion": requested, "supportedVersions": SUPPORTED_VERSIONS, "plexus": build::json()})
-        .to_string()
 }

@@ -3,7 +3,7 @@
 //! reads from the watch caches, the client already connected, the delegate watchdog shared.
 
 use crate::metrics::Metrics;
-use plexus_cni::{CniEnv, CniError, Command, SUPPORTED_VERSIONS, build, codes};
+use plexus_cni::{CniEnv, CniError, Command, codes};
 use plexus_engine::exec::{ExecError, ExecRequest, Watchdog};
 use plexus_engine::{Budget, DelegateExec, Engine, IpRoutes, KubeApi, PlexusConfig, ProcessExec};
 use plexus_kube::cached::{ApiCounters, CachedKube, EventPoster};
@@ -81,15 +81,6 @@ pub fn cni_env(req: &Request) -> Result<CniEnv, CniError> {
     CniEnv::from_lookup(|k| req.env.get(k).cloned())
 }
 
-/// The version of the request's config, for error replies.
-pub fn config_version(config: &Value) -> String {
-    config
-        .get("cniVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("0.1.0")
-        .to_owned()
-}
-
 /// The request's `callTimeoutSeconds` (the default when absent or invalid: the engine reports
 /// the invalid value itself).
 pub fn call_timeout(config: &Value) -> Duration {
@@ -99,15 +90,6 @@ pub fn call_timeout(config: &Value) -> Duration {
         .map_or(plexus_engine::budget::DEFAULT_CALL_TIMEOUT, |c| {
             Duration::from_secs(c.call_timeout_secs)
         })
-}
-
-/// `{"cniVersion": <the request's>, "supportedVersions": [...]}`.
-pub fn version_reply(config: &Value) -> Value {
-    let requested = config
-        .get("cniVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("1.1.0");
-    serde_json::json!({"cniVersion": requested, "supportedVersions": SUPPORTED_VERSIONS, "plexus": build::json()})
 }
 
 /// Delegate execution with timing per plugin type (for `/metrics`).
@@ -134,7 +116,7 @@ pub fn run(
     config: &Value,
     budget: Budget,
 ) -> Result<Value, CniError> {
-    let version = config_version(config);
+    let version = plexus_engine::respond::config_version(config.get("cniVersion"));
     let conf: &Map<String, Value> = config.as_object().ok_or_else(|| {
         CniError::new(
             codes::DECODING_FAILURE,
@@ -214,7 +196,11 @@ pub fn run(
         Command::Check => engine.check().map(|()| Value::Null),
         Command::Status => engine.status().map(|()| Value::Null),
         Command::Gc => engine.gc().map(|()| Value::Null),
-        Command::Version => return Ok(version_reply(&Value::Object(conf.clone()))),
+        Command::Version => {
+            return Ok(plexus_engine::respond::version_reply(&Value::Object(
+                conf.clone(),
+            )));
+        }
     };
     outcome.map_err(|e| {
         tracing::error!("{e}");
@@ -244,7 +230,10 @@ mod tests {
             decode(br#"{"env": {"CNI_COMMAND": "VERSION"}, "config": {"cniVersion": "0.4.0"}}"#)
                 .unwrap();
         assert_eq!(cni_env(&req).unwrap().command, Command::Version);
-        assert_eq!(version_reply(&req.config)["cniVersion"], "0.4.0");
+        assert_eq!(
+            plexus_engine::respond::version_reply(&req.config)["cniVersion"],
+            "0.4.0"
+        );
     }
 
     #[test]

@@ -200,11 +200,11 @@ pub fn status(api: &Api) -> Value {
 async fn cni_request(api: &Api, body: &[u8]) -> Result<Value, CniError> {
     let received = Instant::now();
     let req = cni::decode(body)?;
-    let version = cni::config_version(&req.config);
+    let version = plexus_engine::respond::config_version(req.config.get("cniVersion"));
     let env = cni::cni_env(&req).map_err(|e| e.with_version(&version))?;
     let verb = env.command.as_str();
     if env.command == Command::Version {
-        return Ok(cni::version_reply(&req.config));
+        return Ok(plexus_engine::respond::version_reply(&req.config));
     }
     let pod = match (
         env.args.get("K8S_POD_NAMESPACE"),
