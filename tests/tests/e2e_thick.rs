@@ -354,6 +354,7 @@ fn probes_metrics_and_status() {
         "plexusd_request_duration_seconds_count{verb=\"ADD\"} 1",
         "plexusd_delegate_duration_seconds_count{type=\"bridge\",verb=\"ADD\"} 1",
         "plexusd_api_requests_total{verb=\"patch_status\",code=\"200\"} 1",
+        "plexusd_api_wait_seconds_count{verb=\"patch_status\"} 1",
         "plexusd_cache_objects{cache=\"pods\"} 1",
         "plexusd_queue_depth 0",
         "plexusd_ready 1",
@@ -363,6 +364,23 @@ fn probes_metrics_and_status() {
             "{needle} missing from:\n{metrics}"
         );
     }
+    // The PATCH's wait is part of the request's time, and no GET was waited on (cache hits).
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+    };
+    let patch = value("plexusd_api_wait_seconds_sum{verb=\"patch_status\"}");
+    let request = value("plexusd_request_duration_seconds_sum{verb=\"ADD\"}");
+    assert!(
+        patch > 0.0 && patch < request,
+        "patch {patch} s, request {request} s"
+    );
+    assert!(
+        !metrics.contains("plexusd_api_wait_seconds_count{verb=\"get_"),
+        "{metrics}"
+    );
     // Every log line of the request names the pod and the container.
     let log = d.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&sb.cid)).collect();

@@ -117,11 +117,9 @@ impl<'e, 'a> Attach<'e, 'a> {
         mut self,
         steps: impl FnOnce(&mut Self) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
-        let outcome = steps(&mut self).and_then(|v| {
-            match self.syncing.take().map(Syncing::wait) {
-                Some(Err(source)) => Err(self.engine.cache_err("sync", source)),
-                _ => Ok(v),
-            }
+        let outcome = steps(&mut self).and_then(|v| match self.syncing.take().map(Syncing::wait) {
+            Some(Err(source)) => Err(self.engine.cache_err("sync", source)),
+            _ => Ok(v),
         });
         self.armed = false;
         match outcome {

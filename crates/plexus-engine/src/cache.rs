@@ -527,7 +527,9 @@ impl Syncing {
     /// Waits for the sync: `Ok` once the entry and its directory entry are on disk.
     pub fn wait(mut self) -> Result<(), CacheError> {
         match self.handle.take() {
-            Some(h) => h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             None => Ok(()),
         }
     }

@@ -30,6 +30,9 @@ pub struct ApiCounters {
     pub cache_hits: AtomicU64,
     /// Reads that had to go to the API server.
     pub cache_misses: AtomicU64,
+    /// `verb` → (seconds, calls): how long CNI requests waited on the API server, per call site
+    /// (a batch of parallel NAD GETs is one wait).
+    waits: Mutex<BTreeMap<&'static str, (f64, u64)>>,
 }
 
 impl ApiCounters {
@@ -45,6 +48,20 @@ impl ApiCounters {
         };
         let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry((verb, code)).or_default() += 1;
+    }
+
+    /// Counts `took` as one wait of a CNI request on the API server for `verb`.
+    pub fn waited(&self, verb: &'static str, took: Duration) {
+        let mut map = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        let (secs, calls) = map.entry(verb).or_default();
+        *secs += took.as_secs_f64();
+        *calls += 1;
+    }
+
+    /// Every `(verb, seconds, calls)` of [`ApiCounters::waited`] so far.
+    pub fn wait_snapshot(&self) -> Vec<(&'static str, f64, u64)> {
+        let map = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(v, (s, n))| (*v, *s, *n)).collect()
     }
 
     /// Every `(verb, code, count)` so far.
@@ -144,7 +161,9 @@ impl KubeApi for CachedKube<'_> {
             name,
             "pod not in the cache (or another UID): GET"
         );
+        let started = Instant::now();
         let result = self.live.get_pod(namespace, name);
+        self.counters.waited("get_pod", started.elapsed());
         self.counters.record("get_pod", &result);
         result
     }
@@ -181,7 +200,10 @@ impl KubeApi for CachedKube<'_> {
                 .fetch_add(missing.len() as u64, Ordering::Relaxed);
             tracing::debug!(count = missing.len(), "NADs not in the cache: GET");
             let want: Vec<(String, String)> = missing.iter().map(|(_, r)| r.clone()).collect();
-            for ((i, _), result) in missing.iter().zip(self.live.get_nads(&want)) {
+            let started = Instant::now();
+            let results = self.live.get_nads(&want);
+            self.counters.waited("get_nad", started.elapsed());
+            for ((i, _), result) in missing.iter().zip(results) {
                 self.counters.record("get_nad", &result);
                 out[*i] = Some(result);
             }
@@ -198,9 +220,11 @@ impl KubeApi for CachedKube<'_> {
         uid: &str,
         status_json: &str,
     ) -> Result<(), ApiError> {
+        let started = Instant::now();
         let result = self
             .live
             .patch_network_status(namespace, name, uid, status_json);
+        self.counters.waited("patch_status", started.elapsed());
         self.counters.record("patch_status", &result);
         result
     }

@@ -82,6 +82,17 @@ pub fn metrics(api: &Api) -> String {
     }
     header(
         &mut out,
+        "plexusd_api_wait_seconds",
+        "summary",
+        "Time CNI requests waited on the API server, by verb (a batch of parallel NAD GETs counts once).",
+    );
+    for (verb, secs, calls) in shared.counters.wait_snapshot() {
+        let l = labels(&[("verb", verb.to_owned())]);
+        let _ = writeln!(out, "plexusd_api_wait_seconds_sum{l} {secs}");
+        let _ = writeln!(out, "plexusd_api_wait_seconds_count{l} {calls}");
+    }
+    header(
+        &mut out,
         "plexusd_cache_reads_total",
         "counter",
         "Pod and NAD reads, by whether the watch cache answered them.",

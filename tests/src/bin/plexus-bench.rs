@@ -392,6 +392,8 @@ struct ScenarioReport {
     /// receipt to answer minus the time its delegates ran. What the shim's exec and the socket
     /// add comes on top.
     daemon_own_ms_add: Option<f64>,
+    /// Thick mode: of that, the time spent waiting on the API server (the status PATCH) per ADD.
+    daemon_api_ms_add: Option<f64>,
 }
 
 /// Sum over every series of `name` whose labels include `verb="<verb>"` in a Prometheus text
@@ -405,14 +407,29 @@ fn metric_sum(text: &str, name: &str, verb: &str) -> f64 {
         .sum()
 }
 
-/// plexusd's (request seconds, delegate seconds, requests) for `verb` so far.
-fn daemon_times(d: &Daemon, verb: &str) -> Result<(f64, f64, f64)> {
+/// plexusd's time so far, in seconds, for CNI `verb`.
+#[derive(Debug, Clone, Copy)]
+struct DaemonTimes {
+    request: f64,
+    delegates: f64,
+    requests: f64,
+    /// Waiting on the API server, whatever the CNI verb (only ADD patches the pod status).
+    api: f64,
+}
+
+fn daemon_times(d: &Daemon, verb: &str) -> Result<DaemonTimes> {
     let (_, text) = d.health_get("/metrics")?;
-    Ok((
-        metric_sum(&text, "plexusd_request_duration_seconds_sum", verb),
-        metric_sum(&text, "plexusd_delegate_duration_seconds_sum", verb),
-        metric_sum(&text, "plexusd_request_duration_seconds_count", verb),
-    ))
+    let api = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("plexusd_api_wait_seconds_sum{"))
+        .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    Ok(DaemonTimes {
+        request: metric_sum(&text, "plexusd_request_duration_seconds_sum", verb),
+        delegates: metric_sum(&text, "plexusd_delegate_duration_seconds_sum", verb),
+        requests: metric_sum(&text, "plexusd_request_duration_seconds_count", verb),
+        api,
+    })
 }
 
 fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<ScenarioReport> {
@@ -423,7 +440,14 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
         .to_owned();
     let mut out = Samples::default();
     let (mut req_add, mut req_del, mut bytes_add) = (0, 0, 0);
-    let before = s.daemon.as_ref().map(|d| daemon_times(d, "ADD")).transpose()?;
+    let before = s
+        .daemon
+        .as_ref()
+        .map(|d| daemon_times(d, "ADD"))
+        .transpose()?;
+    // The API wait is read around the ADDs only (DEL and CHECK make no request, but a CHECK
+    // must not be counted should that change).
+    let mut api_ms_add = Vec::new();
     for i in 0..samples {
         let ns = NetNs::new("pxbn")?;
         let cid = format!("b{}-{i}", s.n);
@@ -441,8 +465,16 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
                 .push(ms(s.baseline("DEL", &bcid, ns.path(), &mut results)?));
         }
         s.api.clear_requests();
+        let api_before = s
+            .daemon
+            .as_ref()
+            .map(|d| daemon_times(d, "ADD"))
+            .transpose()?;
         out.add
             .push(ms(s.call("ADD", &cid, ns.path(), "bench", &uid)?));
+        if let (Some(d), Some(b)) = (&s.daemon, api_before) {
+            api_ms_add.push((daemon_times(d, "ADD")?.api - b.api) * 1000.0);
+        }
         let reqs = s.cni_requests();
         req_add = reqs.len();
         bytes_add = reqs
@@ -465,12 +497,18 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
         }
     }
     let daemon_own_ms_add = match (&s.daemon, before) {
-        (Some(d), Some((r0, d0, n0))) => {
-            let (r1, d1, n1) = daemon_times(d, "ADD")?;
-            Some(((r1 - r0) - (d1 - d0)) / (n1 - n0).max(1.0) * 1000.0)
+        (Some(d), Some(b)) => {
+            let a = daemon_times(d, "ADD")?;
+            Some(
+                ((a.request - b.request) - (a.delegates - b.delegates))
+                    / (a.requests - b.requests).max(1.0)
+                    * 1000.0,
+            )
         }
         _ => None,
     };
+    let daemon_api_ms_add =
+        (!api_ms_add.is_empty()).then(|| api_ms_add.iter().sum::<f64>() / api_ms_add.len() as f64);
     let ns = NetNs::new("pxbr")?;
     let (rss_kib_add, rss_kib_del) = s.rss(ns.path(), &uid)?;
     let daemon_peak_rss_kib = match s.daemon.as_ref().and_then(Daemon::pid) {
@@ -490,6 +528,7 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
         api_requests_del: req_del,
         api_bytes_add: bytes_add,
         daemon_own_ms_add,
+        daemon_api_ms_add,
     })
 }
 
@@ -734,8 +773,10 @@ fn row(r: &ScenarioReport) -> String {
         r.api_requests_add,
         r.api_requests_del,
         r.api_bytes_add,
-        r.daemon_own_ms_add
-            .map_or("–".to_owned(), |m| format!("{m:.2}"))
+        match (r.daemon_own_ms_add, r.daemon_api_ms_add) {
+            (Some(own), Some(api)) => format!("{own:.2} | {api:.2}"),
+            _ => "– | –".to_owned(),
+        }
     )
 }
 
@@ -818,10 +859,10 @@ fn main() -> Result<()> {
         args.samples
     );
     println!(
-        "| mode | networks | API | API latency ms | ADD | baseline ADD | overhead | ratio | DEL | baseline DEL | overhead | ratio | CHECK | baseline CHECK | overhead | ratio | plugin peak RSS MiB | plexusd peak RSS MiB | API requests ADD / DEL | API bytes per ADD | plexusd own ms per ADD |"
+        "| mode | networks | API | API latency ms | ADD | baseline ADD | overhead | ratio | DEL | baseline DEL | overhead | ratio | CHECK | baseline CHECK | overhead | ratio | plugin peak RSS MiB | plexusd peak RSS MiB | API requests ADD / DEL | API bytes per ADD | plexusd own ms per ADD | of which API wait ms |"
     );
     println!(
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in &reports {
         println!("{}", row(r));
