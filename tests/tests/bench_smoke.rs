@@ -17,6 +17,8 @@ fn bench_driver_runs_and_reports_every_figure() {
             "0,1",
             "--pods",
             "4",
+            "--rounds",
+            "2",
             "--memory",
             "20:5,40:10",
             "--json",
@@ -71,10 +73,32 @@ fn bench_driver_runs_and_reports_every_figure() {
             s["mode"] == "thick",
             "{s}"
         );
+        // Thick: plexusd's own time per ADD from its metrics, with the PATCH's wait inside it.
+        if s["mode"] == "thick" {
+            let own = s["daemon_own_ms_add"].as_f64().unwrap();
+            let api = s["daemon_api_ms_add"].as_f64().unwrap();
+            assert!(api > 0.0 && api < own, "{s}");
+        } else {
+            assert!(s["daemon_own_ms_add"].is_null(), "{s}");
+        }
     }
     let tps = raw["throughput"].as_array().unwrap();
-    let whats: Vec<&str> = tps.iter().map(|t| t["what"].as_str().unwrap()).collect();
-    assert_eq!(whats, ["thin", "thick", "bare"]);
+    let runs: Vec<(&str, u64)> = tps
+        .iter()
+        .map(|t| (t["what"].as_str().unwrap(), t["round"].as_u64().unwrap()))
+        .collect();
+    // Two rounds, the second in the reverse order.
+    assert_eq!(
+        runs,
+        [
+            ("thin", 0),
+            ("thick", 0),
+            ("bare", 0),
+            ("bare", 1),
+            ("thick", 1),
+            ("thin", 1)
+        ]
+    );
     for t in tps {
         assert_eq!(t["per_pod_add_ms"].as_array().unwrap().len(), 4, "{t}");
         assert_eq!(t["per_pod_del_ms"].as_array().unwrap().len(), 4, "{t}");
