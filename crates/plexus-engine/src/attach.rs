@@ -2,13 +2,14 @@
 //! delegates run, and on any error tears down everything made so far.
 //!
 //! [`Attach::begin`] takes the lock, tears down what a previous attempt of the same container
-//! left (a retried ADD), and writes the entry durably before any delegate runs.
+//! left (a retried ADD), and writes the entry before any delegate runs (its disk sync overlaps
+//! the first delegate; [`Attach::run`] succeeds only once it finished).
 //! [`Attach::run`] runs the caller's steps (delegates, default-route fix, status write, result
 //! conversion): whatever step fails, the attachments made so far are DELed in reverse through
 //! [`crate::teardown`], and the error carries what could not be undone. This is the only
 //! rollback path of ADD.
 
-use crate::cache::{Cache, CacheEntry, CacheError, ContainerLock};
+use crate::cache::{Cache, CacheEntry, CacheError, ContainerLock, Syncing};
 use crate::context::Engine;
 use crate::delegate::{Chain, ChainError, Invocation};
 use crate::error::EngineError;
@@ -27,6 +28,8 @@ pub struct Attach<'e, 'a> {
     /// `None` once handed back (unlinked after a clean rollback).
     lock: Option<ContainerLock>,
     entry: CacheEntry,
+    /// The first write's disk sync, until [`Attach::run`] waited for it.
+    syncing: Option<Syncing>,
     /// Attachments whose ADD ran (the last one may have failed half-way): what a rollback DELs.
     made: usize,
     /// Still responsible for rolling back (cleared by [`Attach::run`]).
@@ -45,7 +48,7 @@ impl std::fmt::Debug for Attach<'_, '_> {
 
 impl<'e, 'a> Attach<'e, 'a> {
     /// Locks the container, tears down a previous attempt's attachments (keeping the lock: a DEL
-    /// arriving now must wait for this ADD), and writes `plan`'s entry durably.
+    /// arriving now must wait for this ADD), and writes `plan`'s entry, starting its disk sync.
     ///
     /// A corrupt entry fails the ADD and is left as found: what it described may still exist,
     /// and DEL rebuilds it from the pod's annotations.
@@ -84,19 +87,23 @@ impl<'e, 'a> Attach<'e, 'a> {
             Err(source) => return Err(engine.cache_err("read", source)),
         }
         let entry = plan.entry(engine);
-        if let Err(source) = cache.write(&entry) {
-            // A full disk: nothing ran, so nothing of this container may stay behind.
-            let _ = cache.remove(id);
-            if let Err(e) = lock.unlink() {
-                tracing::warn!(container = %id, "could not remove the lock file: {e}");
+        let syncing = match cache.write_syncing(&entry) {
+            Ok(s) => s,
+            Err(source) => {
+                // A full disk: nothing ran, so nothing of this container may stay behind.
+                let _ = cache.remove(id);
+                if let Err(e) = lock.unlink() {
+                    tracing::warn!(container = %id, "could not remove the lock file: {e}");
+                }
+                return Err(engine.cache_err("write", source));
             }
-            return Err(engine.cache_err("write", source));
-        }
+        };
         Ok(Self {
             engine,
             cache,
             lock: Some(lock),
             entry,
+            syncing: Some(syncing),
             made: 0,
             armed: true,
         })
@@ -104,12 +111,18 @@ impl<'e, 'a> Attach<'e, 'a> {
 
     /// Runs `steps`; on error, rolls back everything made so far and returns the error, wrapped
     /// in [`EngineError::RollbackIncomplete`] when the rollback left something behind. On
-    /// success the entry stays and the lock is released.
+    /// success, once the first write's disk sync finished (a failed sync fails the ADD like a
+    /// failed write), the entry stays and the lock is released.
     pub fn run<T>(
         mut self,
         steps: impl FnOnce(&mut Self) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
-        let outcome = steps(&mut self);
+        let outcome = steps(&mut self).and_then(|v| {
+            match self.syncing.take().map(Syncing::wait) {
+                Some(Err(source)) => Err(self.engine.cache_err("sync", source)),
+                _ => Ok(v),
+            }
+        });
         self.armed = false;
         match outcome {
             Ok(v) => Ok(v),

@@ -37,6 +37,11 @@ struct Args {
     /// Pods in the throughput run (0 skips it).
     #[arg(long, default_value_t = 110)]
     pods: usize,
+    /// Throughput rounds: each runs every mode and the bare delegates, in alternating order, and
+    /// the ratios are the medians of each round's ratio (the machine's speed drifts by more than
+    /// the differences measured).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Where to write every raw sample as JSON.
     #[arg(long, default_value = "target/bench/plexus-bench.json")]
     json: PathBuf,
@@ -383,6 +388,31 @@ struct ScenarioReport {
     api_requests_add: usize,
     api_requests_del: usize,
     api_bytes_add: usize,
+    /// Thick mode: plexusd's own time per ADD (ms), from its `/metrics`: request time from
+    /// receipt to answer minus the time its delegates ran. What the shim's exec and the socket
+    /// add comes on top.
+    daemon_own_ms_add: Option<f64>,
+}
+
+/// Sum over every series of `name` whose labels include `verb="<verb>"` in a Prometheus text
+/// exposition.
+fn metric_sum(text: &str, name: &str, verb: &str) -> f64 {
+    let label = format!("verb=\"{verb}\"");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with('{') && rest.contains(&label))
+        .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// plexusd's (request seconds, delegate seconds, requests) for `verb` so far.
+fn daemon_times(d: &Daemon, verb: &str) -> Result<(f64, f64, f64)> {
+    let (_, text) = d.health_get("/metrics")?;
+    Ok((
+        metric_sum(&text, "plexusd_request_duration_seconds_sum", verb),
+        metric_sum(&text, "plexusd_delegate_duration_seconds_sum", verb),
+        metric_sum(&text, "plexusd_request_duration_seconds_count", verb),
+    ))
 }
 
 fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<ScenarioReport> {
@@ -393,6 +423,7 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
         .to_owned();
     let mut out = Samples::default();
     let (mut req_add, mut req_del, mut bytes_add) = (0, 0, 0);
+    let before = s.daemon.as_ref().map(|d| daemon_times(d, "ADD")).transpose()?;
     for i in 0..samples {
         let ns = NetNs::new("pxbn")?;
         let cid = format!("b{}-{i}", s.n);
@@ -433,6 +464,13 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
                 .push(ms(s.baseline("DEL", &bcid, ns.path(), &mut results)?));
         }
     }
+    let daemon_own_ms_add = match (&s.daemon, before) {
+        (Some(d), Some((r0, d0, n0))) => {
+            let (r1, d1, n1) = daemon_times(d, "ADD")?;
+            Some(((r1 - r0) - (d1 - d0)) / (n1 - n0).max(1.0) * 1000.0)
+        }
+        _ => None,
+    };
     let ns = NetNs::new("pxbr")?;
     let (rss_kib_add, rss_kib_del) = s.rss(ns.path(), &uid)?;
     let daemon_peak_rss_kib = match s.daemon.as_ref().and_then(Daemon::pid) {
@@ -451,6 +489,7 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
         api_requests_add: req_add,
         api_requests_del: req_del,
         api_bytes_add: bytes_add,
+        daemon_own_ms_add,
     })
 }
 
@@ -458,6 +497,8 @@ fn run_scenario(s: &Scenario, samples: usize, latency: Duration) -> Result<Scena
 struct Throughput {
     /// "thin", "thick", or "bare" (the delegates exec'd directly).
     what: &'static str,
+    /// Which round of `--rounds` this run belongs to.
+    round: usize,
     pods: usize,
     parallel: usize,
     add_total_ms: f64,
@@ -519,6 +560,7 @@ fn throughput(pods: usize, parallel: usize, mode: Option<ModeArg>) -> Result<Thr
     let (del_total_ms, per_pod_del_ms) = run("DEL")?;
     Ok(Throughput {
         what: mode.map_or("bare", ModeArg::name),
+        round: 0,
         pods,
         parallel,
         add_total_ms,
@@ -663,12 +705,22 @@ fn version_cost(bin: &Path, samples: usize) -> Result<Vec<f64>> {
 
 fn row(r: &ScenarioReport) -> String {
     let s = &r.samples;
+    // Each plugin sample was taken next to a baseline sample (same netns, alternating which went
+    // first), so the overhead and the ratio are medians over those pairs: drift of the machine's
+    // speed over the run cancels out, which the difference of two medians does not do.
     let f = |p: &[f64], b: &[f64]| {
-        let (mp, mb) = (median(p), median(b));
-        format!("{mp:.1} | {mb:.1} | {:+.1} | {:.2}x", mp - mb, mp / mb)
+        let diffs: Vec<f64> = p.iter().zip(b).map(|(p, b)| p - b).collect();
+        let ratios: Vec<f64> = p.iter().zip(b).map(|(p, b)| p / b).collect();
+        format!(
+            "{:.1} | {:.1} | {:+.1} | {:.2}x",
+            median(p),
+            median(b),
+            median(&diffs),
+            median(&ratios)
+        )
     };
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} / {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} / {} | {} | {} |",
         r.mode.name(),
         r.networks,
         if r.tls { "https" } else { "http" },
@@ -681,7 +733,9 @@ fn row(r: &ScenarioReport) -> String {
             .map_or("–".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
         r.api_requests_add,
         r.api_requests_del,
-        r.api_bytes_add
+        r.api_bytes_add,
+        r.daemon_own_ms_add
+            .map_or("–".to_owned(), |m| format!("{m:.2}"))
     )
 }
 
@@ -718,13 +772,24 @@ fn main() -> Result<()> {
     }
     let mut tps = Vec::new();
     if args.pods > 0 {
-        for mode in args.modes.iter().copied().map(Some).chain([None]) {
-            eprintln!(
-                "bench: throughput, {}, {} pods",
-                mode.map_or("bare", ModeArg::name),
-                args.pods
-            );
-            tps.push(throughput(args.pods, 8, mode)?);
+        let whats: Vec<Option<ModeArg>> =
+            args.modes.iter().copied().map(Some).chain([None]).collect();
+        for round in 0..args.rounds.max(1) {
+            let mut order = whats.clone();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for mode in order {
+                eprintln!(
+                    "bench: throughput round {}, {}, {} pods",
+                    round + 1,
+                    mode.map_or("bare", ModeArg::name),
+                    args.pods
+                );
+                let mut t = throughput(args.pods, 8, mode)?;
+                t.round = round;
+                tps.push(t);
+            }
         }
     }
     let mut curve = Vec::new();
@@ -749,38 +814,61 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "### ADD / DEL / CHECK, median of {} runs (ms); baseline = the same delegates exec'd directly\n",
+        "### ADD / DEL / CHECK, median of {} runs (ms); baseline = the same delegates exec'd directly; overhead and ratio = medians over the (plugin, baseline) pairs taken side by side\n",
         args.samples
     );
     println!(
-        "| mode | networks | API | API latency ms | ADD | baseline ADD | overhead | ratio | DEL | baseline DEL | overhead | ratio | CHECK | baseline CHECK | overhead | ratio | plugin peak RSS MiB | plexusd peak RSS MiB | API requests ADD / DEL | API bytes per ADD |"
+        "| mode | networks | API | API latency ms | ADD | baseline ADD | overhead | ratio | DEL | baseline DEL | overhead | ratio | CHECK | baseline CHECK | overhead | ratio | plugin peak RSS MiB | plexusd peak RSS MiB | API requests ADD / DEL | API bytes per ADD | plexusd own ms per ADD |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for r in &reports {
         println!("{}", row(r));
     }
     if !tps.is_empty() {
-        let bare = tps.iter().find(|t| t.what == "bare");
+        let rounds = args.rounds.max(1);
         println!(
-            "\n### Throughput: {} pods with 1 network, {} at a time (https)\n",
+            "\n### Throughput: {} pods with 1 network, {} at a time (https); medians of {rounds} rounds\n",
             args.pods, 8
         );
         println!(
             "| | ADD total ms | vs bare | ADD p99 per pod ms | DEL total ms | vs bare | DEL p99 per pod ms |"
         );
         println!("|---|---|---|---|---|---|---|");
+        let mut names: Vec<&str> = Vec::new();
         for t in &tps {
-            let vs =
-                |x: f64, b: Option<f64>| b.map_or("–".to_owned(), |b| format!("{:.2}x", x / b));
+            if !names.contains(&t.what) {
+                names.push(t.what);
+            }
+        }
+        for what in names {
+            let runs: Vec<&Throughput> = tps.iter().filter(|t| t.what == what).collect();
+            let of = |f: fn(&Throughput) -> f64| runs.iter().map(|t| f(t)).collect::<Vec<_>>();
+            // Each round's ratio against the bare run of the same round.
+            let vs = |f: fn(&Throughput) -> f64| {
+                let ratios: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|t| {
+                        tps.iter()
+                            .find(|b| b.what == "bare" && b.round == t.round)
+                            .map(|b| f(t) / f(b))
+                    })
+                    .collect();
+                if ratios.is_empty() {
+                    "–".to_owned()
+                } else {
+                    format!("{:.2}x", median(&ratios))
+                }
+            };
             println!(
-                "| {} | {:.0} | {} | {:.1} | {:.0} | {} | {:.1} |",
-                t.what,
-                t.add_total_ms,
-                vs(t.add_total_ms, bare.map(|b| b.add_total_ms)),
-                t.add_p99_ms,
-                t.del_total_ms,
-                vs(t.del_total_ms, bare.map(|b| b.del_total_ms)),
-                t.del_p99_ms
+                "| {what} | {:.0} | {} | {:.1} | {:.0} | {} | {:.1} |",
+                median(&of(|t| t.add_total_ms)),
+                vs(|t| t.add_total_ms),
+                median(&of(|t| t.add_p99_ms)),
+                median(&of(|t| t.del_total_ms)),
+                vs(|t| t.del_total_ms),
+                median(&of(|t| t.del_p99_ms)),
             );
         }
     }
