@@ -73,6 +73,17 @@ impl Bed {
         bed
     }
 
+    /// A bed in `mode` whose API server is HTTPS with a bearer token file and a CA bundle, as on
+    /// a real node (the server offers HTTP/2, as kube-apiserver does).
+    pub fn over_tls(mode: Mode) -> Self {
+        let opts = FakeApiOptions {
+            tls: true,
+            token: Some("s3cr3t-token".into()),
+            ..FakeApiOptions::default()
+        };
+        Self::with_mode(mode, opts, DaemonOptions::default())
+    }
+
     /// The running daemon (panics in thin mode).
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("a thick-mode bed")

@@ -161,6 +161,64 @@ fn nads_outside_the_watched_namespaces_cost_one_get_each() {
     bed.assert_clean(&sb.ns);
 }
 
+/// The daemon's connection to the API server: over TLS it negotiates HTTP/2, and one connection
+/// carries its lists, its long-lived watches and every status PATCH, so an ADD pays no TCP or
+/// TLS handshake however many pods come (kube 5's own client offers only HTTP/1.1: a connection
+/// per watch, and a PATCH on a pooled or new one).
+#[test]
+fn over_tls_watches_and_status_patches_share_one_http2_connection() {
+    let bed = Bed::over_tls(Mode::Thick);
+    bed.nad(
+        "blue",
+        "mv-h",
+        &bed.node.macvlan_config("mv-h", "10.78.28.0/24"),
+    );
+    let config = bed.config(json!({}));
+    let synced = bed.api.connections();
+    assert_eq!((synced.accepted, synced.handshakes), (1, 1));
+    let pods: Vec<_> = (0..4)
+        .map(|i| bed.sandbox("blue", &format!("warm-{i}"), Some("mv-h")))
+        .collect();
+    for sb in &pods[..2] {
+        bed.add(sb, &config).assert_ok();
+    }
+    // Two at once: concurrent PATCHes are streams of the same connection.
+    let running: Vec<_> = pods[2..]
+        .iter()
+        .map(|sb| bed.spawn_add(sb, &config))
+        .collect();
+    for r in running {
+        r.wait().assert_ok();
+    }
+    // A NAD created now still reaches the cache: the watches are alive on that connection.
+    bed.nad(
+        "blue",
+        "mv-late",
+        &bed.node.macvlan_config("mv-late", "10.78.29.0/24"),
+    );
+
+    let reqs = bed.api.requests();
+    let patches = reqs.iter().filter(|r| r.method == "PATCH").count();
+    assert_eq!(patches, 4, "{reqs:?}");
+    assert!(reqs.iter().any(|r| r.param("watch").is_some()), "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r.http_version == "HTTP/2.0" && r.connection == reqs[0].connection),
+        "{reqs:?}"
+    );
+    assert_eq!(
+        bed.api.connections(),
+        synced,
+        "no TCP or TLS handshake for any ADD"
+    );
+    for sb in &pods {
+        bed.teardown(sb, &config);
+    }
+    for sb in &pods {
+        bed.assert_clean(&sb.ns);
+    }
+}
+
 /// deploy/thick's `--chroot-dir`: every delegate (and the IPAM plugin nested in it) is started
 /// chrooted into the given root by the engine thread that spawns it. Chrooted into `/` here, so
 /// the same real delegates attach and tear down; the unit tests of `plexus_engine::exec::chroot`

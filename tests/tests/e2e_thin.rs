@@ -498,6 +498,46 @@ fn https_with_a_bearer_token_file_and_ca_bundle(#[values(Mode::Thin, Mode::Thick
 }
 
 #[rstest]
+fn over_tls_a_call_uses_one_http2_connection(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
+    let bed = Bed::over_tls(mode);
+    let n = &bed.node;
+    let nads = ["mv-h1", "mv-h2", "br-h3", "br-h4"];
+    for (i, name) in nads.iter().enumerate() {
+        let subnet = format!("10.82.{}.0/24", 40 + i);
+        let config = if name.starts_with("mv") {
+            n.macvlan_config(name, &subnet)
+        } else {
+            n.bridge_config(name, &subnet)
+        };
+        bed.nad("blue", name, &config);
+    }
+    let config = bed.config(json!({}));
+    for pod in ["h2-a", "h2-b"] {
+        let sb = bed.sandbox("blue", pod, Some(&nads.join(", ")));
+        bed.api.clear_requests();
+        let before = bed.api.connections();
+        bed.add(&sb, &config).assert_ok();
+        assert_eq!(bed.status_of("blue", pod).len(), 5);
+        // Thin: the pod GET, the 4 NAD GETs (in flight at once) and the PATCH multiplexed on the
+        // call's one connection, so one TLS handshake per call rather than one per parallel
+        // GET. Thick: the PATCH on the daemon's warm connection, no handshake at all.
+        let reqs = bed.cni_requests();
+        assert_eq!(reqs.len(), bed.reads(5) + 1, "{reqs:?}");
+        assert!(
+            reqs.iter()
+                .all(|r| r.http_version == "HTTP/2.0" && r.connection == reqs[0].connection),
+            "{reqs:?}"
+        );
+        let after = bed.api.connections();
+        let new = after.handshakes - before.handshakes;
+        assert_eq!(new, if mode == Mode::Thin { 1 } else { 0 }, "{after:?}");
+        assert_eq!(after.accepted - before.accepted, new);
+        bed.del(&sb, &config).assert_ok();
+        bed.assert_clean(&sb.ns);
+    }
+}
+
+#[rstest]
 fn runtime_supplied_annotations_skip_the_pod_get(#[values(Mode::Thin, Mode::Thick)] mode: Mode) {
     let bed = Bed::in_mode(mode);
     bed.nad(

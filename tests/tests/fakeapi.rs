@@ -1339,3 +1339,148 @@ fn token_request_binds_to_pods_and_nodes_and_deleting_the_pod_invalidates_its_to
         401
     );
 }
+
+// ---------------------------------------------------------------- HTTP/2 over TLS
+
+/// An HTTP/2 client connection to `api` (TLS with ALPN `h2`, as kube-apiserver's clients offer):
+/// the sender and the negotiated ALPN protocol.
+async fn h2_connect(
+    api: &FakeApiServer,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    Option<Vec<u8>>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(api.ca_pem().expect("TLS").as_bytes()) {
+        roots.add(c.expect("CA PEM")).expect("CA cert");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(api.addr()).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    (send, alpn)
+}
+
+fn h2_request(
+    method: &str,
+    path: &str,
+    body: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::builder()
+        .method(method)
+        .uri(format!("https://127.0.0.1{path}"))
+        .header("authorization", "Bearer tok")
+        .header("content-type", "application/merge-patch+json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap()
+}
+
+#[test]
+fn over_tls_http2_one_connection_carries_a_watch_and_other_requests() {
+    use http_body_util::BodyExt;
+    let api = FakeApiServer::start(FakeApiOptions {
+        tls: true,
+        token: Some("tok".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    pod(&api, "p", "n");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut send, alpn) = h2_connect(&api).await;
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        // A watch stays open on one stream while a GET and a PATCH go on others; the PATCH's
+        // change arrives on the watch as a DATA frame of its own (one JSON line).
+        let watch = send
+            .send_request(h2_request("GET", &format!("{POD_PATH}?watch=1"), ""))
+            .await
+            .unwrap();
+        assert_eq!(watch.status(), 200);
+        let mut events = watch.into_body();
+        let first = events.frame().await.unwrap().unwrap().into_data().unwrap();
+        let added: Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(added["type"], "ADDED");
+
+        let got = send
+            .send_request(h2_request("GET", &format!("{POD_PATH}/p"), ""))
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        let patched = send
+            .send_request(h2_request(
+                "PATCH",
+                &format!("{POD_PATH}/p/status"),
+                r#"{"metadata":{"annotations":{"a":"b"}}}"#,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(patched.status(), 200);
+        let next = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let data = events.frame().await.unwrap().unwrap().into_data().unwrap();
+                let ev: Value = serde_json::from_slice(&data).unwrap();
+                if ev["type"] == "MODIFIED" {
+                    return ev;
+                }
+            }
+        })
+        .await
+        .expect("the watch delivers the change");
+        assert_eq!(next["object"]["metadata"]["annotations"]["a"], "b");
+    });
+    let reqs = api.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r.http_version == "HTTP/2.0" && r.connection == reqs[0].connection),
+        "{reqs:?}"
+    );
+    let c = api.connections();
+    assert_eq!((c.accepted, c.handshakes), (1, 1));
+}
+
+#[test]
+fn plain_http_and_clients_without_h2_get_http1() {
+    // The minimal client offers no ALPN: HTTP/1.1 over TLS, and on plain HTTP always.
+    for tls in [true, false] {
+        let api = FakeApiServer::start(FakeApiOptions {
+            tls,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(Client::of(&api).get("/version").status, 200);
+        assert_eq!(Client::of(&api).get("/version").status, 200);
+        let reqs = api.requests();
+        assert!(
+            reqs.iter().all(|r| r.http_version == "HTTP/1.1"),
+            "{reqs:?}"
+        );
+        // `Connection: close`: one connection per request.
+        let c = api.connections();
+        assert_eq!((c.accepted, c.handshakes), (2, if tls { 2 } else { 0 }));
+        assert_ne!(reqs[0].connection, reqs[1].connection);
+    }
+}

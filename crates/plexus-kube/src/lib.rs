@@ -15,6 +15,7 @@
 //! and 504. Every request carries `User-Agent: plexus/<version> (<commit>)` ([`USER_AGENT`]).
 
 mod retry;
+mod transport;
 
 pub mod cached;
 pub mod dra;
@@ -183,7 +184,7 @@ impl LiveKube {
             .enable_all()
             .build()
             .map_err(KubeError::Runtime)?;
-        // `Client::try_from` spawns the tower Buffer worker, so it must run inside the runtime;
+        // Building the client spawns its tower Buffer worker, so it must run inside the runtime;
         // kubeconfig loading is async in kube (exec plugins), hence one block_on for all of it.
         let (client, server) = rt.block_on(build_client(creds, timeout))?;
         Ok(LiveKube {
@@ -312,7 +313,10 @@ impl LiveKube {
 
 /// Loads `creds` and builds a client in the current tokio runtime (kube spawns the client's
 /// buffer worker there, so the client is usable only while that runtime runs). Returns the client
-/// and the API server's URL. `timeout` bounds every transport phase of every request.
+/// and the API server's URL. `timeout` bounds every transport phase of every request (over
+/// HTTP/2, reads are bounded by the request timeouts and keep-alive pings instead; see
+/// `transport`). Over TLS the client speaks HTTP/2 when the server offers it, so one pooled
+/// connection carries every request.
 pub async fn build_client(
     creds: &Credentials,
     timeout: Duration,
@@ -338,7 +342,7 @@ pub async fn build_client(
     let server = config.cluster_url.to_string();
     tune(&mut config, timeout);
     trim_token_file(&mut config);
-    let client = Client::try_from(config).map_err(|e| KubeError::Client {
+    let client = transport::client(&config, timeout).map_err(|e| KubeError::Client {
         source_desc,
         message: chain(&e),
     })?;

@@ -214,7 +214,32 @@ pub(crate) fn transient(err: &(dyn std::error::Error + 'static)) -> bool {
     {
         return true;
     }
+    if let Some(h2) = err.downcast_ref::<h2::Error>()
+        && h2_transient(h2)
+    {
+        return true;
+    }
     err.source().is_some_and(transient)
+}
+
+/// The HTTP/2 counterparts of a dropped connection: the server went away (GOAWAY, sent by a
+/// restarting API server) or reset this one stream because it failed or refused it (Go's HTTP/2
+/// server resets a stream whose handler panicked with INTERNAL_ERROR), or the connection broke
+/// under the stream. A PROTOCOL_ERROR or the like would fail the same way again.
+fn h2_transient(e: &h2::Error) -> bool {
+    use h2::Reason;
+    if e.is_go_away() || e.get_io().is_some_and(|io| transient(io)) {
+        return true;
+    }
+    e.reason().is_some_and(|r| {
+        [
+            Reason::INTERNAL_ERROR,
+            Reason::REFUSED_STREAM,
+            Reason::CANCEL,
+            Reason::ENHANCE_YOUR_CALM,
+        ]
+        .contains(&r)
+    })
 }
 
 #[cfg(test)]
@@ -358,5 +383,20 @@ mod tests {
         assert!(transient(&wrapped));
         let tls = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad certificate");
         assert!(!transient(&tls));
+    }
+
+    #[test]
+    fn http2_resets_and_goaway_are_transient_protocol_errors_are_not() {
+        use h2::Reason;
+        for r in [
+            Reason::INTERNAL_ERROR,
+            Reason::REFUSED_STREAM,
+            Reason::CANCEL,
+        ] {
+            assert!(transient(&h2::Error::from(r)), "{r:?}");
+        }
+        for r in [Reason::PROTOCOL_ERROR, Reason::FRAME_SIZE_ERROR] {
+            assert!(!transient(&h2::Error::from(r)), "{r:?}");
+        }
     }
 }

@@ -639,7 +639,14 @@ fn construction_errors_name_the_file() {
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it; returns (CA PEM, server config).
+/// The server offers no ALPN protocol, so clients speak HTTP/1.1.
 fn tls_material() -> (String, Arc<rustls::ServerConfig>) {
+    tls_material_offering(&[])
+}
+
+/// [`tls_material`] with a server that offers these ALPN protocols (kube-apiserver offers `h2`
+/// and `http/1.1`).
+fn tls_material_offering(alpn: &[&[u8]]) -> (String, Arc<rustls::ServerConfig>) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -659,7 +666,98 @@ fn tls_material() -> (String, Arc<rustls::ServerConfig>) {
     .with_no_client_auth()
     .with_single_cert(vec![leaf.der().clone()], key)
     .unwrap();
+    let mut cfg = cfg;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     (ca.as_ref().pem(), Arc::new(cfg))
+}
+
+/// Answers a pod GET, NAD GETs and a status PATCH, as the API server would for one thin ADD.
+fn add_route(rec: &Recorded) -> Reply {
+    if rec.path.contains("/network-attachment-definitions/") {
+        nad_route(rec)
+    } else {
+        Reply::json(200, pod_json("ns", "p"))
+    }
+}
+
+/// What one thin ADD with four networks asks: the pod, its four NADs at once, the status PATCH.
+fn thin_add(kube: &LiveKube) {
+    assert_eq!(kube.get_pod("ns", "p").unwrap().uid, "0c1f-uid");
+    let refs: Vec<(String, String)> = (1..=4).map(|i| ("ns".into(), format!("n{i}"))).collect();
+    assert!(kube.get_nads(&refs).iter().all(Result::is_ok));
+    kube.patch_network_status("ns", "p", "0c1f-uid", "[]")
+        .unwrap();
+}
+
+/// A TLS kubeconfig for `server` (whose CA is `ca_pem`) and the client built from it.
+fn live_tls(dir: &Path, server: &FakeApi, ca_pem: &str) -> LiveKube {
+    std::fs::write(dir.join("ca.crt"), ca_pem).unwrap();
+    let kc = write_kubeconfig(dir, &server.url(), Some("ca.crt"), TOKEN_USER);
+    LiveKube::new(&Credentials::Kubeconfig(kc), TIMEOUT).unwrap()
+}
+
+#[test]
+fn over_tls_every_request_shares_one_http2_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, server_cfg) = tls_material_offering(&[b"h2", b"http/1.1"]);
+    let mut opts = Options::new(add_route);
+    opts.tls = Some(server_cfg);
+    let server = FakeApi::start(opts);
+    let kube = live_tls(dir.path(), &server, &ca_pem);
+
+    thin_add(&kube);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 6, "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r.version == hyper::Version::HTTP_2 && r.conn == 0),
+        "{:?}",
+        reqs.iter().map(|r| (r.version, r.conn)).collect::<Vec<_>>()
+    );
+    assert_eq!(server.connections(), 1, "one TLS handshake for the call");
+    // Credentials and headers still go with each request over HTTP/2.
+    assert!(reqs.iter().all(|r| {
+        r.header("authorization") == Some("Bearer static-token")
+            && r.header("user-agent") == Some(plexus_kube::USER_AGENT)
+    }));
+}
+
+#[test]
+fn servers_without_h2_get_http1() {
+    // A TLS server offering only http/1.1, and a plain-HTTP one (no h2c): HTTP/1.1, and the
+    // parallel NAD GETs open connections of their own as before.
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, server_cfg) = tls_material_offering(&[b"http/1.1"]);
+    let mut opts = Options::new(add_route);
+    opts.tls = Some(server_cfg);
+    let tls = FakeApi::start(opts);
+    thin_add(&live_tls(dir.path(), &tls, &ca_pem));
+    let plain = FakeApi::start(Options::new(add_route));
+    thin_add(&live(dir.path(), &plain));
+    for server in [&tls, &plain] {
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 6, "{reqs:?}");
+        assert!(reqs.iter().all(|r| r.version == hyper::Version::HTTP_11));
+        assert!(server.connections() > 1, "{}", server.connections());
+    }
+}
+
+#[test]
+fn a_failed_http2_stream_is_retried_on_the_same_connection() {
+    // The server's handler fails without an answer: over HTTP/2 that resets the one stream
+    // (INTERNAL_ERROR, as Go's server does when a handler panics) and keeps the connection.
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, server_cfg) = tls_material_offering(&[b"h2", b"http/1.1"]);
+    let mut opts = failing_first(1, |_| Reply::drop_connection(), add_route);
+    opts.tls = Some(server_cfg);
+    let server = FakeApi::start(opts);
+    let kube = live_tls(dir.path(), &server, &ca_pem).with_retry_policy(fast_retries());
+    assert_eq!(kube.get_pod("ns", "p").unwrap().uid, "0c1f-uid");
+    assert_eq!(kube.retries(), 1);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs.iter().all(|r| r.version == hyper::Version::HTTP_2));
+    assert_eq!(server.connections(), 1);
 }
 
 #[test]
@@ -731,4 +829,41 @@ fn detect_rules() {
         None
     );
     assert_eq!(Credentials::detect_with(None, env(&[])), None);
+}
+
+#[test]
+fn an_idle_http2_connection_outlives_the_read_timeout() {
+    // The daemon's connection carries watches that may be quiet for minutes: a read timeout on
+    // its socket would cut them all, so over HTTP/2 only the request timeouts and pings apply.
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, server_cfg) = tls_material_offering(&[b"h2", b"http/1.1"]);
+    let mut opts = Options::new(add_route);
+    opts.tls = Some(server_cfg);
+    let server = FakeApi::start(opts);
+    std::fs::write(dir.path().join("ca.crt"), ca_pem).unwrap();
+    let kc = write_kubeconfig(dir.path(), &server.url(), Some("ca.crt"), TOKEN_USER);
+    let timeout = Duration::from_millis(300);
+    // On a runtime that keeps running between calls, as the daemon's does (a thin plugin's
+    // runtime sleeps between calls, and with it every timer).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let creds = Credentials::Kubeconfig(kc);
+    let (client, url) = rt
+        .block_on(plexus_kube::build_client(&creds, timeout))
+        .unwrap();
+    let kube = LiveKube::on_handle(rt.handle().clone(), client, url, timeout);
+    kube.get_pod("ns", "p").unwrap();
+    std::thread::sleep(timeout * 3);
+    kube.patch_network_status("ns", "p", "0c1f-uid", "[]")
+        .unwrap();
+    assert_eq!(server.connections(), 1);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.version == hyper::Version::HTTP_2 && r.conn == 0)
+    );
 }

@@ -165,6 +165,19 @@ async fn serve(
             let (client, server) = plexus_kube::build_client(&creds, api_timeout)
                 .await
                 .context("Kubernetes client")?;
+            // One request before the caches start, so that their lists and watches find the
+            // connection open (one HTTP/2 connection over TLS) instead of each dialling one at
+            // the same instant and leaving the spares idle in the pool. A failure is only
+            // logged: the caches retry, and readiness waits for them.
+            match tokio::time::timeout(api_timeout, client.apiserver_version()).await {
+                Ok(Ok(info)) => tracing::info!(%server, version = %info.git_version, "API server"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%server, "API server version: {}", plexus_cni::report::chain(&e))
+                }
+                Err(_) => {
+                    tracing::warn!(%server, "API server version: no answer within {api_timeout:?}")
+                }
+            }
             let caches =
                 plexus_kube::watch::Caches::start(client.clone(), &node, &args.nad_namespaces);
             if args.nad_namespaces.is_empty() {

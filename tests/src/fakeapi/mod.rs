@@ -1,4 +1,5 @@
-//! An in-process fake Kubernetes API server over real HTTP(S), for tests and benchmarks.
+//! An in-process fake Kubernetes API server over real HTTP(S), for tests and benchmarks: HTTP/1.1,
+//! and HTTP/2 over TLS for clients that offer it (ALPN `h2`), as kube-apiserver serves.
 //!
 //! It serves exactly what Plexus talks to — pods (with `pods/status`), NetworkAttachmentDefinitions
 //! and events — with the real server's paths, `Status` bodies, resourceVersion semantics, patch
@@ -84,6 +85,12 @@ pub struct RequestRecord {
     pub user_agent: Option<String>,
     /// When the request arrived, in milliseconds since the server started.
     pub at_ms: u64,
+    /// The HTTP version it came over: `HTTP/1.1`, or `HTTP/2.0` over TLS when the client
+    /// offered ALPN `h2`.
+    pub http_version: String,
+    /// Which TCP connection it came over (0, 1, ... in accept order; see
+    /// [`FakeApiServer::connections`]).
+    pub connection: u64,
 }
 
 impl RequestRecord {
@@ -104,6 +111,15 @@ impl RequestRecord {
                 || self.path.ends_with("/pods")
                 || self.path.ends_with("/network-attachment-definitions"))
     }
+}
+
+/// Connection counts of a [`FakeApiServer`] (see [`FakeApiServer::connections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// TLS handshakes completed.
+    pub handshakes: u64,
 }
 
 /// The running server (see the module docs).
@@ -169,6 +185,8 @@ impl FakeApiServer {
             bookmark_interval: opts.bookmark_interval,
             started: std::time::Instant::now(),
             tokens: Mutex::new(tokens::Tokens::default()),
+            accepted: Default::default(),
+            handshakes: Default::default(),
         });
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let (closed_tx, closed) = std::sync::mpsc::channel();
@@ -426,6 +444,21 @@ impl FakeApiServer {
 
     pub fn clear_requests(&self) {
         lock(&self.shared.log).clear();
+    }
+
+    /// Connections so far: TCP connections accepted, and of those the TLS handshakes completed
+    /// (0 without TLS). A pooled HTTP/2 client makes one of each however many requests it sends.
+    pub fn connections(&self) -> Connections {
+        Connections {
+            accepted: self
+                .shared
+                .accepted
+                .load(std::sync::atomic::Ordering::SeqCst),
+            handshakes: self
+                .shared
+                .handshakes
+                .load(std::sync::atomic::Ordering::SeqCst),
+        }
     }
 
     /// Requests with `method` (case-insensitive) whose path contains `path_contains`.

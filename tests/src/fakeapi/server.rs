@@ -14,13 +14,14 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::io::Write;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,6 +44,10 @@ pub struct Shared {
     /// When the server started (request log times are counted from here).
     pub started: std::time::Instant,
     pub tokens: Mutex<super::tokens::Tokens>,
+    /// TCP connections accepted.
+    pub accepted: AtomicU64,
+    /// TLS handshakes completed (each is a connection that can carry requests).
+    pub handshakes: AtomicU64,
 }
 
 /// Locks ignoring poison: a panicking test thread must not take the server down with it.
@@ -86,20 +91,25 @@ pub async fn serve(
     let _ = closed.send(());
 }
 
+/// Serves one connection: HTTP/1.1, or HTTP/2 when the client opens with the HTTP/2 preface,
+/// which over TLS it does after ALPN chose `h2` (see `tls.rs`). Like kube-apiserver, no h2c
+/// upgrade is offered on plain HTTP, so clients use HTTP/1.1 there.
 async fn connection(stream: tokio::net::TcpStream, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
-    let svc = service_fn(move |req| handle(shared.clone(), req));
+    let id = shared.accepted.fetch_add(1, Ordering::SeqCst);
+    let svc = {
+        let shared = shared.clone();
+        service_fn(move |req| handle(shared.clone(), req, id))
+    };
+    let server = auto::Builder::new(TokioExecutor::new());
     match tls {
         Some(acceptor) => {
             if let Ok(s) = acceptor.accept(stream).await {
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+                shared.handshakes.fetch_add(1, Ordering::SeqCst);
+                let _ = server.serve_connection(TokioIo::new(s), svc).await;
             }
         }
         None => {
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = server.serve_connection(TokioIo::new(stream), svc).await;
         }
     }
 }
@@ -118,7 +128,8 @@ impl From<ApiError> for Reply {
 }
 
 /// Returned by the service to make hyper close the connection without an answer (a scripted
-/// dropped connection).
+/// dropped connection). Over HTTP/2 hyper resets just that stream (INTERNAL_ERROR), as Go's
+/// server does for a handler that panicked, and the connection's other streams go on.
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped by a scripted fault")]
 pub struct Dropped;
@@ -126,7 +137,9 @@ pub struct Dropped;
 async fn handle(
     shared: Arc<Shared>,
     req: http::Request<Incoming>,
+    connection: u64,
 ) -> Result<Response<RespBody>, Dropped> {
+    let http_version = format!("{:?}", req.version());
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
@@ -145,6 +158,8 @@ async fn handle(
     let log_entry = |status, response_bytes| RequestRecord {
         user_agent: user_agent.clone(),
         at_ms: arrived,
+        http_version: http_version.clone(),
+        connection,
         ..record(&method, &path, &query, status, body.len(), response_bytes)
     };
 
@@ -228,6 +243,8 @@ fn record(
         response_bytes,
         user_agent: None,
         at_ms: 0,
+        http_version: String::new(),
+        connection: 0,
     }
 }
 

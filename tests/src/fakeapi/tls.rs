@@ -51,8 +51,8 @@ pub fn generate() -> anyhow::Result<Pki> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .context("server certificate")?;
-    // HTTP/1.1 only: clients offering h2 fall back, as they do against any http/1.1-only server.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // As kube-apiserver (Go's net/http): HTTP/2 for clients that offer it, else HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Pki {
         ca_pem: ca_cert.pem(),
         server_config: Arc::new(config),

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// The HTTP version the request came over.
+    pub version: hyper::Version,
+    /// Which accepted connection it came over (0, 1, ... in accept order).
+    pub conn: usize,
 }
 
 impl Recorded {
@@ -111,6 +116,8 @@ struct State {
     arrived: watch::Sender<usize>,
     /// How many requests had arrived when the first response was sent.
     arrived_at_first_response: Mutex<Option<usize>>,
+    /// Connections accepted so far (TLS ones count once their handshake is done).
+    connections: std::sync::atomic::AtomicUsize,
 }
 
 pub struct FakeApi {
@@ -130,6 +137,7 @@ impl FakeApi {
             log: Mutex::new(Vec::new()),
             arrived: watch::channel(0).0,
             arrived_at_first_response: Mutex::new(None),
+            connections: Default::default(),
         });
         let (tx, mut rx) = oneshot::channel::<()>();
         let st = state.clone();
@@ -151,10 +159,14 @@ impl FakeApi {
                                     Some(cfg) => {
                                         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
                                         if let Ok(tls) = acceptor.accept(stream).await {
-                                            serve(st, tls).await;
+                                            let conn = st.connections.fetch_add(1, SeqCst);
+                                            serve(st, tls, conn).await;
                                         }
                                     }
-                                    None => serve(st, stream).await,
+                                    None => {
+                                        let conn = st.connections.fetch_add(1, SeqCst);
+                                        serve(st, stream, conn).await
+                                    }
                                 }
                             });
                         }
@@ -183,6 +195,11 @@ impl FakeApi {
         self.state.log.lock().unwrap().clone()
     }
 
+    /// Connections accepted (and, over TLS, handshaken) so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(SeqCst)
+    }
+
     pub fn arrived_at_first_response(&self) -> Option<usize> {
         *self.state.arrived_at_first_response.lock().unwrap()
     }
@@ -199,9 +216,15 @@ impl Drop for FakeApi {
     }
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(st: Arc<State>, io: S) {
-    let svc = service_fn(move |req| handle(st.clone(), req));
-    let _ = hyper::server::conn::http1::Builder::new()
+/// Serves HTTP/1.1, or HTTP/2 when the client starts with its preface (after ALPN `h2` over TLS,
+/// when the server config offers it).
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    st: Arc<State>,
+    io: S,
+    conn: usize,
+) {
+    let svc = service_fn(move |req| handle(st.clone(), req, conn));
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(TokioIo::new(io), svc)
         .await;
 }
@@ -218,7 +241,11 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
+async fn handle(
+    st: Arc<State>,
+    req: Request<Incoming>,
+    conn: usize,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -234,6 +261,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<
             .unwrap_or_default(),
         headers: parts.headers,
         body,
+        version: parts.version,
+        conn,
     };
     let reply = (st.opts.responder)(&rec);
     st.log.lock().unwrap().push(rec);
