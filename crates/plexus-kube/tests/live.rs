@@ -644,6 +644,13 @@ fn tls_material() -> (String, Arc<rustls::ServerConfig>) {
     tls_material_offering(&[])
 }
 
+/// Starts `opts` over TLS offering these ALPN protocols; returns the server and its CA (PEM).
+fn start_tls(mut opts: Options, alpn: &[&[u8]]) -> (FakeApi, String) {
+    let (ca_pem, server_cfg) = tls_material_offering(alpn);
+    opts.tls = Some(server_cfg);
+    (FakeApi::start(opts), ca_pem)
+}
+
 /// [`tls_material`] with a server that offers these ALPN protocols (kube-apiserver offers `h2`
 /// and `http/1.1`).
 fn tls_material_offering(alpn: &[&[u8]]) -> (String, Arc<rustls::ServerConfig>) {
@@ -699,10 +706,7 @@ fn live_tls(dir: &Path, server: &FakeApi, ca_pem: &str) -> LiveKube {
 #[test]
 fn over_tls_every_request_shares_one_http2_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca_pem, server_cfg) = tls_material_offering(&[b"h2", b"http/1.1"]);
-    let mut opts = Options::new(add_route);
-    opts.tls = Some(server_cfg);
-    let server = FakeApi::start(opts);
+    let (server, ca_pem) = start_tls(Options::new(add_route), &[b"h2", b"http/1.1"]);
     let kube = live_tls(dir.path(), &server, &ca_pem);
 
     thin_add(&kube);
@@ -727,10 +731,7 @@ fn servers_without_h2_get_http1() {
     // A TLS server offering only http/1.1, and a plain-HTTP one (no h2c): HTTP/1.1, and the
     // parallel NAD GETs open connections of their own as before.
     let dir = tempfile::tempdir().unwrap();
-    let (ca_pem, server_cfg) = tls_material_offering(&[b"http/1.1"]);
-    let mut opts = Options::new(add_route);
-    opts.tls = Some(server_cfg);
-    let tls = FakeApi::start(opts);
+    let (tls, ca_pem) = start_tls(Options::new(add_route), &[b"http/1.1"]);
     thin_add(&live_tls(dir.path(), &tls, &ca_pem));
     let plain = FakeApi::start(Options::new(add_route));
     thin_add(&live(dir.path(), &plain));
@@ -747,10 +748,10 @@ fn a_failed_http2_stream_is_retried_on_the_same_connection() {
     // The server's handler fails without an answer: over HTTP/2 that resets the one stream
     // (INTERNAL_ERROR, as Go's server does when a handler panics) and keeps the connection.
     let dir = tempfile::tempdir().unwrap();
-    let (ca_pem, server_cfg) = tls_material_offering(&[b"h2", b"http/1.1"]);
-    let mut opts = failing_first(1, |_| Reply::drop_connection(), add_route);
-    opts.tls = Some(server_cfg);
-    let server = FakeApi::start(opts);
+    let (server, ca_pem) = start_tls(
+        failing_first(1, |_| Reply::drop_connection(), add_route),
+        &[b"h2", b"http/1.1"],
+    );
     let kube = live_tls(dir.path(), &server, &ca_pem).with_retry_policy(fast_retries());
     assert_eq!(kube.get_pod("ns", "p").unwrap().uid, "0c1f-uid");
     assert_eq!(kube.retries(), 1);
@@ -836,10 +837,7 @@ fn an_idle_http2_connection_outlives_the_read_timeout() {
     // The daemon's connection carries watches that may be quiet for minutes: a read timeout on
     // its socket would cut them all, so over HTTP/2 only the request timeouts and pings apply.
     let dir = tempfile::tempdir().unwrap();
-    let (ca_pem, server_cfg) = tls_material_offering(&[b"h2", b"http/1.1"]);
-    let mut opts = Options::new(add_route);
-    opts.tls = Some(server_cfg);
-    let server = FakeApi::start(opts);
+    let (server, ca_pem) = start_tls(Options::new(add_route), &[b"h2", b"http/1.1"]);
     std::fs::write(dir.path().join("ca.crt"), ca_pem).unwrap();
     let kc = write_kubeconfig(dir.path(), &server.url(), Some("ca.crt"), TOKEN_USER);
     let timeout = Duration::from_millis(300);
