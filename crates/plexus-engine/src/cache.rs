@@ -266,7 +266,7 @@ impl Cache {
     /// runs: the entry must survive a crash so that DEL can undo whatever ran next).
     pub fn write(&self, entry: &CacheEntry) -> Result<(), CacheError> {
         self.ensure_dir()?;
-        self.write_file(entry, Durability::Synced)?;
+        self.write_file(&entry.container_id, &encode(entry), Durability::Synced)?;
         sync_dir(&self.dir)
     }
 
@@ -277,15 +277,12 @@ impl Cache {
     /// delegate's start instead of delaying it.
     pub fn write_syncing(&self, entry: &CacheEntry) -> Result<Syncing, CacheError> {
         self.ensure_dir()?;
-        let file = self.write_file(entry, Durability::Deferred)?;
+        let file = self.write_file(&entry.container_id, &encode(entry), Durability::Deferred)?;
         let path = self.entry_path(&entry.container_id);
         let dir = self.dir.clone();
         let thread = std::thread::Builder::new()
             .name("cache-sync".to_owned())
-            .spawn(move || {
-                file.sync_all().map_err(io(&path, "fsync"))?;
-                sync_dir(&dir)
-            });
+            .spawn(move || sync_entry(&file, &path, &dir));
         match thread {
             Ok(handle) => Ok(Syncing {
                 handle: Some(handle),
@@ -293,10 +290,8 @@ impl Cache {
             // No thread to spare (a process at its limit): sync here, as `write` does.
             Err(_) => {
                 let path = self.entry_path(&entry.container_id);
-                File::open(&path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io(&path, "fsync"))?;
-                sync_dir(&self.dir)?;
+                let file = File::open(&path).map_err(io(&path, "fsync"))?;
+                sync_entry(&file, &path, &self.dir)?;
                 Ok(Syncing { handle: None })
             }
         }
@@ -311,10 +306,12 @@ impl Cache {
     /// (hack/bench.sh: ~0.5 ms per sync on the bench machine's disk), and the in-place rewrite
     /// also the start of a write-out per delegate (~0.2 ms).
     pub fn update(&self, entry: &CacheEntry) -> Result<(), CacheError> {
-        if self.prev_path(&entry.container_id).exists() && self.rewrite_in_place(entry)? {
+        let id = &entry.container_id;
+        let bytes = encode(entry);
+        if self.prev_path(id).exists() && self.rewrite_in_place(id, &bytes)? {
             return Ok(());
         }
-        self.write_file(entry, Durability::Lazy).map(drop)
+        self.write_file(id, &bytes, Durability::Lazy).map(drop)
     }
 
     /// Once `<id>.prev` holds a generation that reads back, a lazy update of up to one page
@@ -332,12 +329,11 @@ impl Cache {
     /// rewritten: a `<id>.json` that is also `<id>.prev` (a write killed between linking the
     /// previous generation and the rename) would take the fallback with it. Returns whether it
     /// rewrote the entry (`false`: the caller writes it the usual way).
-    fn rewrite_in_place(&self, entry: &CacheEntry) -> Result<bool, CacheError> {
-        let bytes = serde_json::to_vec(entry).expect("cache entries always serialize");
+    fn rewrite_in_place(&self, id: &str, bytes: &[u8]) -> Result<bool, CacheError> {
         if bytes.len() > IN_PLACE_MAX {
             return Ok(false);
         }
-        let path = self.entry_path(&entry.container_id);
+        let path = self.entry_path(id);
         let file = match OpenOptions::new().write(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -346,7 +342,7 @@ impl Cache {
         if file.metadata().map_err(io(&path, "stat"))?.nlink() != 1 {
             return Ok(false);
         }
-        file.write_all_at(&bytes, 0).map_err(io(&path, "write"))?;
+        file.write_all_at(bytes, 0).map_err(io(&path, "write"))?;
         file.set_len(bytes.len() as u64)
             .map_err(io(&path, "set length"))?;
         Ok(true)
@@ -356,16 +352,19 @@ impl Cache {
     /// (a hard link, so that `<id>.json` never disappears) — for a lazy write only when there is
     /// no previous generation yet, so that `<id>.prev` stays the last durable one — and the temp
     /// file is renamed over `<id>.json`.
-    fn write_file(&self, entry: &CacheEntry, durability: Durability) -> Result<File, CacheError> {
-        let id = &entry.container_id;
+    fn write_file(
+        &self,
+        id: &str,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<File, CacheError> {
         let path = self.entry_path(id);
         let mut tmp = tempfile::Builder::new()
             .prefix(&format!("{TMP_PREFIX}{id}."))
             .permissions(fs::Permissions::from_mode(0o600))
             .tempfile_in(&self.dir)
             .map_err(io(&self.dir, "create temp file"))?;
-        let bytes = serde_json::to_vec(entry).expect("cache entries always serialize");
-        tmp.write_all(&bytes).map_err(io(&path, "write"))?;
+        tmp.write_all(bytes).map_err(io(&path, "write"))?;
         match durability {
             Durability::Synced => {
                 tmp.as_file().sync_all().map_err(io(&path, "fsync"))?;
@@ -587,6 +586,17 @@ impl Drop for Syncing {
             let _ = h.join();
         }
     }
+}
+
+/// The entry's bytes as written to disk (compact JSON: a rewrite cut short never parses).
+fn encode(entry: &CacheEntry) -> Vec<u8> {
+    serde_json::to_vec(entry).expect("cache entries always serialize")
+}
+
+/// The disk sync of a written entry: its data, then the directory entry naming it.
+fn sync_entry(file: &File, path: &Path, dir: &Path) -> Result<(), CacheError> {
+    file.sync_all().map_err(io(path, "fsync"))?;
+    sync_dir(dir)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CacheError> {
