@@ -117,6 +117,9 @@ pub struct ProcessExec {
     watchdog: Option<Arc<Watchdog>>,
     /// Delegates run chrooted into this root (see [`ProcessExec::with_chroot`]).
     chroot: Option<PathBuf>,
+    /// Watch for a delegate's exit with a waiter thread even where pidfds exist (the path of
+    /// kernels older than 5.3, tested here on newer ones).
+    exit_waiter_thread: bool,
 }
 
 impl ProcessExec {
@@ -127,7 +130,14 @@ impl ProcessExec {
             budget: None,
             watchdog: None,
             chroot: None,
+            exit_waiter_thread: false,
         }
+    }
+
+    #[cfg(test)]
+    fn with_exit_waiter_thread(mut self) -> Self {
+        self.exit_waiter_thread = true;
+        self
     }
 
     /// Runs every delegate chrooted into `root` (the host's root mounted into the daemon's
@@ -233,6 +243,7 @@ impl DelegateExec for ProcessExec {
             self.watchdog.as_deref(),
             req.lock,
             self.chroot.as_deref(),
+            !self.exit_waiter_thread,
         ) {
             Ok(out) => out,
             Err(run::RunError::Spawn(e)) => return Err(spawn_err(e.to_string())),
@@ -408,8 +419,25 @@ mod tests {
         assert_eq!(out, b"ok\n");
     }
 
+    /// `ProcessExec::new(search)`, watching for exits with the waiter thread of kernels without
+    /// pidfds when `waiter_thread` is set (the tests that depend on exit detection run both).
+    fn exec_watching(search: &Path, waiter_thread: bool) -> ProcessExec {
+        let e = ProcessExec::new(vec![search.into()]);
+        if waiter_thread {
+            e.with_exit_waiter_thread()
+        } else {
+            e
+        }
+    }
+
     #[test]
     fn a_hanging_delegate_times_out_and_its_whole_group_is_killed() {
+        for waiter_thread in [false, true] {
+            hanging_delegate_times_out(waiter_thread);
+        }
+    }
+
+    fn hanging_delegate_times_out(waiter_thread: bool) {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pgid");
         // The script (which leads its group, so its PID is the group ID) forks a child and both hang.
@@ -418,7 +446,7 @@ mod tests {
             "hang",
             &format!("sleep 3600 &\necho $$ > {}\nwait", pidfile.display()),
         );
-        let e = ProcessExec::new(vec![dir.path().into()])
+        let e = exec_watching(dir.path(), waiter_thread)
             .with_budget(Budget::from_now(Duration::from_millis(1500)));
         let t = Instant::now();
         let err = e.exec(&req("hang", Command::Add, b"{}")).unwrap_err();
@@ -473,6 +501,12 @@ mod tests {
 
     #[test]
     fn a_background_child_holding_stdout_does_not_block() {
+        for waiter_thread in [false, true] {
+            background_child_does_not_block(waiter_thread);
+        }
+    }
+
+    fn background_child_does_not_block(waiter_thread: bool) {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pgid");
         // Prints its result and exits; the child keeps stdout and stderr open for an hour.
@@ -484,7 +518,7 @@ mod tests {
                 pidfile.display()
             ),
         );
-        let e = ProcessExec::new(vec![dir.path().into()])
+        let e = exec_watching(dir.path(), waiter_thread)
             .with_budget(Budget::from_now(Duration::from_secs(600)));
         let t = Instant::now();
         let out = e.exec(&req("leaver", Command::Add, b"{}")).unwrap();
