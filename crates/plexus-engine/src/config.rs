@@ -217,6 +217,15 @@ impl PlexusConfig {
             .collect()
     }
 
+    /// The config's `callTimeoutSeconds`, or the default when it is absent or invalid: for the
+    /// shim and plexusd, which need the call's budget before (or without) parsing the rest; the
+    /// engine reports an invalid value when it parses the whole config.
+    pub fn call_timeout_of(m: &Map<String, Value>) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            call_timeout(m).unwrap_or(crate::budget::DEFAULT_CALL_TIMEOUT.as_secs()),
+        )
+    }
+
     /// Parses the runtime's stdin object.
     pub fn from_map(m: &Map<String, Value>) -> Result<Self, ConfigError> {
         let key_notes = crate::config_keys::check(m)?;

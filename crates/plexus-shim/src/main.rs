@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         watchdog::serve_stdin();
         return ExitCode::SUCCESS;
     }
-    let mut stdin = Vec::new();
+    let mut stdin = Vec::with_capacity(http::READ_CHUNK);
     let (out, ok) = match std::io::stdin().read_to_end(&mut stdin) {
         Ok(_) => match dispatch(&stdin, started) {
             Ok(out) => (out, true),
@@ -69,9 +69,7 @@ fn dispatch(stdin: &[u8], started: Instant) -> Result<String, CniError> {
             .with_version(&version));
         }
     };
-    let call_timeout = PlexusConfig::from_map(&conf)
-        .map(|c| Duration::from_secs(c.call_timeout_secs))
-        .unwrap_or(plexus_engine::budget::DEFAULT_CALL_TIMEOUT);
+    let call_timeout = PlexusConfig::call_timeout_of(&conf);
     let body = json!({
         "env": cni_vars(),
         "config": Value::Object(conf.clone()),

@@ -84,12 +84,10 @@ pub fn cni_env(req: &Request) -> Result<CniEnv, CniError> {
 /// The request's `callTimeoutSeconds` (the default when absent or invalid: the engine reports
 /// the invalid value itself).
 pub fn call_timeout(config: &Value) -> Duration {
-    config
-        .as_object()
-        .and_then(|m| PlexusConfig::from_map(m).ok())
-        .map_or(plexus_engine::budget::DEFAULT_CALL_TIMEOUT, |c| {
-            Duration::from_secs(c.call_timeout_secs)
-        })
+    config.as_object().map_or(
+        plexus_engine::budget::DEFAULT_CALL_TIMEOUT,
+        PlexusConfig::call_timeout_of,
+    )
 }
 
 /// Delegate execution with timing per plugin type (for `/metrics`).
@@ -244,5 +242,14 @@ mod tests {
             call_timeout(&Value::Null),
             plexus_engine::budget::DEFAULT_CALL_TIMEOUT
         );
+        // Out of range: the default (the engine reports the bad value when it parses).
+        let v = serde_json::json!({"clusterNetwork": "a", "callTimeoutSeconds": 6000});
+        assert_eq!(
+            call_timeout(&v),
+            plexus_engine::budget::DEFAULT_CALL_TIMEOUT
+        );
+        // The budget is read on its own: a mistake elsewhere does not take it away.
+        let v = serde_json::json!({"callTimeoutSeconds": 7, "maxNetworksPerPod": -1});
+        assert_eq!(call_timeout(&v), Duration::from_secs(7));
     }
 }
