@@ -19,6 +19,9 @@ fn bench_driver_runs_and_reports_every_figure() {
             "4",
             "--rounds",
             "2",
+            // The test runs next to others: the machine never goes idle.
+            "--settle",
+            "0",
             "--memory",
             "20:5,40:10",
             "--json",
@@ -102,6 +105,14 @@ fn bench_driver_runs_and_reports_every_figure() {
     for t in tps {
         assert_eq!(t["per_pod_add_ms"].as_array().unwrap().len(), 4, "{t}");
         assert_eq!(t["per_pod_del_ms"].as_array().unwrap().len(), 4, "{t}");
+        // Four ADDs exec at least eight processes: the machine was busy for some ticks.
+        assert!(t["add_cpu_ms_per_pod"].as_f64().unwrap() > 0.0, "{t}");
+        // plexusd's CPU is read for thick runs only (over four ADDs it may round to 0 ticks).
+        assert_eq!(
+            t["add_daemon_cpu_ms_per_pod"].as_f64().is_some(),
+            t["what"] == "thick",
+            "{t}"
+        );
     }
     let curve = raw["memory"].as_array().unwrap();
     assert_eq!(curve.len(), 2);

@@ -42,6 +42,10 @@ struct Args {
     /// the differences measured).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Before each throughput run, wait up to this many seconds for the machine to go idle (the
+    /// kernel finishes tearing down the previous run's namespaces in the background); 0 skips it.
+    #[arg(long, default_value_t = 15)]
+    settle: u64,
     /// Where to write every raw sample as JSON.
     #[arg(long, default_value = "target/bench/plexus-bench.json")]
     json: PathBuf,
@@ -546,11 +550,79 @@ struct Throughput {
     del_p99_ms: f64,
     per_pod_add_ms: Vec<f64>,
     per_pod_del_ms: Vec<f64>,
+    /// CPU time the whole machine spent per pod ADD (every process and the kernel: delegates,
+    /// shims, plexusd, the fake API server, the bench itself), from /proc/stat. With both cores
+    /// busy it moves with the total; when it grows less than the total, the time went to waiting
+    /// (thread and process wake-ups), not to work.
+    add_cpu_ms_per_pod: f64,
+    /// Thick mode: plexusd's own CPU time per pod ADD, from /proc/<pid>/stat.
+    add_daemon_cpu_ms_per_pod: Option<f64>,
+}
+
+/// CPU time (ms) the machine has spent busy since boot: user, nice, system, irq and softirq of
+/// the first line of /proc/stat (idle, iowait and steal left out).
+fn machine_busy_ms() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    ensure!(f.len() >= 7, "short /proc/stat line: {line}");
+    let busy = f[0] + f[1] + f[2] + f[5] + f[6];
+    Ok(busy as f64 * 1000.0 / clock_ticks())
+}
+
+/// Waits (at most `limit`) until the machine is idle: under 10% busy over a quarter of a second.
+/// The kernel tears network namespaces and veths down in the background (kworkers) for a while
+/// after the previous run deleted its 110, and that work would otherwise be charged to whichever
+/// run comes next.
+fn settle(limit: Duration) -> Result<()> {
+    const WINDOW: Duration = Duration::from_millis(250);
+    if limit.is_zero() {
+        return Ok(());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        let before = machine_busy_ms()?;
+        std::thread::sleep(WINDOW);
+        let busy = (machine_busy_ms()? - before) / (ms(WINDOW) * cores);
+        if busy < 0.10 {
+            return Ok(());
+        }
+    }
+    eprintln!("bench: the machine did not settle within {limit:?}; measuring anyway");
+    Ok(())
+}
+
+/// User + system CPU time (ms) of process `pid` so far, from /proc/<pid>/stat.
+fn process_cpu_ms(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces; the fields after it are space-separated.
+    let rest = stat.rsplit_once(')').context("/proc/pid/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    ensure!(f.len() > 13, "short /proc/{pid}/stat");
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok(ticks as f64 * 1000.0 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
 }
 
 /// `pods` pods with 1 network each (HTTPS), ADDed `parallel` at a time, then DELed, through the
 /// plugin of `mode`, or through the bare delegates when `mode` is `None`.
-fn throughput(pods: usize, parallel: usize, mode: Option<ModeArg>) -> Result<Throughput> {
+fn throughput(
+    pods: usize,
+    parallel: usize,
+    mode: Option<ModeArg>,
+    settle_limit: Duration,
+) -> Result<Throughput> {
     let s = Scenario::new(1, true, mode.unwrap_or(ModeArg::Thin))?;
     let uids: Vec<String> = (0..pods)
         .map(|i| s.pod(&format!("tp-{i}"), "net-0"))
@@ -595,7 +667,16 @@ fn throughput(pods: usize, parallel: usize, mode: Option<ModeArg>) -> Result<Thr
         })?;
         Ok((ms(start.elapsed()), lat.into_inner().expect("lock")))
     };
+    let daemon = s.daemon.as_ref().and_then(Daemon::pid);
+    settle(settle_limit)?;
+    let (busy, daemon_cpu) = (machine_busy_ms()?, daemon.map(process_cpu_ms).transpose()?);
     let (add_total_ms, per_pod_add_ms) = run("ADD")?;
+    let add_cpu_ms_per_pod = (machine_busy_ms()? - busy) / pods as f64;
+    let add_daemon_cpu_ms_per_pod = match (daemon, daemon_cpu) {
+        (Some(pid), Some(before)) => Some((process_cpu_ms(pid)? - before) / pods as f64),
+        _ => None,
+    };
+    settle(settle_limit)?;
     let (del_total_ms, per_pod_del_ms) = run("DEL")?;
     Ok(Throughput {
         what: mode.map_or("bare", ModeArg::name),
@@ -608,6 +689,8 @@ fn throughput(pods: usize, parallel: usize, mode: Option<ModeArg>) -> Result<Thr
         del_p99_ms: percentile(&per_pod_del_ms, 0.99),
         per_pod_add_ms,
         per_pod_del_ms,
+        add_cpu_ms_per_pod,
+        add_daemon_cpu_ms_per_pod,
     })
 }
 
@@ -827,7 +910,7 @@ fn main() -> Result<()> {
                     mode.map_or("bare", ModeArg::name),
                     args.pods
                 );
-                let mut t = throughput(args.pods, 8, mode)?;
+                let mut t = throughput(args.pods, 8, mode, Duration::from_secs(args.settle))?;
                 t.round = round;
                 tps.push(t);
             }
@@ -874,9 +957,9 @@ fn main() -> Result<()> {
             args.pods, 8
         );
         println!(
-            "| | ADD total ms | vs bare | ADD p99 per pod ms | DEL total ms | vs bare | DEL p99 per pod ms |"
+            "| | ADD total ms | vs bare | ADD p99 per pod ms | DEL total ms | vs bare | DEL p99 per pod ms | machine CPU ms per ADD | vs bare | of which plexusd |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         let mut names: Vec<&str> = Vec::new();
         for t in &tps {
             if !names.contains(&t.what) {
@@ -902,14 +985,25 @@ fn main() -> Result<()> {
                     format!("{:.2}x", median(&ratios))
                 }
             };
+            let daemon_cpu: Vec<f64> = runs
+                .iter()
+                .filter_map(|t| t.add_daemon_cpu_ms_per_pod)
+                .collect();
             println!(
-                "| {what} | {:.0} | {} | {:.1} | {:.0} | {} | {:.1} |",
+                "| {what} | {:.0} | {} | {:.1} | {:.0} | {} | {:.1} | {:.2} | {} | {} |",
                 median(&of(|t| t.add_total_ms)),
                 vs(|t| t.add_total_ms),
                 median(&of(|t| t.add_p99_ms)),
                 median(&of(|t| t.del_total_ms)),
                 vs(|t| t.del_total_ms),
                 median(&of(|t| t.del_p99_ms)),
+                median(&of(|t| t.add_cpu_ms_per_pod)),
+                vs(|t| t.add_cpu_ms_per_pod),
+                if daemon_cpu.is_empty() {
+                    "–".to_owned()
+                } else {
+                    format!("{:.2}", median(&daemon_cpu))
+                },
             );
         }
     }
