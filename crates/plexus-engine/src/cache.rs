@@ -1,28 +1,37 @@
 //! The on-disk record of what an ADD did, so that DEL and CHECK work without the API server.
 //!
 //! Files in `cniDir` (0700), per container:
-//! - `<id>.json`: the entry, written atomically (temp file, rename) **before** the first delegate
-//!   runs, so that a crash of the process at any point leaves an entry listing every attachment
-//!   the ADD may have made, which is all DEL needs to release them. Its disk sync (fsync of the
-//!   file and of the directory) runs on a thread of its own while the first delegate starts
-//!   ([`Cache::write_syncing`]), and the ADD does not succeed before it finished: a node crash
-//!   before then loses the pod's network namespace with the entry, and no ADD has reported
-//!   success on an entry that is not on disk. The entry is replaced again after each result
-//!   (without waiting for the disk, and after the first result in place: a result only adds the
-//!   `prevResult` a DEL may pass on, and the durable generation below already lets DEL release
-//!   everything, also when a write is cut short);
-//! - `<id>.prev`: the last durable generation of the entry, kept so that a torn write (a node
-//!   crash on a filesystem that reorders the rename before the data) cannot lose the whole
-//!   record: a reader that finds `<id>.json` corrupt falls back to it;
+//! - `<id>.json`: the entry, as a log of generations, each one compact JSON object on a line of
+//!   its own; a reader takes the last line that reads back. The first generation is written
+//!   atomically (temp file, rename) **before** the first delegate runs, so that a crash of the
+//!   process at any point leaves an entry listing every attachment the ADD may have made, which
+//!   is all DEL needs to release them. Its disk sync (fsync of the file and of the directory)
+//!   runs on a thread of its own while the first delegate starts ([`Cache::write_syncing`]), and
+//!   the ADD does not succeed before it finished: a node crash before then loses the pod's
+//!   network namespace with the entry, and no ADD has reported success on an entry that is not
+//!   on disk. Each result then **appends** a generation (without waiting for the disk: a result
+//!   only adds the `prevResult` a DEL may pass on). An append never touches the lines before
+//!   it, so the durable first generation stays readable whatever happens to the tail: an append
+//!   cut short (the process killed, the node crashed before the kernel wrote it) leaves a last
+//!   line that does not parse, and the reader falls back to the line before;
+//! - `<id>.prev`: only when a durable write replaces an existing entry (an ADD repeated for the
+//!   same container): the entry it replaces, kept until the new one is written, so that a torn
+//!   write cannot lose the whole record; a reader that finds no line of `<id>.json` readable
+//!   falls back to it;
 //! - `<id>.lock`: the `flock` that serialises operations on the container. It is removed only by
 //!   the holder that removed the entry (or found none), while still holding it;
 //! - `.tmp-<id>.<random>`: a write in progress (or killed mid-way; GC sweeps those).
+//!
+//! The log costs one file per entry instead of two (session 5 kept the durable generation as
+//! `<id>.prev` and renamed a new file over `<id>.json` at the first result): one inode allocated
+//! per ADD and one freed per DEL fewer, and no rename over the entry, after which ext4 starts
+//! writing the data out at once (`auto_da_alloc`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Marks the file format so that a future format change is detected rather than misread.
@@ -32,10 +41,6 @@ pub const CACHE_KIND: &str = "plexusCacheV1";
 /// lock, nobody holds it). Every CNI call that creates either file finishes, or is killed by the
 /// runtime, long before: the kubelet's runtime request timeout is 2 minutes.
 pub const STALE_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
-
-/// The largest entry [`Cache::update`] rewrites in place: one page, which the kernel copies into
-/// the page cache in one piece.
-const IN_PLACE_MAX: usize = 4096;
 
 const ENTRY_SUFFIX: &str = ".json";
 const PREV_SUFFIX: &str = ".prev";
@@ -297,61 +302,33 @@ impl Cache {
         }
     }
 
-    /// Replaces an entry that [`Cache::write`] made durable, without syncing: the first update
-    /// keeps the durable generation as `<id>.prev` and renames the new one into place, later
-    /// ones of up to a page rewrite `<id>.json` in place ([`Cache::rewrite_in_place`]). Every process reads the
-    /// new generation at once, and a crash can lose it only to the durable generation kept as
-    /// `<id>.prev`, which lists the same attachments (what is lost is a `prevResult` DEL can do
-    /// without). This keeps two disk syncs per delegate off the ADD's critical path
-    /// (hack/bench.sh: ~0.5 ms per sync on the bench machine's disk), and the in-place rewrite
-    /// also the start of a write-out per delegate (~0.2 ms).
+    /// Records a new generation of an entry that [`Cache::write`] made durable, without syncing:
+    /// one append to `<id>.json` (a newline, then the entry), which every process reads at once.
+    /// A crash can lose it only to an earlier generation, which lists the same attachments (what
+    /// is lost is a `prevResult` DEL can do without). This keeps a disk sync per delegate off the
+    /// ADD's critical path (hack/bench.sh: ~0.5 ms per sync on the bench machine's disk), and a
+    /// file created and renamed per delegate as well.
     pub fn update(&self, entry: &CacheEntry) -> Result<(), CacheError> {
         let id = &entry.container_id;
-        let bytes = encode(entry);
-        if self.prev_path(id).exists() && self.rewrite_in_place(id, &bytes)? {
-            return Ok(());
-        }
-        self.write_file(id, &bytes, Durability::Lazy).map(drop)
-    }
-
-    /// Once `<id>.prev` holds a generation that reads back, a lazy update of up to one page
-    /// ([`IN_PLACE_MAX`]) rewrites `<id>.json` where it is: one write at offset 0, then the length
-    /// set. Neither truncating to zero nor renaming over the file: on ext4 both make the kernel
-    /// start writing the data out at once (`auto_da_alloc`), ~0.2 ms on the bench machine's disk,
-    /// which is what a lazy update is meant not to wait for (a write in place: ~12 µs).
-    ///
-    /// Why a reader never takes a half-done rewrite for an entry: a write of at most one page at
-    /// offset 0 is copied into the page cache whole or not at all (a kill is only acted on between
-    /// pages), and if we die between the write and setting the length, the file is the new JSON
-    /// followed by the old one's tail, which does not parse (the entries are compact JSON), so a
-    /// reader falls back to `<id>.prev`, as after a torn rename. Every reader holds the
-    /// container's lock, so none reads while we write. Only a file with no other name is
-    /// rewritten: a `<id>.json` that is also `<id>.prev` (a write killed between linking the
-    /// previous generation and the rename) would take the fallback with it. Returns whether it
-    /// rewrote the entry (`false`: the caller writes it the usual way).
-    fn rewrite_in_place(&self, id: &str, bytes: &[u8]) -> Result<bool, CacheError> {
-        if bytes.len() > IN_PLACE_MAX {
-            return Ok(false);
-        }
         let path = self.entry_path(id);
-        let file = match OpenOptions::new().write(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io(&path, "open")(e)),
-        };
-        if file.metadata().map_err(io(&path, "stat"))?.nlink() != 1 {
-            return Ok(false);
+        let mut line = Vec::with_capacity(256);
+        line.push(b'\n');
+        line.extend_from_slice(&encode(entry));
+        match OpenOptions::new().append(true).open(&path) {
+            // One write: the kernel copies it into the page cache whole, or page by page when
+            // it is larger; a kill between pages leaves a last line that does not parse.
+            Ok(mut file) => file.write_all(&line).map_err(io(&path, "append")),
+            // No entry to add to (removed behind our back): write it whole.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.write_file(id, &line[1..], Durability::Lazy).map(drop)
+            }
+            Err(e) => Err(io(&path, "open")(e)),
         }
-        file.write_all_at(bytes, 0).map_err(io(&path, "write"))?;
-        file.set_len(bytes.len() as u64)
-            .map_err(io(&path, "set length"))?;
-        Ok(true)
     }
 
-    /// Temp file (synced when `durability` says so), then: the current entry becomes `<id>.prev`
-    /// (a hard link, so that `<id>.json` never disappears) — for a lazy write only when there is
-    /// no previous generation yet, so that `<id>.prev` stays the last durable one — and the temp
-    /// file is renamed over `<id>.json`.
+    /// Temp file (synced when `durability` says so), then, for a durable write, the current
+    /// entry becomes `<id>.prev` (a hard link, so that `<id>.json` never disappears), and the
+    /// temp file is renamed over `<id>.json`.
     fn write_file(
         &self,
         id: &str,
@@ -371,11 +348,8 @@ impl Cache {
                 self.keep_previous(id)?;
             }
             Durability::Deferred => self.keep_previous(id)?,
-            Durability::Lazy => {
-                if !self.prev_path(id).exists() {
-                    self.keep_previous(id)?;
-                }
-            }
+            // Only used when the entry file is gone: there is nothing to keep.
+            Durability::Lazy => {}
         }
         tmp.persist(&path).map_err(|e| CacheError::Io {
             path: path.clone(),
@@ -399,9 +373,9 @@ impl Cache {
         fs::rename(&staged, self.prev_path(id)).map_err(io(&staged, "rename previous entry"))
     }
 
-    /// Reads a container's entry; `Ok(None)` when there is none. A corrupt entry falls back to
-    /// its previous generation (logged); only when neither reads back is it
-    /// [`CacheError::Corrupt`].
+    /// Reads a container's entry (its newest generation that reads back); `Ok(None)` when there
+    /// is none. An entry file without a readable generation falls back to `<id>.prev` (logged);
+    /// only when neither reads back is it [`CacheError::Corrupt`].
     pub fn read(&self, container_id: &str) -> Result<Option<CacheEntry>, CacheError> {
         let path = self.entry_path(container_id);
         match parse_entry(&path, container_id) {
@@ -527,8 +501,9 @@ fn parse_entry(path: &Path, container_id: &str) -> Result<Option<CacheEntry>, Ca
     decode_entry(path, container_id, &bytes).map(Some)
 }
 
-/// Decodes the bytes of `container_id`'s entry file at `path`: anything but an entry of this
-/// format for this container is `Corrupt` (fuzzed in fuzz/fuzz_targets/cache_entry.rs).
+/// Decodes the bytes of `container_id`'s entry file at `path`: its newest generation (the last
+/// line that is an entry of this format for this container); a file without one is `Corrupt`
+/// (fuzzed in fuzz/fuzz_targets/cache_entry.rs).
 pub fn decode_entry(
     path: &Path,
     container_id: &str,
@@ -538,12 +513,31 @@ pub fn decode_entry(
         path: path.to_owned(),
         reason,
     };
-    let entry: CacheEntry = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut newest_error = None;
+    for line in bytes
+        .rsplit(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+    {
+        match decode_generation(container_id, line) {
+            Ok(entry) => return Ok(entry),
+            Err(reason) => {
+                newest_error.get_or_insert(reason);
+            }
+        }
+    }
+    Err(corrupt(
+        newest_error.unwrap_or_else(|| "empty file".to_owned()),
+    ))
+}
+
+/// One line of an entry file: an entry of this format for this container, or why not.
+fn decode_generation(container_id: &str, line: &[u8]) -> Result<CacheEntry, String> {
+    let entry: CacheEntry = serde_json::from_slice(line).map_err(|e| e.to_string())?;
     if entry.kind != CACHE_KIND {
-        return Err(corrupt(format!("unknown kind {:?}", entry.kind)));
+        return Err(format!("unknown kind {:?}", entry.kind));
     }
     if entry.container_id != container_id {
-        return Err(corrupt(format!("holds container {:?}", entry.container_id)));
+        return Err(format!("holds container {:?}", entry.container_id));
     }
     Ok(entry)
 }
@@ -556,7 +550,8 @@ enum Durability {
     /// Visible to every process at once; synced by the caller afterwards (file, then
     /// directory), the previous generation kept as with `Synced`.
     Deferred,
-    /// Visible to every process at once; on disk when the kernel gets to it.
+    /// Visible to every process at once; on disk when the kernel gets to it (an update whose
+    /// entry file is gone).
     Lazy,
 }
 
@@ -588,7 +583,8 @@ impl Drop for Syncing {
     }
 }
 
-/// The entry's bytes as written to disk (compact JSON: a rewrite cut short never parses).
+/// One generation's bytes as written to disk: compact JSON, so that it holds no newline (the
+/// separator of generations) and a line cut short never parses.
 fn encode(entry: &CacheEntry) -> Vec<u8> {
     serde_json::to_vec(entry).expect("cache entries always serialize")
 }
@@ -705,33 +701,65 @@ mod tests {
         v
     }
 
+    /// Cuts `n` bytes off the end of a container's entry file (an append cut short).
+    fn tear_tail(c: &Cache, id: &str, n: u64) {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(c.entry_path(id))
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len - n).unwrap();
+    }
+
     #[test]
     fn a_torn_entry_falls_back_to_the_previous_generation() {
         let d = tempfile::tempdir().unwrap();
         let c = Cache::new(d.path());
         let first = entry("abc");
         c.write(&first).unwrap();
-        assert!(!c.prev_path("abc").exists(), "no previous generation yet");
         let mut second = first.clone();
         second.attachments[0].result = Some(serde_json::json!({"cniVersion": "0.3.1"}));
         c.update(&second).unwrap();
         assert_eq!(c.read("abc").unwrap(), Some(second.clone()));
-        // A torn write of the current generation: the previous one is read instead.
-        fs::write(c.entry_path("abc"), b"{\"kind\": \"plexusCa").unwrap();
+        // The last generation cut short: the one before it is read instead.
+        tear_tail(&c, "abc", 5);
         assert_eq!(c.read("abc").unwrap(), Some(first.clone()));
-        // The next write must not replace the good previous generation with the torn one.
+        // The next generation starts on a line of its own after the torn one, and reads back.
         c.update(&second).unwrap();
-        fs::write(c.entry_path("abc"), b"").unwrap();
-        assert_eq!(c.read("abc").unwrap(), Some(first));
-        // Both gone bad: corrupt.
-        fs::write(c.prev_path("abc"), b"[]").unwrap();
+        assert_eq!(c.read("abc").unwrap(), Some(second.clone()));
+        // No generation readable, and no `<id>.prev`: corrupt.
+        fs::write(c.entry_path("abc"), b"{\"kind\": \"plexusCa").unwrap();
         assert!(matches!(c.read("abc"), Err(CacheError::Corrupt { .. })));
-        // Removal takes both generations and leaves the lock to its holder.
+        // Removal takes the entry and leaves the lock to its holder.
         let lock = c.lock("abc").unwrap();
         c.remove("abc").unwrap();
         assert_eq!(names(&c), vec!["abc.lock"]);
         lock.unlink().unwrap();
         assert!(names(&c).is_empty());
+    }
+
+    #[test]
+    fn a_generation_of_another_container_or_kind_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::new(d.path());
+        let first = entry("abc");
+        c.write(&first).unwrap();
+        let mut other = entry("xyz");
+        other.pod_name = "other".into();
+        let mut bad = encode(&first);
+        bad.splice(0..0, *b"\n");
+        let text = String::from_utf8(bad)
+            .unwrap()
+            .replace(CACHE_KIND, "plexusCacheV0");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(c.entry_path("abc"))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f.write_all(b"\n").unwrap();
+        f.write_all(&encode(&other)).unwrap();
+        drop(f);
+        assert_eq!(c.read("abc").unwrap(), Some(first));
     }
 
     #[test]
@@ -755,83 +783,58 @@ mod tests {
     }
 
     #[test]
-    fn later_updates_rewrite_the_entry_in_place_and_a_cut_short_one_falls_back() {
+    fn updates_append_to_the_same_file_and_never_touch_the_durable_generation() {
         use std::os::unix::fs::MetadataExt as _;
         let d = tempfile::tempdir().unwrap();
         let c = Cache::new(d.path());
         let durable = entry("abc");
         c.write(&durable).unwrap();
-        let mut later = durable.clone();
-        later.attachments[0].result = Some(serde_json::json!({"cniVersion": "1.0.0", "n": 0}));
-        c.update(&later).unwrap();
+        let durable_len = fs::metadata(c.entry_path("abc")).unwrap().len();
         let ino = fs::metadata(c.entry_path("abc")).unwrap().ino();
-        for n in 1..4 {
+        let mut later = durable.clone();
+        for n in 0..4 {
             later.attachments[0].result = Some(serde_json::json!({"cniVersion": "1.0.0", "n": n}));
             c.update(&later).unwrap();
             assert_eq!(c.read("abc").unwrap(), Some(later.clone()));
-            // The same file: no temp file created and renamed.
+            // The same file: no temp file created and renamed, no previous generation linked.
             assert_eq!(fs::metadata(c.entry_path("abc")).unwrap().ino(), ino);
+            assert_eq!(names(&c), vec!["abc.json"]);
         }
-        // Killed between the write and setting the length: a shorter entry written over a longer
-        // one leaves the old tail behind it, which does not parse, so the durable generation is
-        // read.
-        let mut shorter = later.clone();
-        shorter.attachments[0].result = None;
-        let bytes = serde_json::to_vec(&shorter).unwrap();
-        let f = OpenOptions::new()
-            .write(true)
-            .open(c.entry_path("abc"))
-            .unwrap();
-        f.write_all_at(&bytes, 0).unwrap();
-        drop(f);
+        // The first line is still the durable generation, byte for byte.
+        let bytes = fs::read(c.entry_path("abc")).unwrap();
+        assert_eq!(&bytes[..durable_len as usize], &encode(&durable)[..]);
+        assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 4);
+        // Everything after it lost (the appends never reached the disk): the durable one reads.
+        tear_tail(&c, "abc", bytes.len() as u64 - durable_len);
         assert_eq!(c.read("abc").unwrap(), Some(durable.clone()));
-        // Done whole, the shorter entry reads back (the length is set).
-        c.update(&later).unwrap();
-        c.update(&shorter).unwrap();
-        assert_eq!(c.read("abc").unwrap(), Some(shorter));
-        assert_eq!(fs::metadata(c.entry_path("abc")).unwrap().ino(), ino);
-        // An entry bigger than a page is renamed into place instead.
+        // A generation larger than a page is appended the same way.
         let mut big = later.clone();
-        big.cni_args = "x".repeat(IN_PLACE_MAX);
+        big.cni_args = "x".repeat(3 * 4096);
         c.update(&big).unwrap();
         assert_eq!(c.read("abc").unwrap(), Some(big));
-        assert_ne!(fs::metadata(c.entry_path("abc")).unwrap().ino(), ino);
-        // A `<id>.json` that shares its file with `<id>.prev` (a write killed between linking the
-        // previous generation and the rename) is never rewritten where it is.
-        c.remove("abc").unwrap();
-        c.write(&durable).unwrap();
-        fs::hard_link(c.entry_path("abc"), c.prev_path("abc")).unwrap();
+        assert_eq!(fs::metadata(c.entry_path("abc")).unwrap().ino(), ino);
+        // An update with its entry file gone writes it whole.
+        fs::remove_file(c.entry_path("abc")).unwrap();
         c.update(&later).unwrap();
         assert_eq!(c.read("abc").unwrap(), Some(later));
-        fs::write(c.entry_path("abc"), b"").unwrap();
-        assert_eq!(
-            c.read("abc").unwrap(),
-            Some(durable),
-            "the fallback survived"
-        );
+        assert_eq!(names(&c), vec!["abc.json"], "no temp file left");
     }
 
     #[test]
-    fn updates_keep_the_last_durable_generation_as_the_previous_one() {
+    fn a_durable_write_over_an_entry_keeps_it_as_the_previous_one() {
         let d = tempfile::tempdir().unwrap();
         let c = Cache::new(d.path());
         let durable = entry("abc");
         c.write(&durable).unwrap();
         let mut later = durable.clone();
-        for n in 0..3 {
-            later.attachments[0].result = Some(serde_json::json!({"cniVersion": "1.0.0", "n": n}));
-            c.update(&later).unwrap();
-            assert_eq!(c.read("abc").unwrap(), Some(later.clone()));
-        }
-        // The lazy generations never became the fallback: a torn current entry falls back to
-        // the one that was synced before any delegate ran.
-        fs::write(c.entry_path("abc"), b"").unwrap();
-        assert_eq!(c.read("abc").unwrap(), Some(durable.clone()));
-        // A durable write makes the current generation the previous one again.
-        c.write(&later).unwrap();
+        later.attachments[0].result = Some(serde_json::json!({"cniVersion": "1.0.0"}));
+        c.update(&later).unwrap();
+        // A repeated ADD writes its entry anew: the one it replaces (its newest generation is
+        // what reads back) is kept as `<id>.prev` until then.
         let mut last = later.clone();
         last.attachments.clear();
         c.write(&last).unwrap();
+        assert_eq!(c.read("abc").unwrap(), Some(last));
         fs::write(c.entry_path("abc"), b"{").unwrap();
         assert_eq!(c.read("abc").unwrap(), Some(later));
     }

@@ -475,9 +475,8 @@ fn del_rebuilds_a_corrupt_entry_from_the_pod_and_its_nads() {
         .with_nad("blue", "a", macvlan("a"));
     let cfg = bed.config(json!({}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
-    // Both generations lost (e.g. a disk that lies about fsync).
+    // Every generation lost (e.g. a disk that lies about fsync).
     corrupt(&bed, "ctr1.json");
-    corrupt(&bed, "ctr1.prev");
     kube.log.lock().unwrap().clear();
     bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
     assert_eq!(dels_of(&bed), ["DEL macvlan net1", "DEL clusterplug eth0"]);
@@ -498,7 +497,6 @@ fn del_rebuilds_a_corrupt_entry_from_the_pod_and_its_nads() {
     let cfg = bed.config(json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": "a"}}}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     corrupt(&bed, "ctr1.json");
-    corrupt(&bed, "ctr1.prev");
     kube.log.lock().unwrap().clear();
     bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
     assert_eq!(dels_of(&bed), ["DEL macvlan net1", "DEL clusterplug eth0"]);
@@ -515,7 +513,6 @@ fn del_of_a_corrupt_entry_with_the_api_down_is_try_again_later() {
     let cfg = bed.config(json!({}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     corrupt(&bed, "ctr1.json");
-    corrupt(&bed, "ctr1.prev");
     let down = FakeKube {
         unreachable: true,
         ..FakeKube::default()
@@ -539,22 +536,39 @@ fn del_of_a_corrupt_entry_of_a_deleted_pod_tears_down_the_configured_networks() 
     let cfg = bed.config(json!({}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     corrupt(&bed, "ctr1.json");
-    corrupt(&bed, "ctr1.prev");
     bed.run(&cfg, "DEL", &FakeKube::default(), |e| e.del())
         .unwrap();
     assert_eq!(dels_of(&bed), ["DEL clusterplug eth0"]);
     assert!(bed.all_cache_files().is_empty());
 }
 
+/// Cuts ctr1's cache entry file to its first `lines` generations (the appends after them never
+/// reached the disk), or, with `None`, cuts a few bytes off its last one.
+fn tear_entry(bed: &Bed, lines: Option<usize>) {
+    let path = bed.dir.path().join("cache/ctr1.json");
+    let bytes = std::fs::read(&path).unwrap();
+    let keep = match lines {
+        Some(n) => bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(n - 1)
+            .map_or(bytes.len(), |(i, _)| i),
+        None => bytes.len() - 5,
+    };
+    std::fs::write(&path, &bytes[..keep]).unwrap();
+}
+
 #[test]
-fn a_torn_current_entry_is_torn_down_from_the_previous_generation() {
+fn a_torn_entry_is_torn_down_from_its_last_readable_generation() {
     let bed = Bed::new();
     let kube = FakeKube::default()
         .with_pod("blue", "p", Some("a"))
         .with_nad("blue", "a", macvlan("a"));
     let cfg = bed.config(json!({}));
+    // The last generation cut short: the one before it has the cluster network's result.
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
-    corrupt(&bed, "ctr1.json");
+    tear_entry(&bed, None);
     kube.log.lock().unwrap().clear();
     bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
     assert_eq!(dels_of(&bed), ["DEL macvlan net1", "DEL clusterplug eth0"]);
@@ -562,8 +576,24 @@ fn a_torn_current_entry_is_torn_down_from_the_previous_generation() {
         kube.log().is_empty(),
         "no API request: the cache still knew"
     );
-    // The previous generation is the durable one, written before any delegate ran: it lists
-    // every attachment (so both are torn down) but holds no result, which DEL does without.
+    let del_cluster = bed.exec.calls().pop().unwrap();
+    assert!(
+        del_cluster.stdin.get("prevResult").is_some(),
+        "{del_cluster:?}"
+    );
+    assert!(bed.all_cache_files().is_empty());
+
+    // Only the durable generation on disk (a node crash before the kernel wrote the appends):
+    // it was written before any delegate ran and lists every attachment (so both are torn
+    // down), but holds no result, which DEL does without.
+    let bed = Bed::new();
+    let cfg = bed.config(json!({}));
+    bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
+    tear_entry(&bed, Some(1));
+    kube.log.lock().unwrap().clear();
+    bed.run(&cfg, "DEL", &kube, |e| e.del()).unwrap();
+    assert_eq!(dels_of(&bed), ["DEL macvlan net1", "DEL clusterplug eth0"]);
+    assert!(kube.log().is_empty());
     let del_cluster = bed.exec.calls().pop().unwrap();
     assert!(
         del_cluster.stdin.get("prevResult").is_none(),
@@ -761,7 +791,7 @@ fn gc_sweeps_stale_lock_and_temp_files_only() {
     bed.run(&gc_cfg, "GC", &kube, |e| e.gc()).unwrap();
     assert_eq!(
         bed.all_cache_files(),
-        ["ctr1.json", "ctr1.lock", "ctr1.prev", "fresh.lock"]
+        ["ctr1.json", "ctr1.lock", "fresh.lock"]
     );
 }
 
@@ -947,9 +977,13 @@ fn check_uses_the_cached_results_and_skips_old_versions() {
 
 // ---- NPWG v1.3 / CNI 1.1.0 behaviour (issue 3) ----
 
+/// The newest generation of ctr1's cache entry, as JSON.
 fn cached(bed: &Bed) -> Value {
-    let text = std::fs::read_to_string(bed.dir.path().join("cache/ctr1.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    let entry = plexus_engine::cache::Cache::new(bed.dir.path().join("cache"))
+        .read("ctr1")
+        .unwrap()
+        .expect("an entry");
+    serde_json::to_value(entry).unwrap()
 }
 
 #[test]
@@ -1328,7 +1362,6 @@ fn del_of_a_corrupt_entry_with_an_unusable_kubeconfig_is_try_again_later() {
     let cfg = bed.config(json!({"kubeconfig": "/nonexistent/kubeconfig"}));
     bed.run(&cfg, "ADD", &kube, |e| e.add()).unwrap();
     corrupt(&bed, "ctr1.json");
-    corrupt(&bed, "ctr1.prev");
     // The binary passes no client when the configured kubeconfig cannot be loaded.
     let env = bed.env("DEL", "blue", "p");
     let err = Engine {
@@ -1395,8 +1428,7 @@ fn resource_nads_get_distinct_sorted_devices_and_del_check_reuse_them_from_the_c
         assert_eq!(stdin["runtimeConfig"]["deviceID"], dev, "{stdin}");
         assert_eq!(stdin["vlan"], 100);
     }
-    let text = std::fs::read_to_string(bed.dir.path().join("cache/ctr1.json")).unwrap();
-    let entry: Value = serde_json::from_str(&text).unwrap();
+    let entry = cached(&bed);
     assert_eq!(
         entry["attachments"][2]["device"]["deviceID"], "0000:03:02.1",
         "{entry}"
