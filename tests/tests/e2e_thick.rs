@@ -59,6 +59,34 @@ fn add_costs_one_patch_and_del_nothing_whatever_the_networks() {
     );
 }
 
+/// The daemon lists and watches its node's pods as metadata only (`PartialObjectMetadata`): the
+/// engine reads UID and annotations, and a pod's spec and status are most of its size, in every
+/// list and in every event (one per status PATCH).
+#[test]
+fn pods_are_listed_and_watched_as_metadata_only() {
+    let bed = Bed::in_mode(Mode::Thick);
+    let pod_reads: Vec<_> = bed
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v1/pods")
+        .collect();
+    assert!(
+        pod_reads.iter().any(|r| r.param("watch").is_some())
+            && pod_reads.iter().any(|r| r.param("watch").is_none()),
+        "a list and a watch: {pod_reads:?}"
+    );
+    for r in &pod_reads {
+        let accept = r.accept.as_deref().unwrap_or_default();
+        assert!(accept.contains("as=PartialObjectMetadata"), "{r:?}");
+        assert_eq!(
+            r.param("fieldSelector").as_deref(),
+            Some("spec.nodeName=node-1"),
+            "{r:?}"
+        );
+    }
+}
+
 #[test]
 fn pod_missing_from_the_cache_costs_exactly_one_get() {
     let bed = Bed::in_mode(Mode::Thick);

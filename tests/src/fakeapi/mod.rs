@@ -83,6 +83,9 @@ pub struct RequestRecord {
     pub response_bytes: usize,
     /// The `User-Agent` header, when sent.
     pub user_agent: Option<String>,
+    /// The `Accept` header, when sent (a metadata-only read asks for
+    /// `as=PartialObjectMetadata` there).
+    pub accept: Option<String>,
     /// When the request arrived, in milliseconds since the server started.
     pub at_ms: u64,
     /// The HTTP version it came over: `HTTP/1.1`, or `HTTP/2.0` over TLS when the client

@@ -148,6 +148,10 @@ async fn handle(
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = req
         .into_body()
         .collect()
@@ -157,6 +161,7 @@ async fn handle(
     let arrived = shared.started.elapsed().as_millis() as u64;
     let log_entry = |status, response_bytes| RequestRecord {
         user_agent: user_agent.clone(),
+        accept: accept.clone(),
         at_ms: arrived,
         http_version: http_version.clone(),
         connection,
@@ -242,6 +247,7 @@ fn record(
         request_bytes,
         response_bytes,
         user_agent: None,
+        accept: None,
         at_ms: 0,
         http_version: String::new(),
         connection: 0,
