@@ -11,7 +11,6 @@
 
 use crate::LiveKube;
 use crate::watch::Caches;
-use kube::Client;
 use plexus_engine::api::{ApiError, KubeApi, NadInfo, PodEvent, PodInfo};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -100,7 +99,7 @@ impl std::fmt::Debug for CachedKube<'_> {
 #[derive(Clone)]
 pub struct EventPoster {
     pub handle: tokio::runtime::Handle,
-    pub client: Client,
+    pub client: crate::ApiClient,
     pub server: String,
     pub timeout: Duration,
 }

@@ -17,6 +17,8 @@
 mod retry;
 mod transport;
 
+pub use transport::ApiClient;
+
 pub mod cached;
 pub mod dra;
 pub mod watch;
@@ -32,7 +34,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{GetParams, Patch, PatchParams};
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta, Status};
-use kube::{Client, Config, Resource};
+use kube::{Config, Resource};
 use plexus_engine::api::{ApiError, KubeApi, NadInfo, PodEvent, PodInfo};
 // kube's top-level messages ("ServiceError: client error (Connect)") hide the useful part
 // ("Connection refused") in their causes.
@@ -153,7 +155,7 @@ impl Rt {
 /// See the crate docs for why it owns a runtime in thin mode.
 pub struct LiveKube {
     rt: Rt,
-    client: Client,
+    client: ApiClient,
     timeout: Duration,
     /// The API server's URL, for error messages.
     server: String,
@@ -204,7 +206,7 @@ impl LiveKube {
     /// deadline and retry count, while all of them share `client`'s connection pool.
     pub fn on_handle(
         handle: tokio::runtime::Handle,
-        client: Client,
+        client: ApiClient,
         server: String,
         timeout: Duration,
     ) -> LiveKube {
@@ -279,19 +281,14 @@ impl LiveKube {
             },
             error: map_error(e, kind, namespace, name),
         };
-        let response = self
+        let answer = self
             .client
             .send(request.map(kube::client::Body::from))
             .await
             .map_err(transport)?;
-        let code = response.status();
-        let retry_after = retry::retry_after(response.headers());
-        let body = response
-            .into_body()
-            .collect_bytes()
-            .await
-            .map_err(transport)?
-            .to_vec();
+        let code = answer.status;
+        let retry_after = retry::retry_after(&answer.headers);
+        let body = answer.body.to_vec();
         if code.is_success() {
             return Ok(body);
         }
@@ -320,7 +317,7 @@ impl LiveKube {
 pub async fn build_client(
     creds: &Credentials,
     timeout: Duration,
-) -> Result<(Client, String), KubeError> {
+) -> Result<(ApiClient, String), KubeError> {
     let (mut config, source_desc) = match creds {
         Credentials::Kubeconfig(path) => {
             let wrap = |cause| KubeError::Kubeconfig {
@@ -580,6 +577,7 @@ impl LiveKube {
             format!("POST event for pod {ns}/{pod}"),
             async {
                 self.client
+                    .kube()
                     .request_text(request)
                     .await
                     .map(drop)

@@ -15,6 +15,13 @@
 //! tracing layer (plexus logs its own request lines) and `Client::valid_until` (the expiry of an
 //! exec plugin's client certificate, which nothing here reads).
 //!
+//! Requests of a CNI call skip kube's `Buffer`: [`ApiClient::send`] calls a clone of the same
+//! stack (credentials, headers, pool) directly, so a request is polled on the thread that waits for
+//! it. Through `kube::Client` a request is first handed to the buffer's worker task and its
+//! response future handed back: two more wake-ups of another thread per request, which the
+//! daemon's status PATCH, the one request on an ADD's path, paid on every ADD (hack/bench.sh's
+//! "of which API wait"). The watches keep `kube::Client`, which kube-runtime needs.
+//!
 //! Connection health: an HTTP/1.1 connection keeps kube's read timeout, which also ends an idle
 //! pooled one. An HTTP/2 connection is shared by long-lived watches that may be quiet for minutes,
 //! so a read timeout on its socket would cut all of them; it gets HTTP/2 keep-alive pings instead
@@ -27,26 +34,103 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnectorBuilder};
 use hyper_timeout::TimeoutConnector;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use kube::client::{Body, ClientBuilder, ConfigExt};
 use kube::{Client, Config};
-use tower::{BoxError, ServiceBuilder};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 /// How often an HTTP/2 connection is pinged. client-go's default for its HTTP/2 health check
 /// (`ReadIdleTimeout`) is 30 s as well.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Builds a [`Client`] from `config` over the stack described in the module docs. `config` is the
-/// loaded and tuned config (its timeouts, headers and CA are used as they are); `ping_timeout`
-/// is how long an HTTP/2 ping may go unanswered before the connection is closed.
-pub fn client(config: &Config, ping_timeout: Duration) -> Result<Client, kube::Error> {
+/// The stack below kube's `Buffer`, type-erased; cloning it shares the pool.
+type Direct = BoxCloneSyncService<http::Request<Body>, http::Response<Incoming>, BoxError>;
+
+/// A `kube::Client` for kube's APIs (watches, lists) and, beside it, the same stack without the
+/// buffer for requests whose latency counts (see the module docs). Cheap to clone: both share one
+/// connection pool.
+#[derive(Clone)]
+pub struct ApiClient {
+    kube: Client,
+    /// `None` behind a proxy, where the whole stack stays kube's.
+    direct: Option<Direct>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The stack holds credentials: say only which path requests take.
+        f.debug_struct("ApiClient")
+            .field("direct", &self.direct.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A whole answer: status, headers and the collected body.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl ApiClient {
+    /// The client for kube's own APIs (kube-runtime's watchers, `apiserver_version`).
+    pub fn kube(&self) -> &Client {
+        &self.kube
+    }
+
+    /// Sends `request` and collects the answer. Errors are kube's, classified as
+    /// `kube::Client::send` classifies them, so that retry decisions do not depend on the path.
+    pub(crate) async fn send(&self, request: http::Request<Body>) -> Result<Answer, kube::Error> {
+        let Some(direct) = &self.direct else {
+            let response = self.kube.send(request).await?;
+            let (parts, body) = response.into_parts();
+            return Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.collect_bytes().await?,
+            });
+        };
+        let response = direct.clone().oneshot(request).await.map_err(|err| {
+            err.downcast::<kube::Error>()
+                .map(|e| *e)
+                .or_else(|err| {
+                    err.downcast::<hyper::Error>()
+                        .map(|e| kube::Error::HyperError(*e))
+                })
+                .unwrap_or_else(kube::Error::Service)
+        })?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(kube::Error::HyperError)?
+            .to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// Builds an [`ApiClient`] from `config` over the stack described in the module docs. `config` is
+/// the loaded and tuned config (its timeouts, headers and CA are used as they are);
+/// `ping_timeout` is how long an HTTP/2 ping may go unanswered before the connection is closed.
+pub fn client(config: &Config, ping_timeout: Duration) -> Result<ApiClient, kube::Error> {
     if config.proxy_url.is_some() {
         // Proxies (and their errors when kube is built without proxy support) stay kube's.
-        return Client::try_from(config.clone());
+        return Ok(ApiClient {
+            kube: Client::try_from(config.clone())?,
+            direct: None,
+        });
     }
     let http = tcp_connector();
     let mut tls = HttpsConnectorBuilder::new()
@@ -86,7 +170,10 @@ pub fn client(config: &Config, ping_timeout: Duration) -> Result<Client, kube::E
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
         .service(pool);
-    Ok(ClientBuilder::new(service, config.default_namespace.clone()).build())
+    Ok(ApiClient {
+        kube: ClientBuilder::new(service.clone(), config.default_namespace.clone()).build(),
+        direct: Some(BoxCloneSyncService::new(service)),
+    })
 }
 
 /// The TCP layer: any scheme (TLS is layered on top), and `TCP_NODELAY`. HTTP/2 writes a
@@ -152,5 +239,54 @@ mod tests {
             .unwrap();
         assert!(io.inner().nodelay().unwrap(), "TCP_NODELAY is off");
         accepting.await.unwrap().unwrap();
+    }
+
+    /// Answers every request on every connection with `200 {}` (HTTP/1.1).
+    async fn serve_ok(listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                    if conn.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn requests_do_not_go_through_kubes_buffer_worker() {
+        let server = tokio::runtime::Runtime::new().unwrap();
+        let listener = server
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        server.spawn(serve_ok(listener));
+        let config = Config::new(url);
+        // kube spawns its buffer worker on the runtime that builds the client; once that runtime
+        // is gone, only a request that bypasses the worker can still be answered.
+        let builder = tokio::runtime::Runtime::new().unwrap();
+        let api = builder
+            .block_on(async { client(&config, Duration::from_secs(5)) })
+            .unwrap();
+        drop(builder);
+        let caller = tokio::runtime::Runtime::new().unwrap();
+        let get = || http::Request::get("/version").body(Body::empty()).unwrap();
+        let through_buffer = caller.block_on(api.kube().send(get()));
+        assert!(
+            through_buffer.is_err(),
+            "kube's buffer worker outlived its runtime"
+        );
+        let answer = caller.block_on(api.send(get())).unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(&answer.body[..], b"{}");
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 pub struct Kube {
     pub caches: Caches,
-    pub client: kube::Client,
+    pub client: plexus_kube::ApiClient,
     pub server: String,
     pub timeout: Duration,
 }

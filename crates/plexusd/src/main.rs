@@ -169,7 +169,7 @@ async fn serve(
             // connection open (one HTTP/2 connection over TLS) instead of each dialling one at
             // the same instant and leaving the spares idle in the pool. A failure is only
             // logged: the caches retry, and readiness waits for them.
-            match tokio::time::timeout(api_timeout, client.apiserver_version()).await {
+            match tokio::time::timeout(api_timeout, client.kube().apiserver_version()).await {
                 Ok(Ok(info)) => tracing::info!(%server, version = %info.git_version, "API server"),
                 Ok(Err(e)) => {
                     tracing::warn!(%server, "API server version: {}", plexus_cni::report::chain(&e))
@@ -178,8 +178,11 @@ async fn serve(
                     tracing::warn!(%server, "API server version: no answer within {api_timeout:?}")
                 }
             }
-            let caches =
-                plexus_kube::watch::Caches::start(client.clone(), &node, &args.nad_namespaces);
+            let caches = plexus_kube::watch::Caches::start(
+                client.kube().clone(),
+                &node,
+                &args.nad_namespaces,
+            );
             if args.nad_namespaces.is_empty() {
                 tracing::info!(%server, %node, "watching this node's pods and every NAD");
             } else {
