@@ -33,6 +33,11 @@ fn add_costs_one_patch_and_del_nothing_whatever_the_networks() {
         ("PATCH", "/api/v1/namespaces/blue/pods/budget/status")
     );
     assert_eq!(bed.status_of("blue", "budget").len(), 3);
+    // Its answer is asked for as the pod's metadata only (the fake answers so, as the real
+    // server does: fakeapi.rs): the API server need not encode, nor the node download, the
+    // spec and status on every ADD.
+    let accept = reqs[0].accept.as_deref().unwrap_or_default();
+    assert!(accept.contains("as=PartialObjectMetadata"), "{accept}");
 
     bed.api.clear_requests();
     bed.teardown(&sb, &config);

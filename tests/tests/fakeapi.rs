@@ -784,6 +784,50 @@ fn partial_object_metadata_for_get_list_and_watch() {
     assert!(e["object"].get("spec").is_none(), "{e}");
 }
 
+/// A PATCH (or PUT) answers with the object as the request's `Accept` asks: metadata only for
+/// `as=PartialObjectMetadata`. Negotiation comes first, so a `406` leaves the object unchanged.
+#[test]
+fn patch_answers_metadata_only_when_asked_and_a_406_writes_nothing() {
+    let api = server();
+    pod(&api, "p", "node-1");
+    let meta = |accept: &str| Client {
+        accept: accept.to_owned(),
+        ..Client::of(&api)
+    };
+    let path = format!("{POD_PATH}/p/status");
+    let patch = |c: &Client, value: &str| {
+        c.json(
+            "PATCH",
+            &path,
+            "application/merge-patch+json",
+            &json!({"metadata": {"annotations": {STATUS_KEY: value}}}),
+        )
+    };
+
+    let r = patch(
+        &meta("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"),
+        "one",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let o = r.json();
+    assert_eq!(o["kind"], "PartialObjectMetadata");
+    assert_eq!(o["metadata"]["annotations"][STATUS_KEY], "one");
+    assert!(o.get("spec").is_none() && o.get("status").is_none(), "{o}");
+
+    // A list view for a single object, with no plain-JSON fallback: not acceptable, not applied.
+    let r = patch(
+        &meta("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+        "two",
+    );
+    assert_eq!(r.status, 406, "{}", String::from_utf8_lossy(&r.body));
+    let now = Client::of(&api).get(&format!("{POD_PATH}/p")).json();
+    assert_eq!(now["metadata"]["annotations"][STATUS_KEY], "one");
+    assert!(
+        now.get("spec").is_some(),
+        "plain JSON is the whole pod: {now}"
+    );
+}
+
 #[test]
 fn bearer_token_is_required_when_configured() {
     let api = FakeApiServer::start(FakeApiOptions {

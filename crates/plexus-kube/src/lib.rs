@@ -531,20 +531,23 @@ impl KubeApi for LiveKube {
         let url = Pod::url_path(&(), Some(namespace));
         let (url, body) = (url.as_str(), &body);
         // A merge patch of one annotation sets the same value however often it is applied, so it
-        // is retried like a read. The answer (the whole pod) is not parsed: the patch has taken
-        // effect once the server says 2xx, and a response that fails to deserialize must not
-        // turn a successful write into an error (and an ADD rollback).
+        // is retried like a read. The answer is not parsed: the patch has taken effect once the
+        // server says 2xx, and a response that fails to deserialize must not turn a successful
+        // write into an error (and an ADD rollback). It is asked for as metadata only (see
+        // [`METADATA_ONLY`]), so the server does not encode, and the node does not download, the
+        // pod's spec and status on every ADD.
         self.rt.block_on(with_retries(
             self.limits(),
             &what,
             &self.retries,
             move || {
-                let request = kube::core::Request::new(url).patch_subresource(
-                    "status",
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(body),
-                );
+                let request = kube::core::Request::new(url)
+                    .patch_subresource("status", name, &PatchParams::default(), &Patch::Merge(body))
+                    .map(|mut r| {
+                        r.headers_mut()
+                            .insert(http::header::ACCEPT, METADATA_ONLY.clone());
+                        r
+                    });
                 async move {
                     self.attempt(request, POD_KIND, namespace, name)
                         .await
@@ -631,6 +634,14 @@ fn rfc3339(t: std::time::SystemTime) -> String {
         rem % 60
     )
 }
+
+/// `Accept` of the status PATCH: the answer as `PartialObjectMetadata` (kube-apiserver applies
+/// the same output negotiation to a patch's answer as to a get, as client-go's metadata client
+/// relies on), or else as the whole object, so that a server or proxy that cannot transform it
+/// still answers 2xx rather than 406. Either answer only confirms the write.
+static METADATA_ONLY: http::HeaderValue = http::HeaderValue::from_static(
+    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json",
+);
 
 /// The merge patch body. `metadata.uid` is immutable, so the API server answers 409 if the pod was
 /// replaced by another with the same name; an empty `uid` (runtime did not pass `K8S_POD_UID`)

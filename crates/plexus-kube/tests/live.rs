@@ -465,6 +465,11 @@ fn patch_sends_one_merge_patch_to_status() {
         r.header("content-type"),
         Some("application/merge-patch+json")
     );
+    // The answer is asked for as metadata only, with plain JSON as the fallback.
+    assert_eq!(
+        r.header("accept"),
+        Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json")
+    );
     let expected = json!({"metadata": {"uid": "uid-1", "annotations": {"k8s.v1.cni.cncf.io/network-status": status}}});
     assert_eq!(
         String::from_utf8(r.body.clone()).unwrap(),

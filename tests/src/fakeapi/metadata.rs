@@ -1,8 +1,9 @@
 //! Metadata-only answers (`PartialObjectMetadata`), as the real server gives them to a client
 //! whose `Accept` header asks `application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`
-//! (for a get or a watch) or `...;as=PartialObjectMetadataList;...` (for a list): the object's
-//! `metadata` only, under `kind`/`apiVersion` of `meta.k8s.io/v1`. Plexus's node daemon watches
-//! pods this way. A transformation the request asks for but that does not fit it (a list asked
+//! (for a get, a watch, or the object a patch or an update answers with) or
+//! `...;as=PartialObjectMetadataList;...` (for a list): the object's `metadata` only, under
+//! `kind`/`apiVersion` of `meta.k8s.io/v1`. Plexus's node daemon watches pods this way, and
+//! Plexus asks for the status PATCH's answer this way. A transformation the request asks for but that does not fit it (a list asked
 //! for as a single object) is `406 Not Acceptable` unless the header also accepts plain JSON,
 //! as on the real server.
 
@@ -58,6 +59,14 @@ pub fn view(accept: &str, list: bool) -> Result<View, ApiError> {
 /// An object as `PartialObjectMetadata`.
 pub fn object(obj: &Value) -> Value {
     json!({"kind": OBJECT, "apiVersion": format!("{GROUP}/v1"), "metadata": obj["metadata"]})
+}
+
+/// A single object as `view` asks for it.
+pub fn as_viewed(obj: Value, view: View) -> Value {
+    match view {
+        View::Full => obj,
+        View::Metadata => object(&obj),
+    }
 }
 
 /// A list as `PartialObjectMetadataList`.

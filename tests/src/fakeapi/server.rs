@@ -387,13 +387,7 @@ fn respond(
         (Route::Object { res, ns, name, .. }, "GET") => {
             let view = metadata::view(accept, false)?;
             let obj = lock(&shared.store).get(res, &ns, &name)?;
-            Ok(Reply::Json(
-                200,
-                match view {
-                    View::Full => obj,
-                    View::Metadata => metadata::object(&obj),
-                },
-            ))
+            Ok(Reply::Json(200, metadata::as_viewed(obj, view)))
         }
         (Route::Object { res, ns, name, sub }, "PATCH") => {
             let ct = headers
@@ -402,18 +396,17 @@ fn respond(
                 .unwrap_or_default();
             let ty = PatchType::from_content_type(ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            // Negotiated before the write, as on the real server: a 406 changes nothing.
+            let view = metadata::view(accept, false)?;
             let patch = parse_body(body)?;
-            Ok(Reply::Json(
-                200,
-                lock(&shared.store).patch(res, &ns, &name, sub.as_deref(), ty, &patch)?,
-            ))
+            let obj = lock(&shared.store).patch(res, &ns, &name, sub.as_deref(), ty, &patch)?;
+            Ok(Reply::Json(200, metadata::as_viewed(obj, view)))
         }
         (Route::Object { res, ns, name, sub }, "PUT") => {
+            let view = metadata::view(accept, false)?;
             let obj = parse_body(body)?;
-            Ok(Reply::Json(
-                200,
-                lock(&shared.store).replace(res, &ns, &name, sub.as_deref(), obj)?,
-            ))
+            let obj = lock(&shared.store).replace(res, &ns, &name, sub.as_deref(), obj)?;
+            Ok(Reply::Json(200, metadata::as_viewed(obj, view)))
         }
         (
             Route::Object {
