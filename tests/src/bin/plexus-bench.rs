@@ -192,15 +192,21 @@ impl Scenario {
 
     /// Creates a pod bound to the node; in thick mode returns once the daemon's cache has it
     /// (an ADD right after would otherwise measure the cache-miss GET, not the steady state).
+    /// The pod is shaped like a real one (spec, status, managedFields), so that "API bytes per
+    /// ADD" counts what a real API server would send.
     fn pod(&self, name: &str, networks: &str) -> Result<String> {
-        let mut meta = json!({"name": name, "namespace": "default"});
-        if !networks.is_empty() {
-            meta["annotations"] = json!({"k8s.v1.cni.cncf.io/networks": networks});
+        let mut pod = realistic_pod("default", 0, networks);
+        let meta = &mut pod["metadata"];
+        meta["name"] = json!(name);
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("generateName");
         }
-        let pod = self
-            .api
-            .create_pod(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": meta, "spec": {"nodeName": NODE_NAME}}));
+        if networks.is_empty()
+            && let Some(a) = meta["annotations"].as_object_mut()
+        {
+            a.remove("k8s.v1.cni.cncf.io/networks");
+        }
+        let pod = self.api.create_pod(pod);
         if let Some(d) = &self.daemon {
             let rv = pod["metadata"]["resourceVersion"]
                 .as_str()
