@@ -1,8 +1,9 @@
 //! kube-rs implementation of `plexus_engine::api::KubeApi` for the thin plugin.
 //!
 //! The thin plugin is one short-lived process per CNI call, so [`LiveKube`] is built for exactly
-//! that: a current-thread tokio runtime of its own (the engine is synchronous), a `kube::Client`
-//! built inside it, and one `block_on` per trait call. Client construction is sub-millisecond
+//! that: a current-thread tokio runtime of its own (the engine is synchronous), an [`ApiClient`]
+//! (kube's client and HTTP stack, see `transport`) built inside it, and one `block_on` per trait
+//! call. Client construction is sub-millisecond
 //! (measured, see `spec/rust-ecosystem.md` §2), so it is built eagerly in [`LiveKube::new`]; the
 //! cost of a call is its network round trips.
 //!
